@@ -1,0 +1,7 @@
+namespace PiServe.Inference.Tests;
+
+public class SkeletonTests
+{
+    [Fact]
+    public void UnknownArgumentIsNotAVerb() => Assert.False(PiServe.Api.Verbs.IsVerb("--urls"));
+}

@@ -1,7 +1,158 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PiServe.Inference.Cache;
+using PiServe.Inference.Checkpoints;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Model;
+using PiServe.Inference.Rope;
+using PiServe.Inference.Tokenization;
+
 namespace PiServe.Api;
 
+/// <summary>
+/// Command-line verbs that drive the engine without the server. Each prints one JSON object to
+/// stdout; on failure the exit code is non-zero and {"error": "..."} goes to stderr.
+/// </summary>
 public static class Verbs
 {
-    public static bool IsVerb(string arg) => false;
-    public static int Run(string[] args) => 2;
+    private static readonly Dictionary<string, (Func<VerbArgs, JsonObject> Run, string Usage)> All = new()
+    {
+        ["tokenize"] = (Tokenize, "tokenize --model DIR --text STR [--no-special]"),
+        ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
+        ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
+    };
+
+    public static bool IsVerb(string arg) => All.ContainsKey(arg);
+
+    public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        var (run, usage) = All[args[0]];
+        try
+        {
+            var parsed = VerbArgs.Parse(args.AsSpan(1), usage);
+            var result = run(parsed);
+            stdout.WriteLine(result.ToJsonString());
+            return 0;
+        }
+        catch (Exception e) when (e is UsageException or CheckpointFormatException or RopeScalingException
+                                      or TokenizerFormatException or ArgumentException or IOException or JsonException
+                                      or UnauthorizedAccessException or InvalidOperationException)
+        {
+            string message = e is JsonException ? $"invalid JSON: {e.Message}" : e.Message;
+            stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString());
+            return e is UsageException ? 2 : 1;
+        }
+    }
+
+    private static JsonObject Tokenize(VerbArgs a)
+    {
+        var tokenizer = TokenizerLoader.Load(a.Required("model"));
+        var ids = tokenizer.Encode(a.Required("text"), addSpecialTokens: !a.Flag("no-special"));
+        return new JsonObject { ["tokens"] = IntArray(ids) };
+    }
+
+    private static JsonObject Score(VerbArgs a)
+    {
+        using var model = LlamaModel.Load(a.Required("model"), Backend(a));
+        var tokens = a.Tokens();
+        var rope = model.ResolveRope(a.RopeScaling());
+        var result = Scoring.Score(model, tokens, rope);
+        var logprobs = new JsonArray();
+        foreach (var lp in result.LogProbs) logprobs.Add(lp is { } v ? JsonValue.Create(v) : null);
+        var top = new JsonArray();
+        foreach (var (id, logit) in Scoring.TopK(result.LastLogits, 20))
+            top.Add(new JsonArray(id, (double)logit));
+        return new JsonObject { ["tokens"] = IntArray(tokens), ["logprobs"] = logprobs, ["last_top"] = top };
+    }
+
+    private static JsonObject Generate(VerbArgs a)
+    {
+        using var model = LlamaModel.Load(a.Required("model"), Backend(a));
+        var prompt = a.Tokens();
+        int maxTokens = a.Int("max-tokens") ?? throw new UsageException("--max-tokens is required");
+        if (maxTokens < 0) throw new UsageException("--max-tokens must be >= 0");
+        var rope = model.ResolveRope(a.RopeScaling());
+        int[] stop = a.Flag("ignore-eos") ? [] : model.Config.EosTokenIds;
+        var policy = a.Value("rope-cache") switch
+        {
+            null or "exact" => KvCachePolicy.Exact,
+            "planned" => KvCachePolicy.Planned,
+            "hf" => KvCachePolicy.Hf,
+            var other => throw new UsageException($"--rope-cache must be exact, planned or hf, got '{other}'"),
+        };
+        var clock = Stopwatch.StartNew();
+        var result = a.Flag("no-cache")
+            ? GreedyGenerator.GenerateWithoutCache(model, prompt, maxTokens, rope, stop)
+            : GreedyGenerator.Generate(model, prompt, maxTokens, policy, rope, stop);
+        double seconds = clock.Elapsed.TotalSeconds;
+        return new JsonObject
+        {
+            ["tokens"] = IntArray(result.Tokens),
+            ["finish_reason"] = result.FinishReason,
+            ["rope_cache"] = a.Flag("no-cache") ? "none" : policy.ToString().ToLowerInvariant(),
+            ["rebuilds"] = result.Rebuilds,
+            ["seconds"] = Math.Round(seconds, 4),
+            ["tokens_per_second"] = seconds > 0 ? Math.Round(result.Tokens.Length / seconds, 2) : null,
+        };
+    }
+
+    private static Inference.Kernels.CpuBackend Backend(VerbArgs a) => new(a.Int("threads") ?? 0);
+
+    private static JsonArray IntArray(IEnumerable<int> ids) => new(ids.Select(i => (JsonNode)i).ToArray());
+
+    private sealed class UsageException(string message) : Exception(message);
+
+    private sealed class VerbArgs
+    {
+        private static readonly HashSet<string> Flags = ["no-cache", "ignore-eos", "no-special"];
+        private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
+        private string _usage = "";
+
+        public static VerbArgs Parse(ReadOnlySpan<string> args, string usage)
+        {
+            var parsed = new VerbArgs { _usage = usage };
+            for (int i = 0; i < args.Length; i++)
+            {
+                if (!args[i].StartsWith("--", StringComparison.Ordinal))
+                    throw new UsageException($"unexpected argument '{args[i]}'; usage: {usage}");
+                string name = args[i][2..];
+                if (!usage.Contains("--" + name + " ") && !usage.EndsWith("--" + name, StringComparison.Ordinal) && !usage.Contains("--" + name + "]"))
+                    throw new UsageException($"unknown option --{name}; usage: {usage}");
+                if (Flags.Contains(name)) { parsed._values[name] = null; continue; }
+                if (i + 1 >= args.Length) throw new UsageException($"--{name} needs a value; usage: {usage}");
+                parsed._values[name] = args[++i];
+            }
+            return parsed;
+        }
+
+        public bool Flag(string name) => _values.ContainsKey(name);
+        public string? Value(string name) => _values.GetValueOrDefault(name);
+        public string Required(string name) => Value(name) ?? throw new UsageException($"--{name} is required; usage: {_usage}");
+
+        public int? Int(string name) => Value(name) is not { } s ? null
+            : int.TryParse(s, out int v) ? v : throw new UsageException($"--{name} must be an integer, got '{s}'");
+
+        public int[] Tokens()
+        {
+            string text = Required("tokens");
+            var parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 0) throw new UsageException("--tokens is empty");
+            return parts.Select(p => int.TryParse(p, out int id) && id >= 0 ? id
+                : throw new UsageException($"--tokens: '{p}' is not a token id")).ToArray();
+        }
+
+        public JsonObject? RopeScaling()
+        {
+            if (Value("rope-scaling") is not { } json) return null;
+            return JsonNode.Parse(json) switch
+            {
+                null => null,
+                JsonObject o => o,
+                _ => throw new UsageException("--rope-scaling must be a JSON object or null"),
+            };
+        }
+    }
 }

@@ -1,0 +1,39 @@
+namespace PiServe.Inference.Kernels;
+
+/// <summary>
+/// The operations the forward pass is made of. The CPU backend implements them with SIMD and
+/// Parallel.For; a CUDA backend can join later behind the same seam. All activations are float32
+/// row-major [tokens, features]; weights stay in their stored dtype.
+/// </summary>
+public unsafe interface IComputeBackend
+{
+    string Name { get; }
+
+    /// <summary>y[t, r] = Σ_c w[r, c]·x[t, c] (+ bias[r]) for t in [0, n).</summary>
+    void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias);
+
+    /// <summary>y[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight, per row of length <paramref name="dim"/>.</summary>
+    void RmsNorm(float* x, float* weight, int n, int dim, float eps, float* y);
+
+    /// <summary>
+    /// HF rotate_half RoPE in place on the first rotaryDim dims of every head of every row:
+    /// x1' = x1·cos − x2·sin, x2' = x2·cos + x1·sin. cos/sin rows are [n, rotaryDim/2].
+    /// </summary>
+    void ApplyRope(float* x, int n, int heads, int headDim, int rotaryDim, float* cos, float* sin);
+
+    /// <summary>
+    /// Causal attention of n queries at positions startPos.. over keys/values [0, startPos+n) of the
+    /// cache, query head h reading kv head h / (heads/kvHeads); with a window W a query at i sees
+    /// keys j with i − j &lt; W.
+    /// </summary>
+    void Attention(float* q, float* k, float* v, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
+
+    /// <summary>gate = silu(gate)·up, elementwise over count values.</summary>
+    void SwiGlu(float* gate, float* up, long count);
+
+    /// <summary>x += y, elementwise.</summary>
+    void Add(float* x, float* y, long count);
+
+    /// <summary>Rows of the embedding matrix for the tokens, widened to f32.</summary>
+    void Embed(WeightMatrix embeddings, ReadOnlySpan<int> tokens, float* output);
+}

@@ -1,0 +1,221 @@
+using System.Text.Json.Nodes;
+using PiServe.Inference.Cache;
+using PiServe.Inference.Checkpoints;
+using PiServe.Inference.Kernels;
+using PiServe.Inference.Rope;
+
+namespace PiServe.Inference.Model;
+
+/// <summary>One decoder layer's weights: matrices memory-mapped as stored, norms and biases widened to f32.</summary>
+public sealed class LayerWeights
+{
+    public required WeightMatrix Wq, Wk, Wv, Wo, WGate, WUp, WDown;
+    public required NativeBuffer AttentionNorm, MlpNorm;
+    public NativeBuffer? Bq, Bk, Bv, Bo, BGate, BUp, BDown;
+}
+
+/// <summary>
+/// A Llama-family decoder (Llama 1/2/3, Mistral, TinyLlama): embeddings, per layer RMSNorm →
+/// GQA attention with HF rotate_half RoPE → residual → RMSNorm → SwiGLU MLP → residual, final
+/// RMSNorm, lm_head (or the tied embeddings). Float32 activations and accumulation.
+/// </summary>
+public sealed unsafe class LlamaModel : IDisposable
+{
+    private readonly Checkpoint _checkpoint;
+    private readonly List<NativeBuffer> _owned = [];
+
+    public ModelConfig Config { get; }
+    public IComputeBackend Backend { get; }
+    /// <summary>The checkpoint's own rope scaling; requests may override it (<see cref="ResolveRope"/>).</summary>
+    public RopeScaling Rope { get; }
+    public LayerWeights[] Layers { get; }
+    public WeightMatrix Embeddings { get; }
+    public WeightMatrix LmHead { get; }
+    public NativeBuffer FinalNorm { get; }
+    public string Directory => _checkpoint.Directory;
+    public DType WeightDType { get; }
+    public long ParameterCount { get; }
+    public long WeightBytes => _checkpoint.WeightBytes;
+
+    private LlamaModel(Checkpoint checkpoint, IComputeBackend backend)
+    {
+        _checkpoint = checkpoint;
+        Config = checkpoint.Config;
+        Backend = backend;
+        var c = Config;
+        Rope = RopeScalingFactory.Create(c, c.RopeScaling);
+
+        var embed = checkpoint.Require("model.embed_tokens.weight", c.VocabSize, c.HiddenSize);
+        Embeddings = WeightMatrix.From(embed);
+        WeightDType = embed.DType;
+        // Tied models have no lm_head tensor; some untied exports still omit it when tying was on.
+        LmHead = c.TieWordEmbeddings && !checkpoint.Has("lm_head.weight")
+            ? Embeddings
+            : WeightMatrix.From(checkpoint.Require("lm_head.weight", c.VocabSize, c.HiddenSize));
+        FinalNorm = Vector("model.norm.weight", c.HiddenSize);
+
+        Layers = new LayerWeights[c.NumLayers];
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            string p = $"model.layers.{l}.";
+            Layers[l] = new LayerWeights
+            {
+                Wq = Matrix(p + "self_attn.q_proj.weight", c.QueryDim, c.HiddenSize),
+                Wk = Matrix(p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize),
+                Wv = Matrix(p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize),
+                Wo = Matrix(p + "self_attn.o_proj.weight", c.HiddenSize, c.QueryDim),
+                WGate = Matrix(p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize),
+                WUp = Matrix(p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize),
+                WDown = Matrix(p + "mlp.down_proj.weight", c.HiddenSize, c.IntermediateSize),
+                AttentionNorm = Vector(p + "input_layernorm.weight", c.HiddenSize),
+                MlpNorm = Vector(p + "post_attention_layernorm.weight", c.HiddenSize),
+                Bq = c.AttentionBias ? Vector(p + "self_attn.q_proj.bias", c.QueryDim) : null,
+                Bk = c.AttentionBias ? Vector(p + "self_attn.k_proj.bias", c.KvDim) : null,
+                Bv = c.AttentionBias ? Vector(p + "self_attn.v_proj.bias", c.KvDim) : null,
+                Bo = c.AttentionBias ? Vector(p + "self_attn.o_proj.bias", c.HiddenSize) : null,
+                BGate = c.MlpBias ? Vector(p + "mlp.gate_proj.bias", c.IntermediateSize) : null,
+                BUp = c.MlpBias ? Vector(p + "mlp.up_proj.bias", c.IntermediateSize) : null,
+                BDown = c.MlpBias ? Vector(p + "mlp.down_proj.bias", c.HiddenSize) : null,
+            };
+        }
+        ParameterCount = checkpoint.Tensors.Values.Sum(t => t.ElementCount);
+    }
+
+    public static LlamaModel Load(string directory, IComputeBackend? backend = null)
+    {
+        var checkpoint = Checkpoint.Open(directory);
+        try
+        {
+            return new LlamaModel(checkpoint, backend ?? new CpuBackend());
+        }
+        catch
+        {
+            checkpoint.Dispose();
+            throw;
+        }
+    }
+
+    private WeightMatrix Matrix(string name, int rows, int cols) => WeightMatrix.From(_checkpoint.Require(name, rows, cols));
+
+    /// <summary>Norm weights and biases are tiny: widened once to f32 so the kernels take one type.</summary>
+    private NativeBuffer Vector(string name, int length)
+    {
+        var t = _checkpoint.Require(name, length);
+        var buffer = new NativeBuffer(length);
+        Widen.Row(t.Data, t.DType, buffer.Ptr, length);
+        _owned.Add(buffer);
+        return buffer;
+    }
+
+    /// <summary>
+    /// The rope scaling for a request: the checkpoint's own, or an override that replaces rope_scaling
+    /// entirely on this loaded model (same weights). Throws <see cref="RopeScalingException"/>.
+    /// </summary>
+    public RopeScaling ResolveRope(JsonObject? ropeScalingOverride) =>
+        ropeScalingOverride is null ? Rope : RopeScalingFactory.Create(Config, ropeScalingOverride);
+
+    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.KvDim, initialCapacity);
+
+    /// <summary>
+    /// Runs tokens at positions [startPos, startPos + n) through the decoder with the given rope
+    /// frequencies, appending their keys and values to the cache (which must hold exactly startPos
+    /// positions), and leaves the final-normed hidden states in s.Hidden.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s)
+    {
+        var c = Config;
+        var be = Backend;
+        int n = tokens.Length;
+        int hidden = c.HiddenSize, kvDim = c.KvDim, inter = c.IntermediateSize;
+        if (cache.Length != startPos) throw new InvalidOperationException($"cache holds {cache.Length} positions, forward starts at {startPos}");
+        foreach (int t in tokens)
+            if ((uint)t >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary [0, {c.VocabSize})");
+        s.EnsureTokens(n);
+        cache.EnsureCapacity(startPos + n);
+        float eps = (float)c.RmsNormEps;
+
+        RopeTable.Fill(rope, startPos, n, s.Cos, s.Sin);
+        be.Embed(Embeddings, tokens, s.X);
+
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var w = Layers[l];
+            float* keys = cache.Keys(l) + (long)startPos * kvDim;   // this chunk's rows of the cache
+            float* values = cache.Values(l) + (long)startPos * kvDim;
+
+            // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+            be.RmsNorm(s.X, w.AttentionNorm.Ptr, n, hidden, eps, s.Xb);
+            be.MatMul(w.Wq, s.Xb, n, s.Q, Ptr(w.Bq));
+            be.MatMul(w.Wk, s.Xb, n, keys, Ptr(w.Bk));
+            be.MatMul(w.Wv, s.Xb, n, values, Ptr(w.Bv));
+            be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
+            be.ApplyRope(keys, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
+            be.Attention(s.Q, cache.Keys(l), cache.Values(l), s.Att, n, startPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
+            be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo));
+            be.Add(s.X, s.Xb, (long)n * hidden);
+
+            // MLP: x += Wdown · (silu(Wgate·norm(x)) ⊙ Wup·norm(x))
+            be.RmsNorm(s.X, w.MlpNorm.Ptr, n, hidden, eps, s.Xb);
+            be.MatMul(w.WGate, s.Xb, n, s.Gate, Ptr(w.BGate));
+            be.MatMul(w.WUp, s.Xb, n, s.Up, Ptr(w.BUp));
+            be.SwiGlu(s.Gate, s.Up, (long)n * inter);
+            be.MatMul(w.WDown, s.Gate, n, s.Xb, Ptr(w.BDown));
+            be.Add(s.X, s.Xb, (long)n * hidden);
+        }
+        cache.Length = startPos + n;
+
+        be.RmsNorm(s.X, FinalNorm.Ptr, n, hidden, eps, s.Hidden);
+    }
+
+    /// <summary>logits[t] = lm_head · hidden[t] for n rows.</summary>
+    public void Logits(float* hidden, int n, float* logits) => Backend.MatMul(LmHead, hidden, n, logits, null);
+
+    private static float* Ptr(NativeBuffer? b) => b is null ? null : b.Ptr;
+
+    public void Dispose()
+    {
+        foreach (var b in _owned) b.Dispose();
+        _owned.Clear();
+        _checkpoint.Dispose();
+    }
+}
+
+/// <summary>Activation buffers for a forward of up to <see cref="Tokens"/> tokens, reused across calls.</summary>
+public sealed unsafe class ForwardScratch(ModelConfig config) : IDisposable
+{
+    private readonly List<NativeBuffer> _buffers = [];
+    public int Tokens { get; private set; }
+    public float* X, Xb, Q, Att, Gate, Up, Hidden, Cos, Sin;
+
+    public void EnsureTokens(int n)
+    {
+        if (n <= Tokens) return;
+        foreach (var b in _buffers) b.Dispose();
+        _buffers.Clear();
+        var c = config;
+        X = Alloc((long)n * c.HiddenSize);
+        Xb = Alloc((long)n * c.HiddenSize);
+        Q = Alloc((long)n * c.QueryDim);
+        Att = Alloc((long)n * c.QueryDim);
+        Gate = Alloc((long)n * c.IntermediateSize);
+        Up = Alloc((long)n * c.IntermediateSize);
+        Hidden = Alloc((long)n * c.HiddenSize);
+        Cos = Alloc((long)n * Math.Max(1, c.RotaryDim / 2));
+        Sin = Alloc((long)n * Math.Max(1, c.RotaryDim / 2));
+        Tokens = n;
+    }
+
+    private float* Alloc(long length)
+    {
+        var b = new NativeBuffer(length);
+        _buffers.Add(b);
+        return b.Ptr;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _buffers) b.Dispose();
+        _buffers.Clear();
+        Tokens = 0;
+    }
+}

@@ -1,7 +1,0 @@
-namespace PiServe.Inference.Tests;
-
-public class SkeletonTests
-{
-    [Fact]
-    public void UnknownArgumentIsNotAVerb() => Assert.False(PiServe.Api.Verbs.IsVerb("--urls"));
-}

@@ -131,9 +131,9 @@ public sealed record ModelConfig
             EosTokenIds = c["eos_token_id"] switch
             {
                 null => [],
-                JsonArray a => a.Select((n, i) => n is JsonValue v && v.TryGetValue(out int id) ? id
+                JsonArray a => a.Select((n, i) => JsonNumbers.TryGetDouble(n, out double id) && id == Math.Floor(id) ? (int)id
                     : throw new CheckpointFormatException(FileName, $"eos_token_id[{i}]", "must be an integer")).ToArray(),
-                JsonValue v when v.TryGetValue(out int id) => [id],
+                JsonValue v when JsonNumbers.TryGetDouble(v, out double id) && id == Math.Floor(id) => [(int)id],
                 _ => throw new CheckpointFormatException(FileName, "eos_token_id", "must be an integer or an array of integers"),
             },
             TorchDtype = OptString(c, "torch_dtype") ?? OptString(c, "dtype"),
@@ -170,18 +170,14 @@ public sealed record ModelConfig
 
     private static int ToInt(JsonNode n, string name)
     {
-        if (n is JsonValue v)
-        {
-            if (v.TryGetValue(out int i)) return i;
-            if (v.TryGetValue(out double d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue) return (int)d;
-        }
+        if (JsonNumbers.TryGetDouble(n, out double d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue) return (int)d;
         throw new CheckpointFormatException(FileName, name, $"must be an integer, got {n.ToJsonString()}");
     }
 
     private static double? OptDouble(JsonObject c, string name)
     {
         if (c[name] is null) return null;
-        if (c[name] is JsonValue v && v.TryGetValue(out double d)) return d;
+        if (JsonNumbers.TryGetDouble(c[name], out double d)) return d;
         throw new CheckpointFormatException(FileName, name, $"must be a number, got {c[name]!.ToJsonString()}");
     }
 

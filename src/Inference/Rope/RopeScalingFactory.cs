@@ -82,7 +82,7 @@ public static class RopeScalingFactory
         var f = new float[a.Count];
         for (int i = 0; i < a.Count; i++)
         {
-            if (a[i] is not JsonValue v || !v.TryGetValue(out double x) || !(x > 0) || double.IsInfinity(x))
+            if (!JsonNumbers.TryGetDouble(a[i], out double x) || !(x > 0) || double.IsInfinity(x))
                 throw new RopeScalingException($"{name}[{i}]", "must be a positive number");
             f[i] = (float)x;
         }
@@ -99,7 +99,7 @@ public static class RopeScalingFactory
     private static double? Number(JsonObject s, string name) => s[name] switch
     {
         null => null,
-        JsonValue v when v.TryGetValue(out double x) && double.IsFinite(x) => x,
+        JsonValue v when JsonNumbers.TryGetDouble(v, out double x) && double.IsFinite(x) => x,
         _ => throw new RopeScalingException(name, $"must be a number, got {s[name]!.ToJsonString()}"),
     };
 

@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Net.Http;
+using System.Net.Sockets;
+using System.Text.Json.Nodes;
+using PiServe.Api;
+using PiServe.Inference.Tests.Golden;
+
+namespace PiServe.Inference.Tests.Verbs;
+
+/// <summary>The executable's verbs: one JSON object on stdout, or a non-zero exit and {"error"} on stderr.</summary>
+public class VerbTests
+{
+    private const string Model = "llama-default-f32";
+
+    private static (int Code, JsonObject? Out, JsonObject? Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = PiServe.Api.Verbs.Run(args, stdout, stderr);
+        JsonObject? Parse(string s) => string.IsNullOrWhiteSpace(s) ? null : JsonNode.Parse(s)!.AsObject();
+        return (code, Parse(stdout.ToString()), Parse(stderr.ToString()));
+    }
+
+    private static GoldenCase Short => GoldenFixtures.All.First(c => c.Model == Model && c.Name == "short");
+
+    [Fact]
+    public void ScorePrintsLogProbsAndTheTop20()
+    {
+        var g = Short;
+        var (code, o, _) = Run("score", "--model", GoldenFixtures.ModelDir(Model), "--tokens", string.Join(",", g.Tokens));
+        Assert.Equal(0, code);
+        Assert.Equal(g.Tokens, o!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()));
+        var lps = o["logprobs"]!.AsArray();
+        Assert.Null(lps[0]);
+        for (int i = 1; i < g.Tokens.Length; i++)
+            Assert.InRange(lps[i]!.GetValue<double>() - g.LogProbs[i]!.Value, -1e-3, 1e-3);
+        var top = o["last_top"]!.AsArray();
+        Assert.Equal(20, top.Count);
+        var logits = top.Select(e => e![1]!.GetValue<double>()).ToArray();
+        Assert.Equal(logits.OrderByDescending(x => x), logits);
+        int best = top[0]![0]!.GetValue<int>();
+        Assert.Equal(g.LastLogits.Max(), g.LastLogits[best], 3);
+    }
+
+    [Fact]
+    public void GenerateCachedAndUncachedAgreeWithTheReference()
+    {
+        var g = Short;
+        string tokens = string.Join(",", g.Tokens);
+        var cached = Run("generate", "--model", GoldenFixtures.ModelDir(Model), "--tokens", tokens, "--max-tokens", g.MaxTokens.ToString(), "--ignore-eos");
+        var full = Run("generate", "--model", GoldenFixtures.ModelDir(Model), "--tokens", tokens, "--max-tokens", g.MaxTokens.ToString(), "--ignore-eos", "--no-cache");
+        Assert.Equal(0, cached.Code);
+        Assert.Equal(0, full.Code);
+        var a = cached.Out!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()).ToArray();
+        Assert.Equal(g.Full.Tokens, a);
+        Assert.Equal(a, full.Out!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()));
+        Assert.Equal("exact", cached.Out["rope_cache"]!.GetValue<string>());
+        Assert.Equal("none", full.Out["rope_cache"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void RopeScalingOverrideChangesTheScores()
+    {
+        var g = GoldenFixtures.All.First(c => c.Model == Model && c.Name == "override-linear-4");
+        var (code, o, _) = Run("score", "--model", GoldenFixtures.ModelDir(Model), "--tokens", string.Join(",", g.Tokens),
+            "--rope-scaling", g.RopeScaling!.ToJsonString());
+        Assert.Equal(0, code);
+        Assert.InRange(o!["logprobs"]![5]!.GetValue<double>() - g.LogProbs[5]!.Value, -1e-3, 1e-3);
+        var plain = Run("score", "--model", GoldenFixtures.ModelDir(Model), "--tokens", string.Join(",", g.Tokens));
+        Assert.NotEqual(plain.Out!["logprobs"]![5]!.GetValue<double>(), o["logprobs"]![5]!.GetValue<double>(), 6);
+    }
+
+    [Theory]
+    [InlineData("--rope-scaling", "{\"rope_type\":\"linear\"}", "rope_scaling.factor: required")]
+    [InlineData("--rope-scaling", "{not json", "invalid JSON")]
+    [InlineData("--rope-scaling", "{\"rope_type\":\"nope\",\"factor\":2}", "unknown rope type 'nope'")]
+    [InlineData("--tokens", "1,x,3", "--tokens: 'x' is not a token id")]
+    [InlineData("--tokens", "1,100000", "token id 100000 is outside the vocabulary")]
+    public void BadInputIsAJsonErrorOnStderr(string option, string value, string message)
+    {
+        var args = new List<string> { "score", "--model", GoldenFixtures.ModelDir(Model) };
+        if (option != "--tokens") args.AddRange(["--tokens", "5,6,7"]);
+        args.AddRange([option, value]);
+        var (code, o, err) = Run(args.ToArray());
+        Assert.NotEqual(0, code);
+        Assert.Null(o);
+        Assert.Contains(message, err!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public void MissingModelFolderAndUnknownOptionsAreErrors()
+    {
+        var missing = Run("score", "--model", "/nonexistent/model", "--tokens", "1");
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("checkpoint folder not found", missing.Err!["error"]!.GetValue<string>());
+        var unknown = Run("generate", "--model", "x", "--tokens", "1", "--max-tokens", "2", "--temperature", "1");
+        Assert.Equal(2, unknown.Code);
+        Assert.Contains("unknown option --temperature", unknown.Err!["error"]!.GetValue<string>());
+        var bad = Run("generate", "--model", GoldenFixtures.ModelDir(Model), "--tokens", "1", "--max-tokens", "2", "--rope-cache", "lazy");
+        Assert.Contains("--rope-cache must be exact, planned or hf", bad.Err!["error"]!.GetValue<string>());
+    }
+
+    private static string Executable => Path.Combine(AppContext.BaseDirectory, "piserve.dll");
+
+    private static (int Code, string Out, string Err) Exec(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Executable);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        Assert.True(p.WaitForExit(60_000), "the verb did not finish in 60 s");
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void TheRealExecutableRunsVerbsAndExitsNonZeroOnErrors()
+    {
+        var ok = Exec("generate", "--model", GoldenFixtures.ModelDir(Model), "--tokens", "5,6,7", "--max-tokens", "3", "--ignore-eos");
+        Assert.Equal(0, ok.Code);
+        Assert.Equal(3, JsonNode.Parse(ok.Out)!["tokens"]!.AsArray().Count);
+        var bad = Exec("score", "--model", GoldenFixtures.ModelDir(Model));
+        Assert.Equal(2, bad.Code);
+        Assert.Equal("", bad.Out);
+        Assert.Contains("--tokens is required", JsonNode.Parse(bad.Err)!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task WithNoVerbTheExecutableServesHealthEndpoints()
+    {
+        int port;
+        using (var l = new TcpListener(System.Net.IPAddress.Loopback, 0)) { l.Start(); port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port; }
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Executable);
+        psi.ArgumentList.Add("--urls");
+        psi.ArgumentList.Add($"http://127.0.0.1:{port}");
+        using var p = Process.Start(psi)!;
+        try
+        {
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            string? body = null;
+            for (int i = 0; i < 100 && body is null; i++)
+            {
+                try { body = await http.GetStringAsync($"http://127.0.0.1:{port}/health/live"); }
+                catch (HttpRequestException) { await Task.Delay(200); }
+            }
+            Assert.NotNull(body);
+            Assert.Equal("live", JsonNode.Parse(body!)!["status"]!.GetValue<string>());
+        }
+        finally
+        {
+            p.Kill(entireProcessTree: true);
+        }
+    }
+}

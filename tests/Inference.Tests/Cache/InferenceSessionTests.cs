@@ -1,0 +1,81 @@
+using System.Text.Json.Nodes;
+using PiServe.Inference.Cache;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Tests.Golden;
+
+namespace PiServe.Inference.Tests.Cache;
+
+public class InferenceSessionTests
+{
+    private static readonly Inference.Model.LlamaModel Model = GoldenFixtures.Model("llama-default-f32");
+
+    [Fact]
+    public void KvBytesAreAccountedExactly()
+    {
+        var c = Model.Config; // 2 layers, 2 kv heads × 16 dims
+        using var session = new InferenceSession(Model);
+        session.Prefill([5, 6, 7, 8, 9]);
+        Assert.Equal(2L * 2 * 2 * 16 * 4, session.Cache.BytesPerToken);
+        Assert.Equal(2L * c.NumLayers * c.NumKvHeads * c.HeadDim * sizeof(float), session.Cache.BytesPerToken);
+        Assert.Equal(5 * session.Cache.BytesPerToken, session.Cache.UsedBytes);
+        Assert.True(session.Cache.AllocatedBytes >= session.Cache.UsedBytes);
+    }
+
+    [Fact]
+    public void DynamicNtkRebuildsAtEveryStepPastL()
+    {
+        // L = 512: a 505-token prompt and 12 generated tokens append up to length 516; lengths
+        // 513..516 each bring a new base, so four rebuilds.
+        var rope = Model.ResolveRope(new JsonObject { ["rope_type"] = "dynamic", ["factor"] = 2.0 });
+        var prompt = Enumerable.Range(0, 505).Select(i => 3 + i * 7 % 250).ToArray();
+        var exact = GreedyGenerator.Generate(Model, prompt, 12, KvCachePolicy.Exact, rope);
+        Assert.Equal(4, exact.Rebuilds);
+        Assert.Equal(GreedyGenerator.GenerateWithoutCache(Model, prompt, 12, rope).Tokens, exact.Tokens);
+    }
+
+    [Fact]
+    public void LongRopeRebuildsOnceAtTheSwitch()
+    {
+        var rope = Model.ResolveRope(new JsonObject
+        {
+            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
+            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
+        });
+        var prompt = Enumerable.Range(0, 120).Select(i => 3 + i * 11 % 250).ToArray();
+        using var session = new InferenceSession(Model, rope);
+        var logits = session.Prefill(prompt);
+        Assert.Equal("short", session.Regime!.Regime);
+        for (int i = 0; i < 20; i++) logits = session.Append(GreedyGenerator.ArgMax(logits));
+        Assert.Equal(1, session.RebuildCount);
+        Assert.Equal("long", session.Regime!.Regime);
+        Assert.Equal(140, session.Cache.Length);
+    }
+
+    [Fact]
+    public void PlannedUsesTheFinalRegimeFromTheStartAndNeverRebuilds()
+    {
+        var rope = Model.ResolveRope(new JsonObject
+        {
+            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
+            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
+        });
+        using var session = new InferenceSession(Model, rope, KvCachePolicy.Planned, plannedLength: 140);
+        session.Prefill(Enumerable.Range(3, 120).ToArray());
+        Assert.Equal("long", session.Regime!.Regime);
+        session.Append(7);
+        Assert.Equal(0, session.RebuildCount);
+    }
+
+    [Fact]
+    public void ChunkedPrefillEqualsOneShotPrefill()
+    {
+        var prompt = Enumerable.Range(0, 300).Select(i => 3 + i * 13 % 250).ToArray();
+        using var oneShot = new InferenceSession(Model, prefillChunk: 1024);
+        using var chunked = new InferenceSession(Model, prefillChunk: 7);
+        var a = oneShot.Prefill(prompt).ToArray();
+        var b = chunked.Prefill(prompt).ToArray();
+        Assert.Equal(a, b);
+    }
+}

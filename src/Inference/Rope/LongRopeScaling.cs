@@ -40,9 +40,8 @@ public sealed class LongRopeScaling : RopeScaling
     private float[] Rescaled(float[] factors)
     {
         var inv = new float[RotaryDim / 2];
-        float b = (float)RopeTheta;
         for (int i = 0; i < inv.Length; i++)
-            inv[i] = 1f / (factors[i] * MathF.Pow(b, (float)(2 * i) / RotaryDim));
+            inv[i] = 1f / (factors[i] * Float32Pow(RopeTheta, (float)(2 * i) / RotaryDim));
         return inv;
     }
 

@@ -59,9 +59,14 @@ public abstract class RopeScaling
     public static float[] DefaultInvFreq(double theta, int rotaryDim)
     {
         var inv = new float[rotaryDim / 2];
-        float b = (float)theta;
         for (int i = 0; i < inv.Length; i++)
-            inv[i] = 1f / MathF.Pow(b, (float)(2 * i) / rotaryDim);
+            inv[i] = 1f / Float32Pow(theta, (float)(2 * i) / rotaryDim);
         return inv;
     }
+
+    /// <summary>
+    /// torch's float32 pow(base, e): the base rounded to float32, the result correctly rounded. A
+    /// double pow rounded once to float reproduces it; MathF.Pow may be off by an ulp.
+    /// </summary>
+    public static float Float32Pow(double theta, float exponent) => (float)Math.Pow((float)theta, exponent);
 }

@@ -50,10 +50,10 @@ public static class RopeScalingFactory
         int half = config.RotaryDim / 2;
         float[] shortFactor = Factors(s, "short_factor", half);
         float[] longFactor = Factors(s, "long_factor", half);
-        // Phi-3 writes original_max_position_embeddings at the top level of config.json; newer
-        // configs put it inside rope_scaling. With neither, the model was not extended: s comes from
-        // "factor" (or 1) and the long factors apply only past max_position_embeddings.
-        int? original = PositiveInt(s, "original_max_position_embeddings") ?? config.OriginalMaxPositionEmbeddings;
+        // Phi-3 writes original_max_position_embeddings at the top level of config.json, and HF reads
+        // it from there first; newer configs put it inside rope_scaling. With neither, the model was
+        // not extended: s comes from "factor" (or 1) and the long factors apply past max_position_embeddings.
+        int? original = config.OriginalMaxPositionEmbeddings ?? PositiveInt(s, "original_max_position_embeddings");
         double scale = original is { } o ? (double)config.MaxPositionEmbeddings / o : PositiveNumber(s, "factor") ?? 1.0;
         return new LongRopeScaling(config.RotaryDim, config.RopeTheta, shortFactor, longFactor,
             original ?? config.MaxPositionEmbeddings, scale, PositiveNumber(s, "attention_factor"));

@@ -31,10 +31,9 @@ public sealed class YarnRopeScaling : RopeScaling
         if (low == high) high += 0.001; // HF: prevent a division by zero in the ramp
 
         var inv = new float[d / 2];
-        float b = (float)ropeTheta;
         for (int i = 0; i < inv.Length; i++)
         {
-            float posFreq = MathF.Pow(b, (float)(2 * i) / d);
+            float posFreq = Float32Pow(ropeTheta, (float)(2 * i) / d);
             float extrapolation = 1f / posFreq;
             float interpolation = 1f / ((float)factor * posFreq);
             float ramp = Math.Clamp((i - (float)low) / (float)(high - low), 0f, 1f);

@@ -34,7 +34,7 @@ public sealed unsafe class InferenceSession : IDisposable
     private RopeFrequencies? _cacheRegime;
 
     public InferenceSession(LlamaModel model, RopeScaling? rope = null, KvCachePolicy policy = KvCachePolicy.Exact,
-        int? plannedLength = null, int prefillChunk = 256)
+        int? plannedLength = null, int prefillChunk = 256, int initialCapacity = 64)
     {
         Model = model;
         Rope = rope ?? model.Rope;
@@ -45,7 +45,8 @@ public sealed unsafe class InferenceSession : IDisposable
         _chunk = Math.Max(1, prefillChunk);
         _scratch = new ForwardScratch(model.Config);
         _logits = new float[model.Config.VocabSize];
-        Cache = model.CreateCache();
+        // A caller that reserved memory for the whole request sizes the cache once, so it never doubles past the reservation.
+        Cache = model.CreateCache(initialCapacity);
     }
 
     public LlamaModel Model { get; }
@@ -106,6 +107,52 @@ public sealed unsafe class InferenceSession : IDisposable
                     Model.Logits(_scratch.Hidden + (long)(n - 1) * Model.Config.HiddenSize, 1, logits);
         }
         return _logits;
+    }
+
+    /// <summary>The logits after the last processed token.</summary>
+    public ReadOnlySpan<float> Logits => _logits;
+
+    /// <summary>
+    /// One decode step for several sequences of the same model: each appends one token, and the
+    /// weights are read once for all of them. A sequence whose rope regime changes under the exact
+    /// policy is rebuilt on its own (re-prefill), the others share the batched forward. Equivalent
+    /// to calling <see cref="Append"/> on each; afterwards each session's <see cref="Logits"/> is set.
+    /// </summary>
+    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, ForwardScratch scratch, float[] logitScratch)
+    {
+        if (sessions.Count != tokens.Length) throw new ArgumentException("one token per session", nameof(tokens));
+        if (sessions.Count == 0) return;
+        var model = sessions[0].Model;
+        var batch = new List<InferenceSession>(sessions.Count);
+        var batchTokens = new List<int>(sessions.Count);
+        var segments = new List<LlamaModel.Segment>(sessions.Count);
+        for (int i = 0; i < sessions.Count; i++)
+        {
+            var session = sessions[i];
+            if (!ReferenceEquals(session.Model, model)) throw new ArgumentException("all sessions of a batch must share one model", nameof(sessions));
+            var regime = session.ParametersFor(session.Length + 1);
+            if (session.Length == 0 || (session.Policy == KvCachePolicy.Exact && !regime.SameAs(session._cacheRegime!)))
+            {
+                session.Append(tokens[i]); // rebuild (or first token): on its own
+                continue;
+            }
+            session._tokens.Add(tokens[i]);
+            session._cacheRegime = regime;
+            batch.Add(session);
+            batchTokens.Add(tokens[i]);
+            segments.Add(new LlamaModel.Segment(session.Cache, session.Length - 1, 1, regime));
+        }
+        if (batch.Count == 0) return;
+
+        int vocab = model.Config.VocabSize;
+        if (logitScratch.Length < batch.Count * vocab) throw new ArgumentException($"logit scratch needs {batch.Count * vocab} floats", nameof(logitScratch));
+        model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batchTokens), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), scratch);
+        fixed (float* logits = logitScratch)
+        {
+            model.Logits(scratch.Hidden, batch.Count, logits);
+            for (int b = 0; b < batch.Count; b++)
+                new ReadOnlySpan<float>(logits + (long)b * vocab, vocab).CopyTo(batch[b]._logits);
+        }
     }
 
     public void Dispose()

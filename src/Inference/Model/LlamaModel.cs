@@ -121,36 +121,66 @@ public sealed unsafe class LlamaModel : IDisposable
     /// frequencies, appending their keys and values to the cache (which must hold exactly startPos
     /// positions), and leaves the final-normed hidden states in s.Hidden.
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s)
+    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s) =>
+        Forward(tokens, [new Segment(cache, startPos, tokens.Length, rope)], s);
+
+    /// <summary>A run of consecutive tokens of one sequence inside a batched forward.</summary>
+    public readonly record struct Segment(KvCache Cache, int StartPos, int Count, RopeFrequencies Rope);
+
+    /// <summary>
+    /// One forward over several sequences at once: the tokens are the segments' tokens back to back.
+    /// Every matmul reads the weights once for all rows (batched decode is B segments of one token;
+    /// prefill is one segment of n); attention runs per segment over its own cache.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<Segment> segments, ForwardScratch s)
     {
         var c = Config;
         var be = Backend;
         int n = tokens.Length;
-        int hidden = c.HiddenSize, kvDim = c.KvDim, inter = c.IntermediateSize;
-        if (cache.Length != startPos) throw new InvalidOperationException($"cache holds {cache.Length} positions, forward starts at {startPos}");
+        int hidden = c.HiddenSize, kvDim = c.KvDim, inter = c.IntermediateSize, half = c.RotaryDim / 2;
+        int total = 0;
+        foreach (var seg in segments)
+        {
+            if (seg.Cache.Length != seg.StartPos) throw new InvalidOperationException($"cache holds {seg.Cache.Length} positions, forward starts at {seg.StartPos}");
+            total += seg.Count;
+        }
+        if (total != n) throw new ArgumentException($"segments cover {total} tokens, {n} given", nameof(segments));
         foreach (int t in tokens)
             if ((uint)t >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary [0, {c.VocabSize})");
         s.EnsureTokens(n);
-        cache.EnsureCapacity(startPos + n);
         float eps = (float)c.RmsNormEps;
 
-        RopeTable.Fill(rope, startPos, n, s.Cos, s.Sin);
+        int row = 0;
+        foreach (var seg in segments)
+        {
+            seg.Cache.EnsureCapacity(seg.StartPos + seg.Count);
+            RopeTable.Fill(seg.Rope, seg.StartPos, seg.Count, s.Cos + (long)row * half, s.Sin + (long)row * half);
+            row += seg.Count;
+        }
         be.Embed(Embeddings, tokens, s.X);
 
         for (int l = 0; l < c.NumLayers; l++)
         {
             var w = Layers[l];
-            float* keys = cache.Keys(l) + (long)startPos * kvDim;   // this chunk's rows of the cache
-            float* values = cache.Values(l) + (long)startPos * kvDim;
 
             // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
             be.RmsNorm(s.X, w.AttentionNorm.Ptr, n, hidden, eps, s.Xb);
             be.MatMul(w.Wq, s.Xb, n, s.Q, Ptr(w.Bq));
-            be.MatMul(w.Wk, s.Xb, n, keys, Ptr(w.Bk));
-            be.MatMul(w.Wv, s.Xb, n, values, Ptr(w.Bv));
+            be.MatMul(w.Wk, s.Xb, n, s.K, Ptr(w.Bk));
+            be.MatMul(w.Wv, s.Xb, n, s.V, Ptr(w.Bv));
             be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
-            be.ApplyRope(keys, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
-            be.Attention(s.Q, cache.Keys(l), cache.Values(l), s.Att, n, startPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
+            be.ApplyRope(s.K, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
+            row = 0;
+            foreach (var seg in segments)
+            {
+                // Append this segment's keys and values to its cache, then attend over the cache.
+                long bytes = (long)seg.Count * kvDim * sizeof(float);
+                Buffer.MemoryCopy(s.K + (long)row * kvDim, seg.Cache.Keys(l) + (long)seg.StartPos * kvDim, bytes, bytes);
+                Buffer.MemoryCopy(s.V + (long)row * kvDim, seg.Cache.Values(l) + (long)seg.StartPos * kvDim, bytes, bytes);
+                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Keys(l), seg.Cache.Values(l), s.Att + (long)row * c.QueryDim,
+                    seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
+                row += seg.Count;
+            }
             be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo));
             be.Add(s.X, s.Xb, (long)n * hidden);
 
@@ -162,7 +192,7 @@ public sealed unsafe class LlamaModel : IDisposable
             be.MatMul(w.WDown, s.Gate, n, s.Xb, Ptr(w.BDown));
             be.Add(s.X, s.Xb, (long)n * hidden);
         }
-        cache.Length = startPos + n;
+        foreach (var seg in segments) seg.Cache.Length = seg.StartPos + seg.Count;
 
         be.RmsNorm(s.X, FinalNorm.Ptr, n, hidden, eps, s.Hidden);
     }
@@ -185,7 +215,7 @@ public sealed unsafe class ForwardScratch(ModelConfig config) : IDisposable
 {
     private readonly List<NativeBuffer> _buffers = [];
     public int Tokens { get; private set; }
-    public float* X, Xb, Q, Att, Gate, Up, Hidden, Cos, Sin;
+    public float* X, Xb, Q, K, V, Att, Gate, Up, Hidden, Cos, Sin;
 
     public void EnsureTokens(int n)
     {
@@ -196,6 +226,8 @@ public sealed unsafe class ForwardScratch(ModelConfig config) : IDisposable
         X = Alloc((long)n * c.HiddenSize);
         Xb = Alloc((long)n * c.HiddenSize);
         Q = Alloc((long)n * c.QueryDim);
+        K = Alloc((long)n * c.KvDim);
+        V = Alloc((long)n * c.KvDim);
         Att = Alloc((long)n * c.QueryDim);
         Gate = Alloc((long)n * c.IntermediateSize);
         Up = Alloc((long)n * c.IntermediateSize);

@@ -1,0 +1,334 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using PiServe.Inference.Cache;
+using PiServe.Inference.Model;
+using PiServe.Inference.Rope;
+using PiServe.Inference.Tokenization;
+
+namespace PiServe.Inference.Generation;
+
+/// <summary>One completion request as the scheduler runs it.</summary>
+public sealed record CompletionJob
+{
+    public required int[] Prompt { get; init; }
+    public int MaxTokens { get; init; } = 16;
+    public SamplingParams Sampling { get; init; } = new();
+    public IReadOnlyList<string> Stop { get; init; } = [];
+    public bool IgnoreEos { get; init; }
+    /// <summary>null: no logprobs; N ≥ 0: the chosen token's logprob plus the top N alternatives.</summary>
+    public int? Logprobs { get; init; }
+    /// <summary>Report log p(prompt[i] | prompt[&lt;i]) for the prompt (echo with logprobs).</summary>
+    public bool PromptLogprobs { get; init; }
+    public RopeScaling? Rope { get; init; }
+    public KvCachePolicy Policy { get; init; } = KvCachePolicy.Exact;
+    public CancellationToken Cancellation { get; init; }
+    /// <summary>Reserved KV capacity for the request: prompt + max_tokens positions.</summary>
+    public int PlannedLength => Prompt.Length + MaxTokens;
+}
+
+public sealed record TopLogprob(int TokenId, string Token, float Logprob);
+
+public abstract record GenerationEvent;
+/// <summary>Prompt log-probs, first entry null (nothing precedes the first token).</summary>
+public sealed record PromptLogprobsEvent(float?[] Logprobs, TopLogprob[]?[] Top) : GenerationEvent;
+/// <summary>A generated token; Text is the newly releasable text (may be empty while a character or stop string is incomplete).</summary>
+public sealed record TokenEvent(int TokenId, string Text, float? Logprob, TopLogprob[]? Top) : GenerationEvent;
+public sealed record FinishEvent(string FinishReason, int PromptTokens, int CompletionTokens, string TrailingText) : GenerationEvent;
+public sealed record ErrorEvent(string Message) : GenerationEvent;
+
+/// <summary>The queue is full: the caller should retry later (HTTP 429).</summary>
+public sealed class QueueFullException(string message, TimeSpan retryAfter) : Exception(message)
+{
+    public TimeSpan RetryAfter { get; } = retryAfter;
+}
+
+/// <summary>The request can never fit the KV-cache budget (HTTP 413).</summary>
+public sealed class KvBudgetExceededException(string message) : Exception(message);
+
+/// <summary>What the scheduler reports; the host turns it into metrics.</summary>
+public interface ISchedulerObserver
+{
+    void Queued();
+    void Started(double queueSeconds);
+    void FirstToken(double secondsSinceSubmit);
+    void Token(double secondsSincePreviousToken);
+    void Finished(string finishReason, double seconds, int promptTokens, int completionTokens);
+    void KvCache(long usedBytes, long capacityBytes);
+}
+
+public sealed record SchedulerOptions
+{
+    /// <summary>Requests allowed to wait for a slot; beyond that Submit throws <see cref="QueueFullException"/>.</summary>
+    public int MaxWaiting { get; init; } = 64;
+    /// <summary>Sequences decoded together in one step.</summary>
+    public int MaxBatch { get; init; } = 16;
+    /// <summary>KV-cache bytes all running sequences may reserve together.</summary>
+    public long KvCacheBudgetBytes { get; init; } = 2L << 30;
+    /// <summary>Prompt tokens per prefill forward (bounds activation memory).</summary>
+    public int PrefillChunk { get; init; } = 256;
+}
+
+/// <summary>
+/// Continuous batching for one model. Requests wait in a bounded queue; between decode steps the
+/// loop admits as many as the batch size and the KV budget allow (each reserves prompt + max_tokens
+/// positions up front, so the budget holds without ever running out mid-sequence) and prefills them;
+/// every step then decodes all running sequences in one batched forward (one pass over the weights).
+/// Finished and cancelled sequences leave at once and free their caches.
+/// </summary>
+public sealed class BatchScheduler : IDisposable
+{
+    private readonly LlamaModel _model;
+    private readonly ITokenizer _tokenizer;
+    private readonly SchedulerOptions _options;
+    private readonly ISchedulerObserver? _observer;
+    private readonly Queue<Pending> _waiting = new();
+    private readonly List<Running> _running = [];
+    private readonly object _lock = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Thread _loop;
+    private readonly HashSet<int> _eos;
+    private long _reservedBytes;
+
+    public BatchScheduler(LlamaModel model, ITokenizer tokenizer, SchedulerOptions options, ISchedulerObserver? observer = null)
+    {
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options;
+        _observer = observer;
+        _eos = [.. model.Config.EosTokenIds];
+        if (tokenizer.EosTokenId is { } eos) _eos.Add(eos);
+        _loop = new Thread(Loop) { IsBackground = true, Name = "piserve-scheduler" };
+        _loop.Start();
+    }
+
+    public int WaitingCount { get { lock (_lock) return _waiting.Count; } }
+    public int RunningCount { get { lock (_lock) return _running.Count; } }
+    public long ReservedKvBytes => Interlocked.Read(ref _reservedBytes);
+    public long KvBudgetBytes => _options.KvCacheBudgetBytes;
+    public long KvBytesPerToken => KvCache.BytesPerTokenFor(_model.Config);
+    /// <summary>Decode steps run, and sequences they advanced (batching gain = tokens / steps).</summary>
+    public long DecodeSteps, DecodedTokens;
+
+    /// <summary>Queues a request; its events arrive on the returned reader, ending with a FinishEvent or ErrorEvent.</summary>
+    public ChannelReader<GenerationEvent> Submit(CompletionJob job)
+    {
+        long bytes = job.PlannedLength * KvBytesPerToken;
+        if (bytes > _options.KvCacheBudgetBytes)
+            throw new KvBudgetExceededException(
+                $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {bytes} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+        var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        lock (_lock)
+        {
+            if (_waiting.Count >= _options.MaxWaiting)
+                throw new QueueFullException($"{_waiting.Count} requests are already waiting (limit {_options.MaxWaiting})", TimeSpan.FromSeconds(1));
+            _waiting.Enqueue(new Pending(job, channel.Writer, Stopwatch.GetTimestamp(), bytes));
+        }
+        _observer?.Queued();
+        _wake.Release();
+        return channel.Reader;
+    }
+
+    private sealed record Pending(CompletionJob Job, ChannelWriter<GenerationEvent> Events, long SubmittedAt, long Bytes);
+
+    private sealed class Running(Pending p, InferenceSession session, Sampler sampler, StreamingDecoder decoder, StopStrings stops)
+    {
+        public Pending P { get; } = p;
+        public InferenceSession Session { get; } = session;
+        public Sampler Sampler { get; } = sampler;
+        public StreamingDecoder Decoder { get; } = decoder;
+        public StopStrings Stops { get; } = stops;
+        public int NextToken;
+        public int Generated;
+        public long LastTokenAt;
+        public string? FinishReason;
+    }
+
+    private void Loop()
+    {
+        var scratch = new ForwardScratch(_model.Config);
+        var logits = new float[_options.MaxBatch * _model.Config.VocabSize];
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                bool idle;
+                lock (_lock) idle = _waiting.Count == 0 && _running.Count == 0;
+                if (idle) { _wake.Wait(_stop.Token); continue; }
+
+                Admit();
+                DecodeStep(scratch, logits);
+                Retire();
+                ReportKv();
+            }
+        }
+        catch (OperationCanceledException) when (_stop.IsCancellationRequested) { }
+        finally
+        {
+            scratch.Dispose();
+            lock (_lock)
+            {
+                foreach (var r in _running) { r.P.Events.TryWrite(new ErrorEvent("the server is shutting down")); r.P.Events.TryComplete(); r.Session.Dispose(); }
+                foreach (var p in _waiting) { p.Events.TryWrite(new ErrorEvent("the server is shutting down")); p.Events.TryComplete(); }
+                _running.Clear();
+                _waiting.Clear();
+            }
+        }
+    }
+
+    /// <summary>Moves waiting requests into the batch while the batch and KV budget allow, and prefills them.</summary>
+    private void Admit()
+    {
+        while (true)
+        {
+            Pending p;
+            lock (_lock)
+            {
+                if (_waiting.Count == 0 || _running.Count >= _options.MaxBatch) return;
+                var head = _waiting.Peek();
+                if (head.Job.Cancellation.IsCancellationRequested)
+                {
+                    _waiting.Dequeue();
+                    head.Events.TryComplete();
+                    continue;
+                }
+                if (_reservedBytes + head.Bytes > _options.KvCacheBudgetBytes) return; // wait for memory (FIFO: no overtaking)
+                p = _waiting.Dequeue();
+                _reservedBytes += p.Bytes;
+            }
+            _observer?.Started(Seconds(p.SubmittedAt));
+            StartSequence(p);
+        }
+    }
+
+    private void StartSequence(Pending p)
+    {
+        var job = p.Job;
+        InferenceSession? session = null;
+        try
+        {
+            session = new InferenceSession(_model, job.Rope, job.Policy, job.PlannedLength, _options.PrefillChunk, initialCapacity: job.PlannedLength);
+            var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize),
+                _tokenizer.CreateStreamingDecoder(skipSpecialTokens: true), new StopStrings(job.Stop));
+            ReadOnlySpan<float> logits = job.PromptLogprobs ? PrefillWithPromptLogprobs(running) : session.Prefill(job.Prompt);
+            lock (_lock) _running.Add(running);
+            if (job.MaxTokens == 0) { running.FinishReason = "length"; return; }
+            EmitNext(running, logits, firstToken: true);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
+        {
+            session?.Dispose();
+            Interlocked.Add(ref _reservedBytes, -p.Bytes);
+            p.Events.TryWrite(new ErrorEvent(e.Message));
+            p.Events.TryComplete();
+        }
+    }
+
+    private unsafe ReadOnlySpan<float> PrefillWithPromptLogprobs(Running r)
+    {
+        var prompt = r.P.Job.Prompt;
+        int vocab = _model.Config.VocabSize, topN = r.P.Job.Logprobs ?? 0;
+        var lps = new float?[prompt.Length];
+        var tops = new TopLogprob[]?[prompt.Length];
+        var row = new float[vocab];
+        var logits = r.Session.Prefill(prompt, (start, count, hidden) =>
+        {
+            fixed (float* rp = row)
+                for (int i = 0; i < count; i++)
+                {
+                    int pos = start + i;
+                    if (pos + 1 >= prompt.Length) continue;
+                    _model.Logits(hidden + (long)i * _model.Config.HiddenSize, 1, rp);
+                    lps[pos + 1] = Sampler.LogProb(row, prompt[pos + 1]);
+                    tops[pos + 1] = Top(row, topN);
+                }
+        });
+        r.P.Events.TryWrite(new PromptLogprobsEvent(lps, tops));
+        return logits;
+    }
+
+    private TopLogprob[]? Top(ReadOnlySpan<float> logits, int n)
+    {
+        if (n <= 0) return null;
+        double lse = Scoring.LogSumExp(logits);
+        return Scoring.TopK(logits, n).Select(t => new TopLogprob(t.Id, _tokenizer.Decode([t.Id]), (float)(t.Logit - lse))).ToArray();
+    }
+
+    /// <summary>Samples the next token from the logits, emits it, and decides whether the sequence ends.</summary>
+    private void EmitNext(Running r, ReadOnlySpan<float> logits, bool firstToken)
+    {
+        var job = r.P.Job;
+        int token = r.Sampler.Sample(logits);
+        r.Generated++;
+        long now = Stopwatch.GetTimestamp();
+        if (firstToken) _observer?.FirstToken(Seconds(r.P.SubmittedAt));
+        else _observer?.Token(Stopwatch.GetElapsedTime(r.LastTokenAt, now).TotalSeconds);
+        r.LastTokenAt = now;
+
+        float? logprob = job.Logprobs is null ? null : Sampler.LogProb(logits, token);
+        var top = job.Logprobs is { } n ? Top(logits, n) : null;
+
+        if (!job.IgnoreEos && _eos.Contains(token))
+        {
+            r.P.Events.TryWrite(new TokenEvent(token, "", logprob, top));
+            r.FinishReason = "stop";
+            return;
+        }
+        string text = r.Stops.Push(r.Decoder.Append(token));
+        r.P.Events.TryWrite(new TokenEvent(token, text, logprob, top));
+        if (r.Stops.Stopped) r.FinishReason = "stop";
+        else if (r.Generated >= job.MaxTokens) r.FinishReason = "length";
+        else r.NextToken = token;
+    }
+
+    private void DecodeStep(ForwardScratch scratch, float[] logits)
+    {
+        List<Running> batch;
+        lock (_lock) batch = _running.Where(r => r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested).ToList();
+        if (batch.Count == 0) return;
+        var tokens = batch.Select(r => r.NextToken).ToArray();
+        InferenceSession.AppendBatch(batch.Select(r => r.Session).ToList(), tokens, scratch, logits);
+        Interlocked.Increment(ref DecodeSteps);
+        Interlocked.Add(ref DecodedTokens, batch.Count);
+        foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
+    }
+
+    /// <summary>Finished or cancelled sequences leave the batch and free their KV cache.</summary>
+    private void Retire()
+    {
+        List<Running> done;
+        lock (_lock)
+        {
+            done = _running.Where(r => r.FinishReason is not null || r.P.Job.Cancellation.IsCancellationRequested).ToList();
+            foreach (var r in done) _running.Remove(r);
+        }
+        foreach (var r in done)
+        {
+            string reason = r.FinishReason ?? "cancelled";
+            if (r.FinishReason is not null)
+            {
+                string trailing = r.Stops.Push(r.Decoder.Flush()) + r.Stops.Flush();
+                r.P.Events.TryWrite(new FinishEvent(reason, r.P.Job.Prompt.Length, r.Generated, trailing));
+            }
+            r.P.Events.TryComplete();
+            r.Session.Dispose();
+            Interlocked.Add(ref _reservedBytes, -r.P.Bytes);
+            _observer?.Finished(reason, Seconds(r.P.SubmittedAt), r.P.Job.Prompt.Length, r.Generated);
+        }
+    }
+
+    private void ReportKv()
+    {
+        long used;
+        lock (_lock) used = _running.Sum(r => r.Session.Cache.UsedBytes);
+        _observer?.KvCache(used, _options.KvCacheBudgetBytes);
+    }
+
+    private static double Seconds(long since) => Stopwatch.GetElapsedTime(since).TotalSeconds;
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _loop.Join(TimeSpan.FromSeconds(10));
+    }
+}

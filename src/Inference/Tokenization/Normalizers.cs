@@ -19,10 +19,10 @@ internal sealed class PrependNormalizer(string prepend) : Normalizer
 internal sealed class ReplaceNormalizer : Normalizer
 {
     private readonly string? _literal;
-    private readonly Regex? _regex;
+    private readonly OnigPattern? _regex;
     private readonly string _content;
 
-    public ReplaceNormalizer(string? literal, Regex? regex, string content)
+    public ReplaceNormalizer(string? literal, OnigPattern? regex, string content)
     {
         _literal = literal;
         _regex = regex;
@@ -33,7 +33,7 @@ internal sealed class ReplaceNormalizer : Normalizer
     {
         if (_literal is not null)
             return _literal.Length == 0 ? text : text.Replace(_literal, _content, StringComparison.Ordinal);
-        return _regex!.Replace(text, _ => _content);
+        return _regex!.For(text).Replace(text, _ => _content);
     }
 }
 

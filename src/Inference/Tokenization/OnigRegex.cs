@@ -21,9 +21,19 @@ namespace PiServe.Inference.Tokenization;
 /// </summary>
 internal static class OnigRegex
 {
-    public static Regex Compile(string pattern)
+    /// <summary>
+    /// Translates and compiles <paramref name="pattern"/>. Two .NET regexes are built: one for inputs without
+    /// surrogates (classes are plain BMP ranges, which .NET loops over much faster) and, lazily, the full one.
+    /// </summary>
+    public static OnigPattern Compile(string pattern)
     {
-        string translated = Translate(pattern);
+        string bmp = new Translator(pattern, bmpOnly: true).Run();
+        string full = new Translator(pattern, bmpOnly: false).Run(); // translate eagerly: errors surface at load
+        return new OnigPattern(CompileNet(bmp), new Lazy<Regex>(() => CompileNet(full)));
+    }
+
+    private static Regex CompileNet(string translated)
+    {
         try
         {
             return new Regex(translated, RegexOptions.CultureInvariant | RegexOptions.Multiline | RegexOptions.Compiled);
@@ -34,7 +44,7 @@ internal static class OnigRegex
         }
     }
 
-    public static string Translate(string pattern) => new Translator(pattern).Run();
+    public static string Translate(string pattern, bool bmpOnly = false) => new Translator(pattern, bmpOnly).Run();
 
     // ---- Unicode data -------------------------------------------------------------------------
 
@@ -185,7 +195,7 @@ internal static class OnigRegex
         }
 
         /// <summary>Emits a .NET sub-pattern that matches exactly one code point of the set.</summary>
-        public string Emit()
+        public string Emit(bool bmpOnly)
         {
             for (int cp = 0xD800; cp <= 0xDFFF; cp++) Bits[cp] = false; // never match half a pair
             var alternatives = new List<string>();
@@ -194,6 +204,7 @@ internal static class OnigRegex
             foreach (var (lo, hi) in Ranges(0, 0xFFFF))
                 AppendRange(bmp, lo, hi);
             if (bmp.Length > 0) alternatives.Add("[" + bmp + "]");
+            if (bmpOnly) return bmp.Length > 0 ? alternatives[0] : "(?!)";
 
             // Supplementary planes: group by high surrogate, merging runs of highs with identical low-sets.
             string? pendingLows = null;
@@ -278,7 +289,13 @@ internal static class OnigRegex
         private readonly Stack<(bool IgnoreCase, int OutStart)> _groups = new();
         private int _lastAtomStart = -1; // start in _out of the last quantifiable atom, -1 if none
 
-        public Translator(string pattern) => _p = pattern;
+        private readonly bool _bmpOnly;
+
+        public Translator(string pattern, bool bmpOnly)
+        {
+            _p = pattern;
+            _bmpOnly = bmpOnly;
+        }
 
         private FormatException Fail(string what) =>
             new($"unsupported regex construct {what} at index {_i} in pattern \"{_p}\"");
@@ -731,27 +748,33 @@ internal static class OnigRegex
 
         private string EmitSet(CodePointSet set, string cacheKey)
         {
-            string key = cacheKey + (_ignoreCase ? "\u0001i" : "");
-            string emitted = s_emitted.GetOrAdd(key, _ => set.Emit());
+            string key = cacheKey + (_ignoreCase ? "\u0001i" : "") + (_bmpOnly ? "\u0001b" : "");
+            string emitted = s_emitted.GetOrAdd(key, _ => set.Emit(_bmpOnly));
             // Case closure (if any) is already applied: stop .NET from folding again.
             return _ignoreCase ? "(?-i:" + emitted + ")" : emitted;
         }
 
         private string EmitSet(Action<CodePointSet> build, string cacheKey)
         {
-            string key = cacheKey + (_ignoreCase ? "\u0001i" : "");
+            string key = cacheKey + (_ignoreCase ? "\u0001i" : "") + (_bmpOnly ? "\u0001b" : "");
             string emitted = s_emitted.GetOrAdd(key, _ =>
             {
                 var s = new CodePointSet();
                 build(s);
                 if (_ignoreCase) s.AddSimpleCaseVariants();
-                return s.Emit();
+                return s.Emit(_bmpOnly);
             });
             return _ignoreCase ? "(?-i:" + emitted + ")" : emitted;
         }
 
         private string CachedSet(string key, Action<CodePointSet> build) => EmitSet(build, key);
     }
+}
+
+/// <summary>A translated Oniguruma pattern; <see cref="For"/> picks the variant suited to the input.</summary>
+internal sealed class OnigPattern(Regex bmpOnly, Lazy<Regex> full)
+{
+    public Regex For(string input) => input.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0 ? bmpOnly : full.Value;
 }
 
 internal static class CodePoints

@@ -78,8 +78,9 @@ internal abstract class PreTokenizer
     }
 
     /// <summary>Spans of regex matches and the gaps between them (HF Pattern::find_matches).</summary>
-    protected static List<(int, int, bool)> RegexSpans(Regex regex, string text, bool invert)
+    protected static List<(int, int, bool)> RegexSpans(OnigPattern pattern, string text, bool invert)
     {
+        var regex = pattern.For(text);
         var spans = new List<(int, int, bool)>();
         if (text.Length == 0)
         {
@@ -136,7 +137,7 @@ internal sealed class SequencePreTokenizer(PreTokenizer[] items) : PreTokenizer
 }
 
 /// <summary>HF "Split": split on a regex or literal pattern with a delimiter behavior, optionally inverted.</summary>
-internal sealed class SplitPreTokenizer(Regex regex, SplitBehavior behavior, bool invert) : PreTokenizer
+internal sealed class SplitPreTokenizer(OnigPattern regex, SplitBehavior behavior, bool invert) : PreTokenizer
 {
     public override void PreTokenize(List<PreToken> pieces) =>
         SplitEach(pieces, p => RegexSpans(regex, p.Text, invert), behavior);
@@ -146,8 +147,8 @@ internal sealed class SplitPreTokenizer(Regex regex, SplitBehavior behavior, boo
 internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) : PreTokenizer
 {
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
-    private static Regex? s_regex;
-    private static Regex Gpt2Regex => s_regex ??= OnigRegex.Compile(Gpt2Pattern);
+    private static OnigPattern? s_regex;
+    private static OnigPattern Gpt2Regex => s_regex ??= OnigRegex.Compile(Gpt2Pattern);
 
     public bool AddPrefixSpace { get; } = addPrefixSpace;
 
@@ -218,8 +219,8 @@ internal sealed class WhitespaceSplitPreTokenizer : PreTokenizer
 /// <summary>HF "Whitespace": keeps runs of \w+ and of [^\w\s]+.</summary>
 internal sealed class WhitespacePreTokenizer : PreTokenizer
 {
-    private static Regex? s_regex;
-    private static Regex Pattern => s_regex ??= OnigRegex.Compile(@"\w+|[^\w\s]+");
+    private static OnigPattern? s_regex;
+    private static OnigPattern Pattern => s_regex ??= OnigRegex.Compile(@"\w+|[^\w\s]+");
 
     public override void PreTokenize(List<PreToken> pieces) =>
         SplitEach(pieces, p => RegexSpans(Pattern, p.Text, true), SplitBehavior.Removed);

@@ -269,13 +269,14 @@ public static class TokenizerLoader
     // ---- patterns -------------------------------------------------------------------------------------
 
     /// <summary>A {"String": ...} or {"Regex": ...} pattern as a .NET regex (literal strings escaped).</summary>
-    private static Regex LoadPattern(JNode pattern, out string? literal)
+    private static OnigPattern LoadPattern(JNode pattern, out string? literal)
     {
         literal = null;
         if (pattern.GetNonNull("String") is { } s)
         {
             literal = s.AsString();
-            return new Regex(Regex.Escape(literal), RegexOptions.CultureInvariant);
+            var escaped = new Regex(Regex.Escape(literal), RegexOptions.CultureInvariant);
+            return new OnigPattern(escaped, new Lazy<Regex>(escaped));
         }
         if (pattern.GetNonNull("Regex") is { } r)
         {

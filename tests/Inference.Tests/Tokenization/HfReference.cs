@@ -64,11 +64,14 @@ public static class HfReference
 
     public sealed record Encoded(int[] Ids, string Decoded, string DecodedSkip);
 
-    /// <summary>Encodes <paramref name="texts"/> and decodes <paramref name="idLists"/> with HF's JS tokenizer (one node process).</summary>
-    public static (Encoded[] Encoded, string[] Decoded) Run(string family, IReadOnlyList<string> texts, IReadOnlyList<int[]> idLists)
+    /// <summary>Encodes <paramref name="texts"/> and decodes <paramref name="idLists"/> with HF's JS tokenizer (one node
+    /// process). <paramref name="familyOrFolder"/>: "llama2", "llama3" or a folder with tokenizer(_config).json.</summary>
+    public static (Encoded[] Encoded, string[] Decoded) Run(string familyOrFolder, IReadOnlyList<string> texts, IReadOnlyList<int[]> idLists)
     {
+        string folder = familyOrFolder is "llama2" or "llama3" ? ModelDir(familyOrFolder) : familyOrFolder;
+        EnsureInstalled();
         string input = JsonSerializer.Serialize(new { encode = texts, decode = idLists });
-        var (code, stdout, stderr) = Run("node", ["encode.mjs", ModelDir(family)], DiffDir, input, TimeSpan.FromMinutes(2));
+        var (code, stdout, stderr) = Run("node", ["encode.mjs", folder], DiffDir, input, TimeSpan.FromMinutes(2));
         if (code != 0) throw new InvalidOperationException($"node encode.mjs failed (exit {code}):\n{stderr}");
         using var doc = JsonDocument.Parse(stdout);
         var encoded = doc.RootElement.GetProperty("encode").EnumerateArray().Select(e => new Encoded(

@@ -1,0 +1,39 @@
+using PiServe.Inference.Generation;
+
+namespace PiServe.Api.Hosting;
+
+/// <summary>The "PiServe" configuration section (appsettings.json, --PiServe:..., PiServe__... env vars).</summary>
+public sealed class PiServeOptions
+{
+    public const string Section = "PiServe";
+
+    /// <summary>Model paths must resolve inside this folder; anything else is refused.</summary>
+    public string ModelsRoot { get; set; } = "models";
+    public List<ModelOptions> Models { get; set; } = [];
+    /// <summary>When non-empty, every endpoint but health and metrics needs "Authorization: Bearer KEY".</summary>
+    public List<string> ApiKeys { get; set; } = [];
+    public SchedulerSettings Scheduler { get; set; } = new();
+}
+
+public sealed class ModelOptions
+{
+    public string Id { get; set; } = "";
+    public string Path { get; set; } = "";
+    // RopeScaling (optional, same keys as config.json's rope_scaling) is read from the section as
+    // JSON by the registry: the options binder cannot bind arbitrary JSON objects.
+}
+
+public sealed class SchedulerSettings
+{
+    public int MaxWaiting { get; set; } = 64;
+    public int MaxBatch { get; set; } = 16;
+    public long KvCacheBudgetBytes { get; set; } = 2L << 30;
+    public int PrefillChunk { get; set; } = 256;
+    /// <summary>Compute threads (0 = all cores).</summary>
+    public int Threads { get; set; }
+
+    public SchedulerOptions ToSchedulerOptions() => new()
+    {
+        MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
+    };
+}

@@ -1,0 +1,100 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Options;
+using PiServe.Api.Hosting;
+using PiServe.Inference.Checkpoints;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Kernels;
+using PiServe.Inference.Model;
+using PiServe.Inference.Rope;
+using PiServe.Inference.Tokenization;
+
+namespace PiServe.Api.Models;
+
+/// <summary>
+/// The models named in configuration, loaded at start-up. A model that fails to load is kept with
+/// its error (reported by /v1/models, readiness and the log) and the others are served.
+/// </summary>
+public sealed class ModelRegistry : IDisposable
+{
+    private readonly Dictionary<string, ServedModel> _models = new(StringComparer.Ordinal);
+
+    public ModelRegistry(IOptions<PiServeOptions> options, IConfiguration configuration, ILogger<ModelRegistry> log, ISchedulerObserverFactory? observers = null)
+    {
+        var o = options.Value;
+        string root = System.IO.Path.GetFullPath(o.ModelsRoot);
+        var sections = configuration.GetSection($"{PiServeOptions.Section}:Models").GetChildren().ToList();
+        for (int i = 0; i < o.Models.Count; i++)
+        {
+            var m = o.Models[i];
+            string id = string.IsNullOrWhiteSpace(m.Id) ? $"model-{i}" : m.Id;
+            var served = new ServedModel(id, m.Path);
+            if (!_models.TryAdd(id, served))
+            {
+                log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
+                continue;
+            }
+            try
+            {
+                string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, m.Path));
+                if (!full.StartsWith(root.TrimEnd(System.IO.Path.DirectorySeparatorChar) + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal) && full != root)
+                    throw new ArgumentException($"PiServe:Models:{i}:Path '{m.Path}' resolves to {full}, outside PiServe:ModelsRoot ({root})");
+                var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
+                var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
+                try
+                {
+                    var tokenizer = TokenizerLoader.Load(full);
+                    var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
+                    served.Loaded(model, tokenizer, scheduler, ropeOverride);
+                }
+                catch
+                {
+                    model.Dispose();
+                    throw;
+                }
+                log.LogInformation("Loaded model {Id} from {Path}: {Layers} layers, {Params} parameters, rope {Rope}",
+                    id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType);
+            }
+            catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
+                                          or ArgumentException or IOException or UnauthorizedAccessException)
+            {
+                served.Failed(e.Message);
+                log.LogError("Model {Id} failed to load: {Error}", id, e.Message);
+            }
+        }
+    }
+
+    public IReadOnlyCollection<ServedModel> All => _models.Values;
+    public bool AllLoaded => _models.Values.All(m => m.IsLoaded);
+
+    public ServedModel? Find(string id) => _models.GetValueOrDefault(id);
+
+    /// <summary>A configuration section as JSON: children with keys 0..n-1 become arrays, values numbers/bools where they parse.</summary>
+    public static JsonNode? ToJson(IConfigurationSection section)
+    {
+        var children = section.GetChildren().ToList();
+        if (children.Count == 0)
+        {
+            if (section.Value is not { } v) return null;
+            if (double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out double d)) return d;
+            if (bool.TryParse(v, out bool b)) return b;
+            return v;
+        }
+        if (children.All(c => int.TryParse(c.Key, out _)))
+            return new JsonArray(children.OrderBy(c => int.Parse(c.Key, CultureInfo.InvariantCulture)).Select(ToJson).ToArray());
+        var obj = new JsonObject();
+        foreach (var c in children) obj[c.Key] = ToJson(c);
+        return obj;
+    }
+
+    public void Dispose()
+    {
+        foreach (var m in _models.Values) m.Dispose();
+    }
+}
+
+/// <summary>Creates the per-model scheduler observer (metrics); the host registers the real one.</summary>
+public interface ISchedulerObserverFactory
+{
+    ISchedulerObserver For(string modelId);
+}

@@ -1,0 +1,67 @@
+using System.Text.Json.Nodes;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Model;
+using PiServe.Inference.Rope;
+using PiServe.Inference.Tokenization;
+
+namespace PiServe.Api.Models;
+
+/// <summary>A configured model: loaded (weights, tokenizer, scheduler) or failed with the reason.</summary>
+public sealed class ServedModel(string id, string path) : IDisposable
+{
+    public string Id { get; } = id;
+    public string Path { get; } = path;
+    public string Status { get; private set; } = "loading";
+    public string? Error { get; private set; }
+    public LlamaModel? Model { get; private set; }
+    public ITokenizer? Tokenizer { get; private set; }
+    public BatchScheduler? Scheduler { get; private set; }
+    /// <summary>The rope scaling requests get by default: the checkpoint's, or the configured override.</summary>
+    public RopeScaling? Rope { get; private set; }
+    public JsonObject? RopeOverride { get; private set; }
+    public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
+
+    public bool IsLoaded => Status == "loaded";
+
+    public void Loaded(LlamaModel model, ITokenizer tokenizer, BatchScheduler scheduler, JsonObject? ropeOverride)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Scheduler = scheduler;
+        RopeOverride = ropeOverride;
+        Rope = model.ResolveRope(ropeOverride);
+        Status = "loaded";
+    }
+
+    public void Failed(string error)
+    {
+        Status = "failed";
+        Error = error;
+    }
+
+    /// <summary>
+    /// The context window under a rope scaling, derived as vLLM does: max_position_embeddings, times
+    /// the factor for linear and dynamic scaling; original_max_position_embeddings × factor for YaRN;
+    /// LongRoPE, Llama 3 and plain RoPE keep max_position_embeddings (their configs already state the
+    /// extended length).
+    /// </summary>
+    public int ContextWindowFor(RopeScaling rope)
+    {
+        int max = Model!.Config.MaxPositionEmbeddings;
+        var family = rope is UnscaledPrefixRope u ? u.Inner : rope;
+        double window = family switch
+        {
+            LinearRopeScaling l => max * l.Factor,
+            DynamicNtkRopeScaling d => max * d.Factor,
+            YarnRopeScaling y => Math.Max(max, y.OriginalMaxPositionEmbeddings * y.Factor),
+            _ => max,
+        };
+        return (int)Math.Min(int.MaxValue, Math.Round(window));
+    }
+
+    public void Dispose()
+    {
+        Scheduler?.Dispose();
+        Model?.Dispose();
+    }
+}

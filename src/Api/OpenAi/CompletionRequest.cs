@@ -1,0 +1,124 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+
+namespace PiServe.Api.OpenAi;
+
+/// <summary>
+/// OpenAI legacy completions request (POST /v1/completions), plus PiServe's rope_scaling and
+/// rope_cache. Unknown fields are ignored, as OpenAI-compatible servers do.
+/// </summary>
+public sealed class CompletionRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    /// <summary>A string, an array of token ids, or a one-element array of either.</summary>
+    [JsonPropertyName("prompt")] public JsonNode? Prompt { get; set; }
+    [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
+    [JsonPropertyName("temperature")] public float? Temperature { get; set; }
+    [JsonPropertyName("top_p")] public float? TopP { get; set; }
+    [JsonPropertyName("top_k")] public int? TopK { get; set; }
+    [JsonPropertyName("seed")] public long? Seed { get; set; }
+    /// <summary>A string or an array of strings; generation ends before the first match.</summary>
+    [JsonPropertyName("stop")] public JsonNode? Stop { get; set; }
+    [JsonPropertyName("stream")] public bool? Stream { get; set; }
+    [JsonPropertyName("stream_options")] public StreamOptions? StreamOptions { get; set; }
+    [JsonPropertyName("echo")] public bool? Echo { get; set; }
+    /// <summary>Return the log-probability of each token and the N most likely alternatives (0..20).</summary>
+    [JsonPropertyName("logprobs")] public int? Logprobs { get; set; }
+    [JsonPropertyName("n")] public int? N { get; set; }
+    [JsonPropertyName("presence_penalty")] public float? PresencePenalty { get; set; }
+    [JsonPropertyName("frequency_penalty")] public float? FrequencyPenalty { get; set; }
+    [JsonPropertyName("ignore_eos")] public bool? IgnoreEos { get; set; }
+    /// <summary>PiServe: replaces the model's rope_scaling for this request (same keys as config.json).</summary>
+    [JsonPropertyName("rope_scaling")] public JsonObject? RopeScaling { get; set; }
+    /// <summary>PiServe: KV-cache policy when the rope parameters change mid-sequence: exact (default), planned or hf.</summary>
+    [JsonPropertyName("rope_cache")] public string? RopeCache { get; set; }
+    [JsonPropertyName("user")] public string? User { get; set; }
+}
+
+public sealed class StreamOptions
+{
+    [JsonPropertyName("include_usage")] public bool? IncludeUsage { get; set; }
+}
+
+public sealed class ChatCompletionRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    [JsonPropertyName("messages")] public List<ChatMessageDto>? Messages { get; set; }
+    [JsonPropertyName("max_tokens")] public int? MaxTokens { get; set; }
+    [JsonPropertyName("max_completion_tokens")] public int? MaxCompletionTokens { get; set; }
+    [JsonPropertyName("temperature")] public float? Temperature { get; set; }
+    [JsonPropertyName("top_p")] public float? TopP { get; set; }
+    [JsonPropertyName("top_k")] public int? TopK { get; set; }
+    [JsonPropertyName("seed")] public long? Seed { get; set; }
+    [JsonPropertyName("stop")] public JsonNode? Stop { get; set; }
+    [JsonPropertyName("stream")] public bool? Stream { get; set; }
+    [JsonPropertyName("stream_options")] public StreamOptions? StreamOptions { get; set; }
+    [JsonPropertyName("logprobs")] public bool? Logprobs { get; set; }
+    [JsonPropertyName("top_logprobs")] public int? TopLogprobs { get; set; }
+    [JsonPropertyName("n")] public int? N { get; set; }
+    [JsonPropertyName("presence_penalty")] public float? PresencePenalty { get; set; }
+    [JsonPropertyName("frequency_penalty")] public float? FrequencyPenalty { get; set; }
+    [JsonPropertyName("ignore_eos")] public bool? IgnoreEos { get; set; }
+    [JsonPropertyName("add_generation_prompt")] public bool? AddGenerationPrompt { get; set; }
+    [JsonPropertyName("rope_scaling")] public JsonObject? RopeScaling { get; set; }
+    [JsonPropertyName("rope_cache")] public string? RopeCache { get; set; }
+    [JsonPropertyName("user")] public string? User { get; set; }
+}
+
+public sealed class ChatMessageDto
+{
+    [JsonPropertyName("role")] public string? Role { get; set; }
+    /// <summary>A string, or an array of {"type":"text","text":...} parts.</summary>
+    [JsonPropertyName("content")] public JsonNode? Content { get; set; }
+    [JsonPropertyName("name")] public string? Name { get; set; }
+}
+
+public sealed class TokenizeRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    [JsonPropertyName("prompt")] public string? Prompt { get; set; }
+    [JsonPropertyName("add_special_tokens")] public bool? AddSpecialTokens { get; set; }
+}
+
+public sealed class DetokenizeRequest
+{
+    [JsonPropertyName("model")] public string? Model { get; set; }
+    [JsonPropertyName("tokens")] public List<int>? Tokens { get; set; }
+}
+
+/// <summary>Reads a request body as JSON with OpenAI-style 400s for malformed JSON or mistyped fields.</summary>
+public static class RequestBody
+{
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNameCaseInsensitive = false,
+        NumberHandling = JsonNumberHandling.Strict,
+        AllowTrailingCommas = false,
+    };
+
+    public static async Task<T> ReadAsync<T>(HttpRequest request, CancellationToken ct) where T : class
+    {
+        if (request.ContentType is { } ctype && !ctype.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+            throw new ApiException(415, $"Content-Type must be application/json, got '{ctype}'");
+        try
+        {
+            var value = await JsonSerializer.DeserializeAsync<T>(request.Body, Options, ct);
+            return value ?? throw new ApiException(400, "the request body must be a JSON object, got null");
+        }
+        catch (JsonException e)
+        {
+            string? param = e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') : null;
+            string message = param is null
+                ? $"the request body is not valid JSON: {e.Message}"
+                : $"invalid value for '{param}': {FirstSentence(e.Message)}";
+            throw new ApiException(400, message, param);
+        }
+    }
+
+    private static string FirstSentence(string s)
+    {
+        int i = s.IndexOf(". ", StringComparison.Ordinal);
+        return i > 0 ? s[..(i + 1)] : s;
+    }
+}

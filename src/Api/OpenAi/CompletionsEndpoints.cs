@@ -1,0 +1,238 @@
+using System.Text.Json;
+using System.Threading.Channels;
+using PiServe.Api.Models;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Tokenization;
+
+namespace PiServe.Api.OpenAi;
+
+/// <summary>OpenAI-compatible legacy completions, tokenize/detokenize (as vLLM) and the model list.</summary>
+public static class CompletionsEndpoints
+{
+    public static readonly JsonSerializerOptions Json = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never };
+
+    public static IEndpointRouteBuilder MapCompletionEndpoints(this IEndpointRouteBuilder app)
+    {
+        var v1 = app.MapGroup("/v1").WithTags("OpenAI");
+        v1.MapGet("/models", ListModels).WithName("ListModels").Produces<ModelList>();
+        v1.MapPost("/completions", Completions).WithName("CreateCompletion")
+            .Accepts<CompletionRequest>("application/json")
+            .Produces<CompletionResponse>(200, "application/json", "text/event-stream")
+            .Produces<ErrorBody>(400).Produces<ErrorBody>(404).Produces<ErrorBody>(413).Produces<ErrorBody>(429);
+
+        var tokens = app.MapGroup("").WithTags("Tokenizer");
+        tokens.MapPost("/tokenize", Tokenize).WithName("Tokenize").Accepts<TokenizeRequest>("application/json")
+            .Produces<TokenizeResponse>().Produces<ErrorBody>(400).Produces<ErrorBody>(404);
+        tokens.MapPost("/detokenize", Detokenize).WithName("Detokenize").Accepts<DetokenizeRequest>("application/json")
+            .Produces<DetokenizeResponse>().Produces<ErrorBody>(400).Produces<ErrorBody>(404);
+        return app;
+    }
+
+    private static ModelList ListModels(ModelRegistry registry) => new("list", registry.All.Select(m => m.IsLoaded
+        ? new ModelCard(m.Id, "model", m.Created.ToUnixTimeSeconds(), "piserve", m.Status, null, m.ContextWindowFor(m.Rope!),
+            m.Rope!.Describe(), m.Model!.WeightDType.ToString().ToLowerInvariant(), m.Model.ParameterCount,
+            m.Scheduler!.KvBytesPerToken, m.ChatTemplate is not null)
+        : new ModelCard(m.Id, "model", m.Created.ToUnixTimeSeconds(), "piserve", m.Status, m.Error, null, null, null, null, null, null)).ToList());
+
+    private static async Task<IResult> Tokenize(HttpContext http, CompletionService service)
+    {
+        var r = await RequestBody.ReadAsync<TokenizeRequest>(http.Request, http.RequestAborted);
+        var model = service.ResolveModel(r.Model);
+        if (r.Prompt is null) throw ApiException.BadParam("prompt", "'prompt' is required");
+        var ids = model.Tokenizer!.Encode(r.Prompt, r.AddSpecialTokens ?? true);
+        return Results.Json(new TokenizeResponse(ids, ids.Length, model.ContextWindowFor(model.Rope!)));
+    }
+
+    private static async Task<IResult> Detokenize(HttpContext http, CompletionService service)
+    {
+        var r = await RequestBody.ReadAsync<DetokenizeRequest>(http.Request, http.RequestAborted);
+        var model = service.ResolveModel(r.Model);
+        if (r.Tokens is null) throw ApiException.BadParam("tokens", "'tokens' is required");
+        int vocab = model.Tokenizer!.VocabSize;
+        for (int i = 0; i < r.Tokens.Count; i++)
+            if (r.Tokens[i] < 0 || r.Tokens[i] >= vocab) throw ApiException.BadParam("tokens", $"tokens[{i}] = {r.Tokens[i]} is not a token id in [0, {vocab})");
+        return Results.Json(new DetokenizeResponse(model.Tokenizer.Decode(r.Tokens.ToArray())));
+    }
+
+    private static async Task Completions(HttpContext http, CompletionService service)
+    {
+        var request = await RequestBody.ReadAsync<CompletionRequest>(http.Request, http.RequestAborted);
+        var p = service.Prepare(request, http.RequestAborted);
+        var events = CompletionService.Submit(p.Model, p.Job);
+        string id = "cmpl-" + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var tokenizer = p.Model.Tokenizer!;
+        bool wantLogprobs = p.Job.Logprobs is not null;
+
+        if (p.Stream)
+        {
+            await Sse.StartAsync(http);
+            bool first = true;
+            int offset = 0;
+            await foreach (var piece in ReadAsync(events, http.RequestAborted))
+            {
+                string text = piece.Text;
+                CompletionLogprobs? lp = null;
+                if (first && p.Echo)
+                {
+                    text = p.PromptText + text;
+                    if (wantLogprobs) lp = PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref offset);
+                }
+                first = false;
+                if (wantLogprobs && piece.Token is { } tok)
+                {
+                    lp ??= new CompletionLogprobs([], [], [], []);
+                    AddToken(lp, tok, tokenizer, ref offset);
+                }
+                if (piece.Error is { } error)
+                {
+                    await Sse.WriteAsync(http, new ErrorBody(new ErrorDetail(error, "server_error", null, null)));
+                    break;
+                }
+                if (text.Length == 0 && lp is null && piece.FinishReason is null) continue;
+                await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id,
+                    [new CompletionChoice(0, text, lp, piece.FinishReason)], null));
+                if (piece.Usage is { } usage && p.IncludeUsage)
+                    await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id, [], usage));
+            }
+            await Sse.DoneAsync(http);
+            return;
+        }
+
+        var textOut = new System.Text.StringBuilder(p.Echo ? p.PromptText : "");
+        CompletionLogprobs? logprobs = null;
+        int textOffset = 0;
+        string? finish = null;
+        Usage? finalUsage = null;
+        await foreach (var piece in ReadAsync(events, http.RequestAborted))
+        {
+            if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
+            if (wantLogprobs && logprobs is null)
+                logprobs = p.Echo ? PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref textOffset) : new CompletionLogprobs([], [], [], []);
+            textOut.Append(piece.Text);
+            if (wantLogprobs && piece.Token is { } tok) AddToken(logprobs!, tok, tokenizer, ref textOffset);
+            finish = piece.FinishReason ?? finish;
+            finalUsage = piece.Usage ?? finalUsage;
+        }
+        if (finish is null) return; // the client went away: nothing to answer
+        http.Response.ContentType = "application/json";
+        await JsonSerializer.SerializeAsync(http.Response.Body,
+            new CompletionResponse(id, "text_completion", created, p.Model.Id, [new CompletionChoice(0, textOut.ToString(), logprobs, finish)], finalUsage), Json);
+    }
+
+    /// <summary>One step of a completion as the endpoints consume it.</summary>
+    public sealed record Piece(string Text, TokenEvent? Token, PromptLogprobsEvent? Prompt, string? FinishReason, Usage? Usage, string? Error);
+
+    /// <summary>
+    /// The scheduler's events as pieces; the prompt log-probs event (echo) is folded into the first
+    /// piece. Ends when the sequence finishes or the caller is cancelled.
+    /// </summary>
+    public static async IAsyncEnumerable<Piece> ReadAsync(ChannelReader<GenerationEvent> events,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        PromptLogprobsEvent? prompt = null;
+        while (true)
+        {
+            GenerationEvent e;
+            try
+            {
+                if (!await events.WaitToReadAsync(ct)) yield break;
+                if (!events.TryRead(out e!)) continue;
+            }
+            catch (OperationCanceledException)
+            {
+                yield break;
+            }
+            switch (e)
+            {
+                case PromptLogprobsEvent pe:
+                    prompt = pe;
+                    break;
+                case TokenEvent te:
+                    yield return new Piece(te.Text, te, prompt, null, null, null);
+                    prompt = null;
+                    break;
+                case FinishEvent fe:
+                    yield return new Piece(fe.TrailingText, null, prompt, fe.FinishReason,
+                        new Usage(fe.PromptTokens, fe.CompletionTokens, fe.PromptTokens + fe.CompletionTokens), null);
+                    yield break;
+                case ErrorEvent err:
+                    yield return new Piece("", null, prompt, null, null, err.Message);
+                    yield break;
+            }
+        }
+    }
+
+    private static CompletionLogprobs PromptLogprobs(PromptLogprobsEvent? e, int[] prompt, ITokenizer tokenizer, ref int offset)
+    {
+        var lp = new CompletionLogprobs([], [], [], []);
+        for (int i = 0; i < prompt.Length; i++)
+        {
+            string tok = tokenizer.Decode([prompt[i]]);
+            lp.Tokens.Add(tok);
+            lp.TokenLogprobs.Add(e?.Logprobs[i]);
+            lp.TopLogprobs.Add(e?.Top[i] is { } top ? Top(top) : null);
+            lp.TextOffset.Add(offset);
+            offset += tok.Length;
+        }
+        return lp;
+    }
+
+    private static void AddToken(CompletionLogprobs lp, TokenEvent t, ITokenizer tokenizer, ref int offset)
+    {
+        string tok = tokenizer.Decode([t.TokenId]);
+        lp.Tokens.Add(tok);
+        lp.TokenLogprobs.Add(t.Logprob);
+        lp.TopLogprobs.Add(t.Top is { } top ? Top(top) : new Dictionary<string, float>());
+        lp.TextOffset.Add(offset);
+        offset += tok.Length;
+    }
+
+    private static Dictionary<string, float> Top(TopLogprob[] top)
+    {
+        var d = new Dictionary<string, float>();
+        foreach (var t in top) d.TryAdd(t.Token, t.Logprob); // tokens decoding to the same text: keep the more likely
+        return d;
+    }
+}
+
+/// <summary>Server-sent events as OpenAI streams them: "data: {json}\n\n" ... "data: [DONE]\n\n".</summary>
+public static class Sse
+{
+    public static async Task StartAsync(HttpContext http)
+    {
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers["X-Accel-Buffering"] = "no";
+        await http.Response.Body.FlushAsync(http.RequestAborted);
+    }
+
+    public static async Task WriteAsync<T>(HttpContext http, T payload)
+    {
+        if (http.RequestAborted.IsCancellationRequested) return;
+        var bytes = JsonSerializer.SerializeToUtf8Bytes(payload, CompletionsEndpoints.Json);
+        try
+        {
+            await http.Response.Body.WriteAsync("data: "u8.ToArray(), http.RequestAborted);
+            await http.Response.Body.WriteAsync(bytes, http.RequestAborted);
+            await http.Response.Body.WriteAsync("\n\n"u8.ToArray(), http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { } // the client disconnected; its cancellation token stops generation
+    }
+
+    public static Task DoneAsync(HttpContext http) => WriteRawAsync(http, "data: [DONE]\n\n");
+
+    private static async Task WriteRawAsync(HttpContext http, string text)
+    {
+        if (http.RequestAborted.IsCancellationRequested) return;
+        try
+        {
+            await http.Response.WriteAsync(text, http.RequestAborted);
+            await http.Response.Body.FlushAsync(http.RequestAborted);
+        }
+        catch (OperationCanceledException) { }
+        catch (IOException) { }
+    }
+}

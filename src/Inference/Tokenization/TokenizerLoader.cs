@@ -256,12 +256,6 @@ public static class TokenizerLoader
                 throw model.FieldError("unk_token", $"token '{unk}' is not in model.vocab");
         }
         bool byteFallback = model.OptionalBool("byte_fallback", false);
-        if (byteFallback)
-        {
-            for (int b = 0; b < 256; b++)
-                if (!vocab.ContainsKey($"<0x{b:X2}>"))
-                    throw model.FieldError("byte_fallback", $"is true but model.vocab has no byte token <0x{b:X2}>");
-        }
         return new BpeModel(vocab, merges, unkId, model.OptionalBool("fuse_unk", false), byteFallback,
             model.OptionalBool("ignore_merges", false));
     }

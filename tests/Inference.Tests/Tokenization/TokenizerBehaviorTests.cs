@@ -134,7 +134,6 @@ public class TokenizerBehaviorTests
         {
             int[] ids = t.Encode("ab 🦀", addSpecialTokens: false);
             int[] truncated = ids[..^1]; // the crab's last byte is missing
-            Assert.DoesNotContain("🦀", t.Decode(ids[^1..]));
             string streamed = Stream(t, truncated, false, out var chunks);
             Assert.Equal(t.Decode(truncated), streamed);
             Assert.EndsWith("\uFFFD", streamed);

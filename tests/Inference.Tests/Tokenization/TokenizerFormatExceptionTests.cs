@@ -174,6 +174,18 @@ public class TokenizerFormatExceptionTests
     }
 
     [Fact]
+    public void AddPrefixSpaceMustAgreeWithTokenizerJson()
+    {
+        using (var ok = new ToyFolder())
+        {
+            ok.Write(ToyFolder.SentencePieceStyle()).Write("tokenizer_config.json", """{"add_prefix_space": true}""");
+            Assert.Equal([1, 259, 265], ok.Load().Encode("ab")); // the Prepend normalizer already adds it
+        }
+        var e = LoadFails(_ => { }, """{"add_prefix_space": false}""");
+        Assert.StartsWith("tokenizer_config.json: add_prefix_space: ", e.Message);
+    }
+
+    [Fact]
     public void AddBosWithoutBosToken()
     {
         var e = LoadFails(j => j["post_processor"] = null, """{"add_bos_token": true}""");

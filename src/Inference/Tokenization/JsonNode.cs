@@ -140,14 +140,4 @@ internal readonly struct JNode
         RequireKind(JsonValueKind.Object);
         return RequiredString("type");
     }
-
-    /// <summary>Throws if the object has a field outside <paramref name="known"/> with a non-default value.</summary>
-    public void RejectUnknownFields(params string[] known)
-    {
-        foreach (var (name, value) in Properties())
-        {
-            if (Array.IndexOf(known, name) >= 0) continue;
-            throw value.Error("unsupported field");
-        }
-    }
 }

@@ -12,6 +12,8 @@ internal abstract class Normalizer
 /// <summary>HF "Prepend": adds a prefix to any non-empty text.</summary>
 internal sealed class PrependNormalizer(string prepend) : Normalizer
 {
+    public string Prefix => prepend;
+
     public override string Normalize(string text) => text.Length == 0 ? text : prepend + text;
 }
 
@@ -39,6 +41,8 @@ internal sealed class ReplaceNormalizer : Normalizer
 
 internal sealed class SequenceNormalizer(Normalizer[] normalizers) : Normalizer
 {
+    public IReadOnlyList<Normalizer> Items => normalizers;
+
     public override string Normalize(string text)
     {
         foreach (var n in normalizers) text = n.Normalize(text);

@@ -643,14 +643,11 @@ internal static class OnigRegex
                     switch (key.ToLowerInvariant())
                     {
                         case "any": return new(0, s => s.AddPredicate(_ => true, negate));
-                        case "alpha": case "alphabetic":
-                            // approximation-free only for letters + marks? Oniguruma Alpha is the Alphabetic property,
-                            // which .NET cannot compute exactly: reject.
-                            break;
                         case "space": case "white_space": return new(0, s => s.AddPredicate(IsOnigSpace, negate));
                         case "word": return new(0, s => s.AddPredicate(IsOnigWord, negate));
                         case "ascii": return new(0, s => s.AddPredicate(cp => cp < 128, negate));
                     }
+                    // Scripts (Han, Latin, ...) and binary properties (Alphabetic, ...) have no .NET data source.
                     throw Fail($"\\p{{{name}}} (Unicode scripts and binary properties are not supported)");
                 }
                 case 'R' or 'X' or 'K' or 'N' or 'O' or 'g' or 'y' or 'Y':

@@ -130,6 +130,8 @@ internal abstract class PreTokenizer
 
 internal sealed class SequencePreTokenizer(PreTokenizer[] items) : PreTokenizer
 {
+    public IReadOnlyList<PreTokenizer> Items => items;
+
     public override void PreTokenize(List<PreToken> pieces)
     {
         foreach (var p in items) p.PreTokenize(pieces);
@@ -168,8 +170,6 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
         for (int i = 0; i < pieces.Count; i++)
             pieces[i] = pieces[i] with { Text = ByteLevelMap.Encode(pieces[i].Text) };
     }
-
-    public ByteLevelPreTokenizer WithPrefixSpace(bool value) => new(value, useRegex);
 }
 
 internal enum PrependScheme { Always, First, Never }
@@ -177,6 +177,8 @@ internal enum PrependScheme { Always, First, Never }
 /// <summary>HF "Metaspace": spaces → replacement, prefix per scheme, optional split before each replacement.</summary>
 internal sealed class MetaspacePreTokenizer(char replacement, PrependScheme scheme, bool split) : PreTokenizer
 {
+    public PrependScheme Scheme => scheme;
+
     public override void PreTokenize(List<PreToken> pieces)
     {
         string rep = replacement.ToString();

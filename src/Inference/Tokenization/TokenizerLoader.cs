@@ -146,11 +146,10 @@ public static class TokenizerLoader
             }
             if (cfg.GetNonNull("add_prefix_space") is { } apsNode)
             {
-                bool aps = apsNode.AsBool();
                 // transformers rewrites the pre-tokenizer (or reconverts tokenizer.model) for this option;
                 // accept it only where tokenizer.json already does the same thing.
-                if (FindByteLevel(preTokenizer) is not { } bl || bl.AddPrefixSpace != aps)
-                    throw apsNode.Error("overriding the tokenizer.json pre-tokenizer's prefix space is not supported");
+                if (apsNode.AsBool() != PrependsSpace(normalizer, preTokenizer))
+                    throw apsNode.Error("differs from what tokenizer.json does; overriding the prefix space is not supported");
             }
         }
         bos ??= prefix.Count > 0 ? prefix[0] : null;
@@ -160,11 +159,24 @@ public static class TokenizerLoader
             bos, eos);
     }
 
-    private static ByteLevelPreTokenizer? FindByteLevel(PreTokenizer? p) => p switch
+    /// <summary>Whether tokenizer.json adds a prefix space (ByteLevel add_prefix_space, Metaspace, Prepend).</summary>
+    private static bool PrependsSpace(Normalizer? normalizer, PreTokenizer? preTokenizer)
     {
-        ByteLevelPreTokenizer b => b,
-        _ => null,
-    };
+        bool Pre(PreTokenizer? p) => p switch
+        {
+            ByteLevelPreTokenizer b => b.AddPrefixSpace,
+            MetaspacePreTokenizer m => m.Scheme != PrependScheme.Never,
+            SequencePreTokenizer s => s.Items.Any(Pre),
+            _ => false,
+        };
+        bool Norm(Normalizer? n) => n switch
+        {
+            PrependNormalizer p => p.Prefix.Length > 0,
+            SequenceNormalizer s => s.Items.Any(Norm),
+            _ => false,
+        };
+        return Pre(preTokenizer) || Norm(normalizer);
+    }
 
     private static int? ConfigTokenId(JNode cfg, string field, Func<string, int?> findId)
     {
@@ -256,12 +268,6 @@ public static class TokenizerLoader
                 throw model.FieldError("unk_token", $"token '{unk}' is not in model.vocab");
         }
         bool byteFallback = model.OptionalBool("byte_fallback", false);
-        if (byteFallback)
-        {
-            for (int b = 0; b < 256; b++)
-                if (!vocab.ContainsKey($"<0x{b:X2}>"))
-                    throw model.FieldError("byte_fallback", $"is true but model.vocab has no byte token <0x{b:X2}>");
-        }
         return new BpeModel(vocab, merges, unkId, model.OptionalBool("fuse_unk", false), byteFallback,
             model.OptionalBool("ignore_merges", false));
     }

@@ -131,6 +131,7 @@ public static class TokenizerCorpus
         "x\u00a0",
         "ﬁ ﬂ ligatures and ｆｕｌｌｗｉｄｔｈ",
         "İstanbul ıi ſ K Å",
+        "a\uFEFFb", "x \uFEFF y", "\uFEFF", "a\u180Eb", "it'ſ IT'S it\u2019s", "x\u200B y", "𝟙𝟚𝟛𝟜 ١٢٣٤", "ǅungla",
     ];
 
     private static readonly string[] Fragments =

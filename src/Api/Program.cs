@@ -1,4 +1,5 @@
 using PiServe.Api;
+using PiServe.Api.Hosting;
 
 // With a verb (tokenize, score, generate) the executable drives the engine directly and prints
 // one JSON object; with no verb it serves HTTP.
@@ -6,8 +7,8 @@ if (args.Length > 0 && Verbs.IsVerb(args[0]))
     return Verbs.Run(args);
 
 var builder = WebApplication.CreateBuilder(args);
+builder.Services.AddPiServe(builder.Configuration);
 var app = builder.Build();
-app.MapGet("/health/live", () => Results.Ok(new { status = "live" }));
-app.MapGet("/health/ready", () => Results.Ok(new { status = "ready" }));
+app.UsePiServe();
 app.Run();
 return 0;

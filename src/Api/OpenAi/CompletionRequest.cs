@@ -108,7 +108,10 @@ public static class RequestBody
         }
         catch (JsonException e)
         {
-            string? param = e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') : null;
+            // A value of the wrong type names its field; anything else is malformed JSON (whose
+            // Path is just where the reader stopped, not a field at fault).
+            bool wrongType = e.Message.StartsWith("The JSON value could not be converted", StringComparison.Ordinal);
+            string? param = wrongType && e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') : null;
             string message = param is null
                 ? $"the request body is not valid JSON: {e.Message}"
                 : $"invalid value for '{param}': {FirstSentence(e.Message)}";

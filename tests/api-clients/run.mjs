@@ -1,0 +1,107 @@
+// Drives a running PiServe host with the official clients (openai, @microsoft/signalr).
+// Usage: node run.mjs SCENARIO < {"baseUrl": "...", "apiKey": "...", ...}; prints one JSON result.
+import OpenAI from "openai";
+import * as signalR from "@microsoft/signalr";
+
+const input = JSON.parse(await new Promise((resolve) => {
+  let s = "";
+  process.stdin.on("data", (d) => (s += d));
+  process.stdin.on("end", () => resolve(s));
+}));
+const scenario = process.argv[2];
+const client = new OpenAI({ baseURL: `${input.baseUrl}/v1`, apiKey: input.apiKey ?? "none", maxRetries: 0 });
+
+async function streamCompletion(request) {
+  const stream = await client.completions.create({ ...request, stream: true, stream_options: { include_usage: true } });
+  let text = "", finish = null, chunks = 0, usage = null;
+  for await (const chunk of stream) {
+    chunks++;
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text += c.text;
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  return { text, finish_reason: finish, chunks, usage };
+}
+
+async function streamChat(request) {
+  const stream = await client.chat.completions.create({ ...request, stream: true });
+  let text = "", finish = null, chunks = 0, role = null;
+  for await (const chunk of stream) {
+    chunks++;
+    for (const c of chunk.choices) {
+      if (c.delta.role) role = c.delta.role;
+      text += c.delta.content ?? "";
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  return { text, finish_reason: finish, chunks, role };
+}
+
+async function signalrStream(request, cancelAfter) {
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${input.baseUrl}/hubs/generation`, input.apiKey ? { accessTokenFactory: () => input.apiKey } : {})
+    .configureLogging(signalR.LogLevel.Warning)
+    .build();
+  await connection.start();
+  const events = [];
+  try {
+    await new Promise((resolve, reject) => {
+      const subscription = connection.stream("StreamCompletion", request).subscribe({
+        next: (e) => {
+          events.push(e);
+          if (cancelAfter && events.length >= cancelAfter) {
+            subscription.dispose(); // sends CancelInvocation to the server
+            resolve();
+          }
+        },
+        complete: resolve,
+        error: reject,
+      });
+    });
+  } catch (e) {
+    await connection.stop();
+    return { error: String(e.message ?? e), events };
+  }
+  // give the server a moment to observe a cancellation before the connection closes
+  if (cancelAfter) await new Promise((r) => setTimeout(r, input.holdMs ?? 300));
+  await connection.stop();
+  return { events };
+}
+
+let result;
+try {
+  switch (scenario) {
+    case "models":
+      result = await client.models.list();
+      result = { data: result.data };
+      break;
+    case "completion":
+      result = await client.completions.create(input.request);
+      break;
+    case "completion_stream":
+      result = await streamCompletion(input.request);
+      break;
+    case "concurrent_streams": {
+      const started = Date.now();
+      const results = await Promise.all(input.requests.map((r) => streamCompletion(r)));
+      result = { results, seconds: (Date.now() - started) / 1000 };
+      break;
+    }
+    case "chat":
+      result = await client.chat.completions.create(input.request);
+      break;
+    case "chat_stream":
+      result = await streamChat(input.request);
+      break;
+    case "signalr":
+      result = await signalrStream(input.request, input.cancelAfter);
+      break;
+    default:
+      throw new Error(`unknown scenario ${scenario}`);
+  }
+} catch (e) {
+  result = { error: String(e.message ?? e), status: e.status ?? null, body: e.error ?? null };
+}
+process.stdout.write(JSON.stringify(result));

@@ -101,3 +101,12 @@ public sealed record ModelCard(
 public sealed record ModelList(
     [property: JsonPropertyName("object")] string Object,
     [property: JsonPropertyName("data")] List<ModelCard> Data);
+
+/// <summary>PiServe: the continuous-batching scheduler of one model (batching gain = decoded_tokens / decode_steps).</summary>
+public sealed record SchedulerStatus(
+    [property: JsonPropertyName("running")] int Running,
+    [property: JsonPropertyName("waiting")] int Waiting,
+    [property: JsonPropertyName("decode_steps")] long DecodeSteps,
+    [property: JsonPropertyName("decoded_tokens")] long DecodedTokens,
+    [property: JsonPropertyName("kv_reserved_bytes")] long KvReservedBytes,
+    [property: JsonPropertyName("kv_budget_bytes")] long KvBudgetBytes);

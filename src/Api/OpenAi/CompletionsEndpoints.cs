@@ -15,6 +15,12 @@ public static class CompletionsEndpoints
     {
         var v1 = app.MapGroup("/v1").WithTags("OpenAI");
         v1.MapGet("/models", ListModels).WithName("ListModels").Produces<ModelList>();
+        v1.MapGet("/models/{id}/scheduler", (string id, CompletionService service) =>
+        {
+            var s = service.ResolveModel(id).Scheduler!;
+            return new SchedulerStatus(s.RunningCount, s.WaitingCount, Interlocked.Read(ref s.DecodeSteps), Interlocked.Read(ref s.DecodedTokens),
+                s.ReservedKvBytes, s.KvBudgetBytes);
+        }).WithName("SchedulerStatus").Produces<SchedulerStatus>().Produces<ErrorBody>(404);
         v1.MapPost("/completions", Completions).WithName("CreateCompletion")
             .Accepts<CompletionRequest>("application/json")
             .Produces<CompletionResponse>(200, "application/json", "text/event-stream")

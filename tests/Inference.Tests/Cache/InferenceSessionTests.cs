@@ -78,4 +78,36 @@ public class InferenceSessionTests
         var b = chunked.Prefill(prompt).ToArray();
         Assert.Equal(a, b);
     }
+
+    [Fact]
+    public void BatchedDecodeEqualsOneSequenceAtATime()
+    {
+        // Sequences of different lengths and regimes (one crosses LongRoPE's switch and is rebuilt
+        // on its own) decoded together produce exactly the logits of decoding each alone.
+        var longrope = Model.ResolveRope(new JsonObject
+        {
+            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
+            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
+        });
+        int[][] prompts = [[5, 6, 7], Enumerable.Range(3, 40).ToArray(), Enumerable.Range(10, 127).ToArray()];
+        var ropes = new[] { Model.Rope, Model.Rope, longrope };
+        var batched = prompts.Select((p, i) => new InferenceSession(Model, ropes[i])).ToList();
+        var alone = prompts.Select((p, i) => new InferenceSession(Model, ropes[i])).ToList();
+        using var scratch = new Inference.Model.ForwardScratch(Model.Config);
+        var logitScratch = new float[3 * Model.Config.VocabSize];
+        for (int i = 0; i < 3; i++) { batched[i].Prefill(prompts[i]); alone[i].Prefill(prompts[i]); }
+        for (int step = 0; step < 5; step++)
+        {
+            var next = batched.Select(s => GreedyGenerator.ArgMax(s.Logits)).ToArray();
+            InferenceSession.AppendBatch(batched, next, scratch, logitScratch);
+            for (int i = 0; i < 3; i++)
+            {
+                alone[i].Append(next[i]);
+                Assert.Equal(alone[i].Logits.ToArray(), batched[i].Logits.ToArray());
+            }
+        }
+        Assert.Equal(1, batched[2].RebuildCount);
+        foreach (var s in batched.Concat(alone)) s.Dispose();
+    }
 }

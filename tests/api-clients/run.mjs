@@ -2,6 +2,7 @@
 // Usage: node run.mjs SCENARIO < {"baseUrl": "...", "apiKey": "...", ...}; prints one JSON result.
 import OpenAI from "openai";
 import * as signalR from "@microsoft/signalr";
+import SwaggerParser from "@apidevtools/swagger-parser";
 
 const input = JSON.parse(await new Promise((resolve) => {
   let s = "";
@@ -98,6 +99,12 @@ try {
     case "signalr":
       result = await signalrStream(input.request, input.cancelAfter);
       break;
+    case "swagger": {
+      const doc = await (await fetch(`${input.baseUrl}/swagger/v1/swagger.json`)).json();
+      const api = await SwaggerParser.validate(doc);
+      result = { valid: true, openapi: api.openapi, paths: Object.keys(api.paths) };
+      break;
+    }
     default:
       throw new Error(`unknown scenario ${scenario}`);
   }

@@ -128,7 +128,8 @@ public static class NodeClients
         lock (Lock)
         {
             if (File.Exists(Path.Combine(Dir, "node_modules", "openai", "package.json"))
-                && File.Exists(Path.Combine(Dir, "node_modules", "@microsoft", "signalr", "package.json"))) return;
+                && File.Exists(Path.Combine(Dir, "node_modules", "@microsoft", "signalr", "package.json"))
+                && File.Exists(Path.Combine(Dir, "node_modules", "@apidevtools", "swagger-parser", "package.json"))) return;
             var (code, stdout, stderr) = HfReference.RunProcess("npm", ["ci", "--no-audit", "--no-fund"], Dir, null, TimeSpan.FromMinutes(5));
             if (code != 0) throw new InvalidOperationException($"npm ci failed in {Dir} (exit {code}):\n{stdout}\n{stderr}");
         }

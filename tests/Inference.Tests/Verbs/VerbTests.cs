@@ -87,6 +87,21 @@ public class VerbTests
         Assert.Contains(message, err!["error"]!.GetValue<string>());
     }
 
+    [Theory]
+    [InlineData("llama2")]
+    [InlineData("llama3")]
+    public void TokenizeMatchesHuggingFace(string family)
+    {
+        const string text = "Hello world! 你好 😀  spaces\n";
+        var dir = Tokenization.HfReference.ModelDir(family);
+        var (code, o, _) = Run("tokenize", "--model", dir, "--text", text);
+        Assert.Equal(0, code);
+        var hf = Tokenization.HfReference.Run(family, [text], []).Encoded[0].Ids;
+        Assert.Equal(hf, o!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()));
+        var bare = Run("tokenize", "--model", dir, "--text", text, "--no-special");
+        Assert.Equal(hf.SkipWhile(id => id == 1 && family == "llama2"), bare.Out!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()));
+    }
+
     [Fact]
     public void MissingModelFolderAndUnknownOptionsAreErrors()
     {

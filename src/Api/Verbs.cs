@@ -20,6 +20,7 @@ public static class Verbs
     {
         ["tokenize"] = (Tokenize, "tokenize --model DIR --text STR [--no-special]"),
         ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
+        ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape tiny|small|1b [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
         ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
     };
 
@@ -97,6 +98,35 @@ public static class Verbs
             ["seconds"] = Math.Round(seconds, 4),
             ["tokens_per_second"] = seconds > 0 ? Math.Round(result.Tokens.Length / seconds, 2) : null,
         };
+    }
+
+    /// <summary>Writes a checkpoint of a known shape with seeded random weights (benchmarks; no download needed).</summary>
+    private static JsonObject RandomCheckpointVerb(VerbArgs a)
+    {
+        string dir = a.Required("out");
+        var shape = a.Required("shape") switch
+        {
+            "tiny" => RandomCheckpoint.Shape.Tiny,
+            "small" => RandomCheckpoint.Shape.Small,
+            "1b" => RandomCheckpoint.Shape.TinyLlama1B,
+            var other => throw new UsageException($"--shape must be tiny, small or 1b, got '{other}'"),
+        };
+        if (a.Int("vocab") is { } vocab) shape = shape with { Vocab = vocab };
+        var dtype = a.Value("dtype") switch
+        {
+            null or "bf16" => DType.BF16,
+            "f16" => DType.F16,
+            "f32" => DType.F32,
+            var other => throw new UsageException($"--dtype must be bf16, f16 or f32, got '{other}'"),
+        };
+        RandomCheckpoint.Write(dir, shape, dtype, a.Int("seed") ?? 0);
+        if (a.Value("tokenizer") is { } tok)
+            foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
+                if (File.Exists(Path.Combine(tok, f))) File.Copy(Path.Combine(tok, f), Path.Combine(dir, f), overwrite: true);
+        long parameters = (long)shape.Vocab * shape.Hidden * (shape.Tied ? 1 : 2)
+            + (long)shape.Layers * (2L * shape.Hidden * shape.Hidden + 2L * shape.Hidden * (shape.KvHeads * (shape.Hidden / shape.Heads)) + 3L * shape.Hidden * shape.Intermediate + 2 * shape.Hidden)
+            + shape.Hidden;
+        return new JsonObject { ["path"] = Path.GetFullPath(dir), ["parameters"] = parameters, ["dtype"] = dtype.ToString().ToLowerInvariant() };
     }
 
     private static Inference.Kernels.CpuBackend Backend(VerbArgs a) => new(a.Int("threads") ?? 0);

@@ -44,6 +44,10 @@ public sealed class ModelRegistry : IDisposable
                 try
                 {
                     var tokenizer = TokenizerLoader.Load(full);
+                    // Checkpoints may pad the embedding past the tokenizer; the reverse means the
+                    // tokenizer can produce ids the model has no row for.
+                    if (tokenizer.VocabSize > model.Config.VocabSize)
+                        throw new ArgumentException($"tokenizer.json has {tokenizer.VocabSize} tokens but config.json vocab_size is {model.Config.VocabSize}: this tokenizer does not belong to this model");
                     var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
                     served.Loaded(model, tokenizer, scheduler, ropeOverride);
                 }

@@ -79,6 +79,10 @@ public sealed class CompletionService(ModelRegistry registry)
         JsonObject? ropeScaling, string? ropeCache, CancellationToken cancellation)
     {
         if (prompt.Length == 0) throw ApiException.BadParam("prompt", "the prompt is empty (no tokens)");
+        int vocab = model.Model!.Config.VocabSize;
+        for (int i = 0; i < prompt.Length; i++)
+            if ((uint)prompt[i] >= (uint)vocab)
+                throw ApiException.BadParam("prompt", $"prompt token {i} has id {prompt[i]}, outside the model's vocabulary [0, {vocab})");
         if (maxTokens < 0) throw ApiException.BadParam("max_tokens", "'max_tokens' must be non-negative");
         if (temperature is < 0 or > 2 || temperature is { } t && !float.IsFinite(t)) throw ApiException.BadParam("temperature", "'temperature' must be between 0 and 2");
         if (topP is <= 0 or > 1 || topP is { } tp && !float.IsFinite(tp)) throw ApiException.BadParam("top_p", "'top_p' must be in (0, 1]");

@@ -43,6 +43,9 @@ public class CompletionsApiTests(HostFixture fixture)
         var broken = data.Single(m => m!["id"]!.GetValue<string>() == "broken")!;
         Assert.Equal("failed", broken["status"]!.GetValue<string>());
         Assert.Contains("config.json: hidden_size: required field is missing", broken["error"]!.GetValue<string>());
+        string Error(string id) => data.Single(m => m!["id"]!.GetValue<string>() == id)!["error"]!.GetValue<string>();
+        Assert.Contains("tokenizer.json has 32000 tokens but config.json vocab_size is 256", Error("mismatch"));
+        Assert.Contains("outside PiServe:ModelsRoot", Error("escape"));
     }
 
     [Fact]

@@ -41,6 +41,9 @@ public sealed class PiServeHostProcess : IAsyncDisposable
         RandomCheckpoint.Write(tiny, new RandomCheckpoint.Shape(64, 2, 4, 2, 128, 32000, MaxPositions: 512), DType.BF16, seed: 7);
         foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
             File.Copy(Path.Combine(HfReference.ModelDir("llama2"), f), Path.Combine(tiny, f));
+        var mismatch = Path.Combine(root.Path, "mismatch"); // vocab 256 with a 32000-token tokenizer
+        RandomCheckpoint.Write(mismatch, RandomCheckpoint.Shape.Tiny, DType.BF16, seed: 1);
+        File.Copy(Path.Combine(HfReference.ModelDir("llama2"), "tokenizer.json"), Path.Combine(mismatch, "tokenizer.json"));
         Directory.CreateDirectory(Path.Combine(root.Path, "broken"));
         File.WriteAllText(Path.Combine(root.Path, "broken", "config.json"), "{\"model_type\": \"llama\"}");
 
@@ -59,6 +62,8 @@ public sealed class PiServeHostProcess : IAsyncDisposable
                      "--urls", url, $"--PiServe:ModelsRoot={root.Path}",
                      "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
                      "--PiServe:Models:1:Id=broken", "--PiServe:Models:1:Path=broken",
+                     "--PiServe:Models:2:Id=mismatch", "--PiServe:Models:2:Path=mismatch",
+                     "--PiServe:Models:3:Id=escape", "--PiServe:Models:3:Path=../outside",
                      "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
                  }.Concat(extraArgs))
             psi.ArgumentList.Add(a);

@@ -170,6 +170,7 @@ public sealed unsafe class LlamaModel : IDisposable
             be.MatMul(w.Wv, s.Xb, n, s.V, Ptr(w.Bv));
             be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             be.ApplyRope(s.K, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
+            s.Observer?.Invoke(l, s.Q, s.K, n);
             row = 0;
             foreach (var seg in segments)
             {
@@ -216,6 +217,15 @@ public sealed unsafe class ForwardScratch(ModelConfig config) : IDisposable
     private readonly List<NativeBuffer> _buffers = [];
     public int Tokens { get; private set; }
     public float* X, Xb, Q, K, V, Att, Gate, Up, Hidden, Cos, Sin;
+
+    /// <summary>Receives one layer's rotated queries [rows, heads·headDim] and keys [rows, kvHeads·headDim].</summary>
+    public delegate void QueryKeyObserver(int layer, float* queries, float* keys, int rows);
+
+    /// <summary>
+    /// Diagnostics only (attention-score evals): when set, every layer hands its rotated queries and
+    /// keys to it before attention. Null on the serving path, where it costs one null check per layer.
+    /// </summary>
+    public QueryKeyObserver? Observer { get; set; }
 
     public void EnsureTokens(int n)
     {

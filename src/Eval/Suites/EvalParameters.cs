@@ -1,0 +1,162 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace PiServe.Eval.Suites;
+
+/// <summary>A bad job request: the status the API answers with, and the parameter at fault ("parameters.windows").</summary>
+public sealed class EvalRequestException(int status, string message, string? param = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string? Param { get; } = param;
+
+    public static EvalRequestException Bad(string param, string message) => new(400, message, param);
+}
+
+/// <summary>
+/// Reads a job's "parameters" object: typed values with defaults and ranges, and a normalized copy
+/// (every parameter with its value in force) that the job stores and reports. Unknown names are refused
+/// so a typo does not silently run with a default.
+/// </summary>
+public sealed class EvalParameters
+{
+    private readonly JsonObject _input;
+    private readonly HashSet<string> _known = new(StringComparer.Ordinal);
+
+    public EvalParameters(JsonObject? input)
+    {
+        _input = input ?? new JsonObject();
+    }
+
+    /// <summary>The parameters with defaults filled in, in the order they were read.</summary>
+    public JsonObject Normalized { get; } = new();
+
+    public static string P(string name) => "parameters." + name;
+
+    /// <summary>Refuses names no suite read.</summary>
+    public void RejectUnknown(string kind)
+    {
+        foreach (var (name, _) in _input)
+            if (!_known.Contains(name))
+                throw EvalRequestException.Bad(P(name), $"unknown parameter '{name}' for kind {kind} (known: {string.Join(", ", _known.Order(StringComparer.Ordinal))})");
+    }
+
+    public bool Has(string name) => _input[name] is not null;
+
+    private JsonNode? Raw(string name)
+    {
+        _known.Add(name);
+        return _input[name];
+    }
+
+    public int Int(string name, int @default, int min = int.MinValue, int max = int.MaxValue)
+    {
+        int v = Raw(name) is { } node ? AsInt(node, name, min, max) : @default;
+        Normalized[name] = v;
+        return v;
+    }
+
+    public int? OptionalInt(string name, int min = int.MinValue, int max = int.MaxValue)
+    {
+        int? v = Raw(name) is { } node ? AsInt(node, name, min, max) : null;
+        Normalized[name] = v;
+        return v;
+    }
+
+    public double Double(string name, double @default, double min = double.MinValue, double max = double.MaxValue)
+    {
+        double v = Raw(name) is { } node ? AsDouble(node, name, min, max) : @default;
+        Normalized[name] = v;
+        return v;
+    }
+
+    public double? OptionalDouble(string name, double min = double.MinValue, double max = double.MaxValue)
+    {
+        double? v = Raw(name) is { } node ? AsDouble(node, name, min, max) : null;
+        Normalized[name] = v;
+        return v;
+    }
+
+    public bool Bool(string name, bool @default)
+    {
+        bool v = @default;
+        if (Raw(name) is { } node)
+        {
+            if (node is not JsonValue jv || !jv.TryGetValue(out v))
+                throw EvalRequestException.Bad(P(name), $"'{name}' must be true or false, got {node.ToJsonString()}");
+        }
+        Normalized[name] = v;
+        return v;
+    }
+
+    public string? OptionalString(string name)
+    {
+        string? v = null;
+        if (Raw(name) is { } node && (node is not JsonValue jv || !jv.TryGetValue(out v)))
+            throw EvalRequestException.Bad(P(name), $"'{name}' must be a string, got {node.ToJsonString()}");
+        Normalized[name] = v;
+        return v;
+    }
+
+    /// <summary>A list of integers; a single integer is accepted as a one-element list.</summary>
+    public int[]? OptionalIntList(string name, int min = int.MinValue, int max = int.MaxValue, bool distinctSorted = false)
+    {
+        var node = Raw(name);
+        int[]? v = node switch
+        {
+            null => null,
+            JsonArray a when a.Count > 0 => a.Select((x, i) => x is null
+                ? throw EvalRequestException.Bad(P(name), $"'{name}[{i}]' must be an integer")
+                : AsInt(x, $"{name}[{i}]", min, max, P(name))).ToArray(),
+            JsonArray => throw EvalRequestException.Bad(P(name), $"'{name}' must not be empty"),
+            JsonValue => [AsInt(node, name, min, max)],
+            _ => throw EvalRequestException.Bad(P(name), $"'{name}' must be an integer or a list of integers"),
+        };
+        if (v is not null && distinctSorted) v = v.Distinct().Order().ToArray();
+        Normalized[name] = v is null ? null : new JsonArray(v.Select(x => (JsonNode)x).ToArray());
+        return v;
+    }
+
+    /// <summary>Reads an arbitrary JSON value (copied into the normalized parameters as given).</summary>
+    public JsonNode? RawValue(string name)
+    {
+        var node = Raw(name);
+        Normalized[name] = node?.DeepClone();
+        return node;
+    }
+
+    /// <summary>Records a value derived from others (e.g. a default that depends on the model) in the normalized parameters.</summary>
+    public void Set(string name, JsonNode? value) => Normalized[name] = value;
+
+    private static int AsInt(JsonNode node, string name, int min, int max, string? param = null)
+    {
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && d == Math.Floor(d)
+            && d >= int.MinValue && d <= int.MaxValue)
+        {
+            int i = (int)d;
+            if (i < min || i > max)
+                throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be {Range(min, max)}, got {i}");
+            return i;
+        }
+        throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be an integer, got {node.ToJsonString()}");
+    }
+
+    private static double AsDouble(JsonNode node, string name, double min, double max)
+    {
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && double.IsFinite(d))
+        {
+            if (d < min || d > max)
+                throw EvalRequestException.Bad(P(name), $"'{name}' must be {Range(min, max)}, got {d}");
+            return d;
+        }
+        throw EvalRequestException.Bad(P(name), $"'{name}' must be a number, got {node.ToJsonString()}");
+    }
+
+    private static string Range(double min, double max) =>
+        (min > double.MinValue / 2 && min > int.MinValue, max < double.MaxValue / 2 && max < int.MaxValue) switch
+        {
+            (true, true) => $"between {min} and {max}",
+            (true, false) => $"at least {min}",
+            (false, true) => $"at most {max}",
+            _ => "a number",
+        };
+}

@@ -1,0 +1,276 @@
+using System.Globalization;
+using System.Text;
+using System.Text.Json.Nodes;
+using PiServe.Eval.Models;
+using PiServe.Inference.Rope;
+
+namespace PiServe.Eval.Suites;
+
+/// <summary>
+/// LongRoPE's evolutionary search (Ding et al. 2024, §3): per-dimension rescale factors λ_i (θ_i/λ_i,
+/// monotone non-decreasing from high to low frequency, in [1, max_factor], step 0.01) and n̂ (the first
+/// n̂ positions keep the original rotation) for a target length. Fitness: perplexity of a few dataset
+/// samples of the target length under {"rope_type":"longrope", long_factor = λ}. Generation 0 holds
+/// Position Interpolation, NTK-aware and YaRN factors plus their mutations; each later generation keeps
+/// the best `parents` and adds children by crossover or mutation. Every candidate is evaluated once
+/// (units: one evaluation each); generations are replayed from the seed and the stored fitnesses, so a
+/// resumed search makes the same candidates.
+/// </summary>
+public sealed class LongRopeSearchSuite : EvalSuite
+{
+    public static readonly int[] DefaultNHats = [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 64, 128, 256];
+
+    public override string Kind => "longrope-search";
+    public override DatasetNeed Dataset => DatasetNeed.Required;
+
+    private sealed record Settings(int TargetLength, int OriginalLength, int Samples, int Population, int Generations, int Parents,
+        double MutationProbability, double CrossoverProbability, double MutationScale, int Seed, double MaxFactor,
+        int[] NHats, double AttentionFactor, string? RegisterAs, int? MaxDocuments, bool SkipMalformed)
+    {
+        public double Scale => (double)TargetLength / OriginalLength;
+    }
+
+    private static Settings Parse(EvalParameters p, IEvalModel model, RopeScaling rope)
+    {
+        var c = model.Config;
+        int configured = c.OriginalMaxPositionEmbeddings ?? c.MaxPositionEmbeddings;
+        int original = p.Int("original_length", configured, 2);
+        if (c.OriginalMaxPositionEmbeddings is { } top && original != top)
+            throw EvalRequestException.Bad(EvalParameters.P("original_length"),
+                $"config.json sets original_max_position_embeddings = {top}, which LongRoPE always uses; 'original_length' cannot differ");
+        int target = p.Int("target_length", 2 * original, 3);
+        if (target <= original)
+            throw EvalRequestException.Bad(EvalParameters.P("target_length"),
+                $"'target_length' ({target}) must exceed the original context ({original}): the long factors only apply past it");
+        int population = p.Int("population", 8, 3, 4096);
+        int generations = p.Int("generations", 3, 1, 1000);
+        int parents = p.Int("parents", Math.Max(2, population / 2), 1, population - 1);
+        double mutation = p.Double("mutation_probability", 0.3, 0, 1);
+        double crossover = p.Double("crossover_probability", 0.3, 0, 1);
+        double mutationScale = p.Double("mutation_scale", 0.1, 1e-6, 10);
+        int seed = p.Int("seed", 0);
+        double scale = (double)target / original;
+        double maxFactor = p.Double("max_factor", Math.Round(1.25 * scale, 2), 1, 1e6);
+        bool searchNHat = p.Bool("search_n_hat", true);
+        var nHats = p.OptionalIntList("n_hat_candidates", 0, original - 1, distinctSorted: true);
+        if (nHats is null)
+        {
+            nHats = searchNHat ? DefaultNHats.Where(n => n < original).ToArray() : [0];
+            p.Set("n_hat_candidates", new JsonArray(nHats.Select(n => (JsonNode)n).ToArray()));
+        }
+        if (!searchNHat) nHats = [0];
+        double attention = p.OptionalDouble("attention_factor", 1e-6, 100) ?? Math.Sqrt(1 + Math.Log(scale) / Math.Log(original));
+        p.Set("attention_factor", attention);
+        string? registerAs = p.OptionalString("register_as");
+        if (registerAs is { Length: 0 }) throw EvalRequestException.Bad(EvalParameters.P("register_as"), "'register_as' must not be empty");
+        return new Settings(target, original, p.Int("samples", 3, 1, 1000), population, generations, parents, mutation, crossover,
+            mutationScale, seed, maxFactor, nHats, attention, registerAs, p.OptionalInt("max_documents", 1), p.Bool("skip_malformed", false));
+    }
+
+    protected override void Read(EvalParameters p, IEvalModel model, RopeScaling rope) => Parse(p, model, rope);
+
+    /// <summary>One point of the search space.</summary>
+    public sealed record Candidate(double[] Factors, int NHat, string Origin)
+    {
+        /// <summary>Canonical text of the factors (2 decimals) and n̂: equal candidates have equal signatures.</summary>
+        public string Signature { get; } = $"n_hat={NHat};" + string.Join(",", Factors.Select(f => f.ToString("F2", CultureInfo.InvariantCulture)));
+    }
+
+    public static JsonObject RopeJson(Candidate c, int original, double attentionFactor) => new()
+    {
+        ["rope_type"] = "longrope",
+        ["short_factor"] = new JsonArray(c.Factors.Select(_ => (JsonNode)1.0).ToArray()),
+        ["long_factor"] = new JsonArray(c.Factors.Select(f => (JsonNode)f).ToArray()),
+        ["original_max_position_embeddings"] = original,
+        ["attention_factor"] = attentionFactor,
+        ["n_hat"] = c.NHat,
+    };
+
+    /// <summary>Factors rounded to the search step (0.01), clamped to [1, max], made non-decreasing.</summary>
+    private static double[] Legal(IEnumerable<double> factors, double max)
+    {
+        var f = factors.Select(x => Math.Round(Math.Clamp(x, 1.0, max), 2)).ToArray();
+        for (int i = 1; i < f.Length; i++) f[i] = Math.Max(f[i], f[i - 1]);
+        return f;
+    }
+
+    private static bool Monotone(double[] f)
+    {
+        for (int i = 1; i < f.Length; i++) if (f[i] < f[i - 1]) return false;
+        return true;
+    }
+
+    /// <summary>The three classic rescalings the paper starts from, as per-dimension factors.</summary>
+    public static List<Candidate> Seeds(int rotaryDim, double theta, int original, double scale, double maxFactor)
+    {
+        int half = rotaryDim / 2;
+        var pi = Enumerable.Repeat(scale, half);
+        // NTK-aware: base' = base·s^(d/(d−2)) ⇒ λ_i = s^(2i/(d−2)).
+        var ntk = Enumerable.Range(0, half).Select(i => Math.Pow(scale, rotaryDim > 2 ? 2.0 * i / (rotaryDim - 2) : 1));
+        var yarnFreq = new YarnRopeScaling(rotaryDim, theta, scale, original, 1.0, 32, 1, null, null, true).FrequenciesFor(original + 1).InvFreq;
+        var plain = RopeScaling.DefaultInvFreq(theta, rotaryDim);
+        var yarn = Enumerable.Range(0, half).Select(i => (double)plain[i] / yarnFreq[i]);
+        return [new(Legal(pi, maxFactor), 0, "pi"), new(Legal(ntk, maxFactor), 0, "ntk"), new(Legal(yarn, maxFactor), 0, "yarn")];
+    }
+
+    private static Candidate Mutate(Candidate parent, Settings s, Random rng)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var f = (double[])parent.Factors.Clone();
+            for (int i = 0; i < f.Length; i++)
+                if (rng.NextDouble() < s.MutationProbability)
+                    f[i] = Math.Round(Math.Clamp(f[i] * Math.Exp(s.MutationScale * Gaussian(rng)), 1.0, s.MaxFactor), 2);
+            int nHat = parent.NHat;
+            if (s.NHats.Length > 1 && rng.NextDouble() < s.MutationProbability) nHat = s.NHats[rng.Next(s.NHats.Length)];
+            // Candidates that break monotonicity are redrawn (as in the paper); after a few tries, repaired.
+            if (Monotone(f) || attempt >= 8) return new Candidate(Legal(f, s.MaxFactor), nHat, "mutation");
+        }
+    }
+
+    private static Candidate Crossover(Candidate a, Candidate b, Settings s, Random rng)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var f = new double[a.Factors.Length];
+            for (int i = 0; i < f.Length; i++) f[i] = rng.NextDouble() < 0.5 ? a.Factors[i] : b.Factors[i];
+            int nHat = rng.NextDouble() < 0.5 ? a.NHat : b.NHat;
+            if (Monotone(f) || attempt >= 8) return new Candidate(Legal(f, s.MaxFactor), nHat, "crossover");
+        }
+    }
+
+    private static double Gaussian(Random rng)
+    {
+        double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+        return Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2);
+    }
+
+    public override JsonObject Run(EvalContext ctx)
+    {
+        var s = Parse(new EvalParameters(ctx.Parameters), ctx.Model, ctx.Rope);
+        var model = ctx.Model;
+        var c = model.Config;
+
+        // Samples: the first documents with at least target_length tokens, cut to exactly that length.
+        var docs = ctx.LoadDataset(s.MaxDocuments, s.SkipMalformed).Documents;
+        var samples = new List<(string Id, int[] Tokens)>();
+        foreach (var d in docs)
+        {
+            if (samples.Count >= s.Samples) break;
+            var t = ctx.Tokenize(d.Text, s.TargetLength);
+            if (t.Length == s.TargetLength) samples.Add((d.Id, t));
+        }
+        if (samples.Count == 0)
+            throw new EvalFailedException($"no document of dataset {ctx.Dataset?.Id} has target_length = {s.TargetLength} tokens");
+
+        int total = s.Population + (s.Generations - 1) * (s.Population - s.Parents);
+        ctx.Ledger.SetTotal(total);
+        var fitness = new Dictionary<string, (Candidate Candidate, double Ppl)>(StringComparer.Ordinal);
+        var history = new JsonArray();
+        int evaluations = 0;
+
+        double Evaluate(Candidate cand)
+        {
+            if (fitness.TryGetValue(cand.Signature, out var known)) return known.Ppl;
+            var r = ctx.Unit(evaluations, $"{cand.Origin}:{Fnv(cand.Signature)}", () =>
+            {
+                var rope = model.ResolveRope(RopeJson(cand, s.OriginalLength, s.AttentionFactor));
+                double nll = 0;
+                long n = 0;
+                foreach (var (_, tokens) in samples)
+                {
+                    ctx.WaitTurn();
+                    foreach (double lp in model.ScoreWindow(tokens, 1, rope, ctx.Cancellation)) nll -= lp;
+                    n += tokens.Length - 1;
+                }
+                return new UnitOutcome(new JsonObject
+                {
+                    ["ppl"] = Num(Math.Exp(nll / n)), ["nll_sum"] = nll, ["tokens"] = n, ["origin"] = cand.Origin, ["n_hat"] = cand.NHat,
+                    ["long_factor"] = new JsonArray(cand.Factors.Select(f => (JsonNode)f).ToArray()),
+                }, n);
+            });
+            evaluations++;
+            double ppl = r["ppl"] is { } p ? p.GetValue<double>() : double.PositiveInfinity;
+            fitness[cand.Signature] = (cand, ppl);
+            ctx.Partial(() => Build(s, fitness, history, evaluations, samples.Count, c.RotaryDim));
+            return ppl;
+        }
+
+        var seeds = Seeds(c.RotaryDim, c.RopeTheta, s.OriginalLength, s.Scale, s.MaxFactor);
+        var population = new List<Candidate>();
+        var initRng = new Random(unchecked(s.Seed * 1_000_003));
+        foreach (var seed in seeds)
+            if (population.Count < s.Population && population.All(p => p.Signature != seed.Signature)) population.Add(seed);
+        for (int attempts = 0; population.Count < s.Population && attempts < 1000 * s.Population; attempts++)
+        {
+            var child = Mutate(seeds[initRng.Next(seeds.Count)], s, initRng);
+            if (population.All(p => p.Signature != child.Signature)) population.Add(child);
+        }
+
+        for (int g = 0; g < s.Generations; g++)
+        {
+            int before = evaluations;
+            foreach (var cand in population) Evaluate(cand);
+            var ranked = population.OrderBy(p => fitness[p.Signature].Ppl).ThenBy(p => p.Signature, StringComparer.Ordinal).ToList();
+            var ppls = ranked.Select(p => fitness[p.Signature].Ppl).Where(double.IsFinite).ToList();
+            history.Add(new JsonObject
+            {
+                ["generation"] = g, ["best_ppl"] = Num(fitness[ranked[0].Signature].Ppl),
+                ["mean_ppl"] = ppls.Count > 0 ? Num(ppls.Average()) : null,
+                ["population"] = population.Count, ["new_evaluations"] = evaluations - before,
+            });
+            if (g == s.Generations - 1) break;
+
+            var parents = ranked.Take(s.Parents).ToList();
+            var rng = new Random(unchecked(s.Seed * 1_000_003 + g + 1));
+            var next = new List<Candidate>(parents);
+            for (int attempts = 0; next.Count < s.Population && attempts < 1000 * s.Population; attempts++)
+            {
+                Candidate child = parents.Count > 1 && rng.NextDouble() < s.CrossoverProbability
+                    ? Crossover(parents[rng.Next(parents.Count)], parents[rng.Next(parents.Count)], s, rng)
+                    : Mutate(parents[rng.Next(parents.Count)], s, rng);
+                if (!fitness.ContainsKey(child.Signature) && next.All(p => p.Signature != child.Signature)) next.Add(child);
+            }
+            population = next;
+        }
+        if (evaluations < total) ctx.Ledger.SetTotal(evaluations); // fewer new candidates than planned (small search space)
+        return Build(s, fitness, history, evaluations, samples.Count, c.RotaryDim);
+    }
+
+    private static JsonObject Build(Settings s, Dictionary<string, (Candidate Candidate, double Ppl)> fitness, JsonArray history,
+        int evaluations, int samples, int rotaryDim)
+    {
+        var results = new JsonObject
+        {
+            ["target_length"] = s.TargetLength, ["original_length"] = s.OriginalLength, ["scale"] = s.Scale,
+            ["attention_factor"] = s.AttentionFactor, ["samples"] = samples, ["evaluations"] = evaluations,
+        };
+        if (fitness.Count > 0)
+        {
+            var best = fitness.Values.OrderBy(v => v.Ppl).ThenBy(v => v.Candidate.Signature, StringComparer.Ordinal).First();
+            results["best"] = new JsonObject
+            {
+                ["ppl"] = Num(best.Ppl), ["n_hat"] = best.Candidate.NHat, ["origin"] = best.Candidate.Origin,
+                ["long_factor"] = new JsonArray(best.Candidate.Factors.Select(f => (JsonNode)f).ToArray()),
+                ["rope_scaling"] = RopeJson(best.Candidate, s.OriginalLength, s.AttentionFactor),
+            };
+            results["baselines"] = new JsonArray(fitness.Values.Where(v => v.Candidate.Origin is "pi" or "ntk" or "yarn")
+                .Select(v => (JsonNode)new JsonObject { ["name"] = v.Candidate.Origin, ["ppl"] = Num(v.Ppl) }).ToArray());
+        }
+        results["history"] = history.DeepClone();
+        return results;
+    }
+
+    /// <summary>The rope override and context window to register from a finished search's results.</summary>
+    public static (JsonObject RopeScaling, int ContextWindow)? Variant(JsonObject? results) =>
+        results?["best"]?["rope_scaling"] is JsonObject rope && results["target_length"] is { } t
+            ? ((JsonObject)rope.DeepClone(), t.GetValue<int>())
+            : null;
+
+    private static string Fnv(string s)
+    {
+        ulong h = 14695981039346656037;
+        foreach (byte b in Encoding.UTF8.GetBytes(s)) { h ^= b; h *= 1099511628211; }
+        return h.ToString("x16", CultureInfo.InvariantCulture);
+    }
+}

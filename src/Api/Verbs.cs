@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using PiServe.Eval.Datasets;
+using PiServe.Eval.Models;
+using PiServe.Eval.Suites;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Generation;
@@ -21,6 +24,7 @@ public static class Verbs
         ["tokenize"] = (Tokenize, "tokenize --model DIR --text STR [--no-special]"),
         ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
         ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape tiny|small|1b [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
+        ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N]"),
         ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
     };
 
@@ -40,11 +44,13 @@ public static class Verbs
         }
         catch (Exception e) when (e is UsageException or CheckpointFormatException or RopeScalingException
                                       or TokenizerFormatException or ArgumentException or IOException or JsonException
-                                      or UnauthorizedAccessException or InvalidOperationException)
+                                      or UnauthorizedAccessException or InvalidOperationException
+                                      or EvalRequestException or EvalFailedException)
         {
             string message = e is JsonException ? $"invalid JSON: {e.Message}" : e.Message;
             stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString());
-            return e is UsageException ? 2 : 1;
+            if (e is EvalRequestException { Param: { } param }) message += $" (param: {param})";
+            return e is UsageException or EvalRequestException ? 2 : 1;
         }
     }
 
@@ -127,6 +133,45 @@ public static class Verbs
             + (long)shape.Layers * (2L * shape.Hidden * shape.Hidden + 2L * shape.Hidden * (shape.KvHeads * (shape.Hidden / shape.Heads)) + 3L * shape.Hidden * shape.Intermediate + 2 * shape.Hidden)
             + shape.Hidden;
         return new JsonObject { ["path"] = Path.GetFullPath(dir), ["parameters"] = parameters, ["dtype"] = dtype.ToString().ToLowerInvariant() };
+    }
+
+    /// <summary>
+    /// Runs one evaluation kind locally (no server, no job store) and prints its results object, the
+    /// same JSON a job's "results" holds. Progress goes to stderr.
+    /// </summary>
+    private static JsonObject EvalVerb(VerbArgs a)
+    {
+        string dir = a.Required("model");
+        var suite = EvalSuite.Get(a.Required("kind"));
+        JsonObject? parameters = a.Value("parameters") is { } json
+            ? JsonNode.Parse(json) as JsonObject ?? throw new UsageException("--parameters must be a JSON object")
+            : null;
+        DatasetSource? dataset = null;
+        if (a.Value("dataset") is { } path)
+        {
+            if (!DatasetKinds.TryParse(a.Required("dataset-kind"), out var kind))
+                throw new UsageException($"--dataset-kind must be one of {string.Join(", ", DatasetKinds.Names)}");
+            if (suite.Dataset == DatasetNeed.None) throw new UsageException($"kind {suite.Kind} takes no dataset");
+            if (suite.DatasetKinds is { } kinds && !kinds.Contains(kind))
+                throw new UsageException($"kind {suite.Kind} needs a {string.Join(" or ", kinds.Select(DatasetKinds.Name))} dataset");
+            dataset = new DatasetSource(Path.GetFileName(Path.GetFullPath(path).TrimEnd(Path.DirectorySeparatorChar)), kind, Path.GetFullPath(path));
+        }
+        else if (suite.Dataset == DatasetNeed.Required) throw new UsageException($"kind {suite.Kind} needs --dataset and --dataset-kind");
+
+        using var model = LlamaModel.Load(dir, Backend(a));
+        var evalModel = new LlamaEvalModel(Path.GetFileName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar)), model, TokenizerLoader.Load(dir));
+        var ropeJson = a.RopeScaling();
+        var rope = evalModel.ResolveRope(ropeJson);
+        var normalized = suite.Normalize(parameters, evalModel, rope);
+        var clock = Stopwatch.StartNew();
+        var ledger = new MemoryLedger
+        {
+            OnProgress = l => Console.Error.WriteLine($"eval: {l.CompletedUnits.Count}/{l.Total} units, {l.Tokens} tokens, {l.Tokens / Math.Max(1e-9, clock.Elapsed.TotalSeconds):F1} tokens/s"),
+        };
+        return suite.Run(new EvalContext
+        {
+            Model = evalModel, Rope = rope, RopeScalingJson = ropeJson, Parameters = normalized, Dataset = dataset, Ledger = ledger,
+        });
     }
 
     private static Inference.Kernels.CpuBackend Backend(VerbArgs a) => new(a.Int("threads") ?? 0);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Json;
+using PiServe.Api.Evals;
 using PiServe.Api.Hubs;
 using PiServe.Api.Models;
 using PiServe.Api.OpenAi;
@@ -14,6 +15,7 @@ public static class PiServeHost
         services.Configure<PiServeOptions>(configuration.GetSection(PiServeOptions.Section));
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<CompletionService>();
+        services.AddPiServeEvals(configuration);
         services.Configure<JsonOptions>(o => o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never);
         services.AddSignalR().AddJsonProtocol();
         services.AddEndpointsApiExplorer();
@@ -47,6 +49,7 @@ public static class PiServeHost
         });
 
         app.MapCompletionEndpoints();
+        app.MapEvalEndpoints();
         app.MapHub<GenerationHub>(GenerationHub.Path);
 
         // Load the models before the first request: failures are logged and reported, the host stays up.

@@ -13,6 +13,22 @@ public sealed class PiServeOptions
     /// <summary>When non-empty, every endpoint but health and metrics needs "Authorization: Bearer KEY".</summary>
     public List<string> ApiKeys { get; set; } = [];
     public SchedulerSettings Scheduler { get; set; } = new();
+
+    /// <summary>Dataset paths must resolve inside this folder; anything else is refused.</summary>
+    public string DataRoot { get; set; } = "data";
+    /// <summary>Datasets evaluation jobs may name: {Id, Kind (pg19 | proof-pile | govreport), Path inside DataRoot}.</summary>
+    public List<DatasetOptions> Datasets { get; set; } = [];
+    /// <summary>Where the server keeps its state: the evaluation job database (evals.db).</summary>
+    public string DataDirectory { get; set; } = "piserve-data";
+    /// <summary>Evaluation jobs run at once (interactive completions keep priority over all of them).</summary>
+    public int EvalWorkers { get; set; } = 1;
+}
+
+public sealed class DatasetOptions
+{
+    public string Id { get; set; } = "";
+    public string Kind { get; set; } = "";
+    public string Path { get; set; } = "";
 }
 
 public sealed class ModelOptions

@@ -68,10 +68,30 @@ public sealed class ModelRegistry : IDisposable
         }
     }
 
-    public IReadOnlyCollection<ServedModel> All => _models.Values;
-    public bool AllLoaded => _models.Values.All(m => m.IsLoaded);
+    public IReadOnlyCollection<ServedModel> All { get { lock (_models) return _models.Values.ToList(); } }
+    public bool AllLoaded => All.All(m => m.IsLoaded);
 
-    public ServedModel? Find(string id) => _models.GetValueOrDefault(id);
+    public ServedModel? Find(string id) { lock (_models) return _models.GetValueOrDefault(id); }
+
+    /// <summary>
+    /// Registers a new model id that serves <paramref name="baseId"/>'s weights (and shares its scheduler)
+    /// with <paramref name="ropeScaling"/> as its default rope override, e.g. factors found by a LongRoPE search.
+    /// Throws ArgumentException (id taken, base not loaded) or RopeScalingException.
+    /// </summary>
+    public ServedModel RegisterVariant(string baseId, string id, JsonObject ropeScaling, int? contextWindow = null)
+    {
+        if (string.IsNullOrWhiteSpace(id)) throw new ArgumentException("the variant id is empty");
+        lock (_models)
+        {
+            if (_models.ContainsKey(id)) throw new ArgumentException($"a model with id '{id}' already exists");
+            var baseModel = _models.GetValueOrDefault(baseId) ?? throw new ArgumentException($"the model '{baseId}' does not exist");
+            if (!baseModel.IsLoaded) throw new ArgumentException($"the model '{baseId}' is not loaded: {baseModel.Error}");
+            var variant = new ServedModel(id, baseModel.Path);
+            variant.LoadedVariant(baseModel, ropeScaling, contextWindow);
+            _models.Add(id, variant);
+            return variant;
+        }
+    }
 
     /// <summary>A configuration section as JSON: children with keys 0..n-1 become arrays, values numbers/bools where they parse.</summary>
     public static JsonNode? ToJson(IConfigurationSection section)

@@ -33,6 +33,24 @@ public sealed class ServedModel(string id, string path) : IDisposable
         Status = "loaded";
     }
 
+    /// <summary>The model this variant shares weights, tokenizer and scheduler with (null for a configured model).</summary>
+    public string? BaseModelId { get; private set; }
+    /// <summary>A variant's context window when its rope override extends it (e.g. a LongRoPE search's target length).</summary>
+    public int? ContextWindowOverride { get; private set; }
+
+    /// <summary>Serves <paramref name="baseModel"/>'s weights under this id with another default rope scaling.</summary>
+    public void LoadedVariant(ServedModel baseModel, JsonObject ropeOverride, int? contextWindow)
+    {
+        Model = baseModel.Model;
+        Tokenizer = baseModel.Tokenizer;
+        Scheduler = baseModel.Scheduler;
+        RopeOverride = ropeOverride;
+        Rope = Model!.ResolveRope(ropeOverride);
+        BaseModelId = baseModel.Id;
+        ContextWindowOverride = contextWindow;
+        Status = "loaded";
+    }
+
     public void Failed(string error)
     {
         Status = "failed";
@@ -56,11 +74,13 @@ public sealed class ServedModel(string id, string path) : IDisposable
             YarnRopeScaling y => Math.Max(max, y.OriginalMaxPositionEmbeddings * y.Factor),
             _ => max,
         };
+        if (ContextWindowOverride is { } w) window = Math.Max(window, w);
         return (int)Math.Min(int.MaxValue, Math.Round(window));
     }
 
     public void Dispose()
     {
+        if (BaseModelId is not null) return; // the base model owns the shared weights and scheduler
         Scheduler?.Dispose();
         Model?.Dispose();
     }

@@ -129,8 +129,7 @@ public sealed class EvalParameters
 
     private static int AsInt(JsonNode node, string name, int min, int max, string? param = null)
     {
-        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && d == Math.Floor(d)
-            && d >= int.MinValue && d <= int.MaxValue)
+        if (TryNumber(node, out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue)
         {
             int i = (int)d;
             if (i < min || i > max)
@@ -142,13 +141,23 @@ public sealed class EvalParameters
 
     private static double AsDouble(JsonNode node, string name, double min, double max)
     {
-        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue(out double d) && double.IsFinite(d))
+        if (TryNumber(node, out double d) && double.IsFinite(d))
         {
             if (d < min || d > max)
                 throw EvalRequestException.Bad(P(name), $"'{name}' must be {Range(min, max)}, got {d}");
             return d;
         }
         throw EvalRequestException.Bad(P(name), $"'{name}' must be a number, got {node.ToJsonString()}");
+    }
+
+    /// <summary>A JSON number whatever backs the node: parsed text, or an int/long/double put there by code
+    /// (TryGetValue&lt;double&gt; fails on a node created from an int, as normalized parameters are).</summary>
+    public static bool TryNumber(JsonNode? node, out double value)
+    {
+        value = 0;
+        if (node is not JsonValue v || v.GetValueKind() != JsonValueKind.Number) return false;
+        if (v.TryGetValue(out double d)) { value = d; return true; }
+        return double.TryParse(v.ToJsonString(), System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out value);
     }
 
     private static string Range(double min, double max) =>

@@ -71,6 +71,34 @@ async function signalrStream(request, cancelAfter) {
   return { events };
 }
 
+// Listens for "EvalProgress" on the hub, submits an eval job over HTTP, and collects the job's
+// progress events until it reaches a terminal state (or times out).
+async function evalProgress(request, timeoutMs) {
+  const connection = new signalR.HubConnectionBuilder()
+    .withUrl(`${input.baseUrl}/hubs/generation`, input.apiKey ? { accessTokenFactory: () => input.apiKey } : {})
+    .configureLogging(signalR.LogLevel.Warning)
+    .build();
+  const events = [];
+  let id = null, finish;
+  const finished = new Promise((resolve) => (finish = resolve));
+  connection.on("EvalProgress", (job) => {
+    events.push(job);
+    if (id && job.id === id && ["succeeded", "failed", "cancelled"].includes(job.state)) finish();
+  });
+  await connection.start();
+  const response = await fetch(`${input.baseUrl}/v1/evals`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(request),
+  });
+  const job = await response.json();
+  id = job.id;
+  if (events.some((e) => e.id === id && ["succeeded", "failed", "cancelled"].includes(e.state))) finish();
+  const timer = setTimeout(finish, timeoutMs ?? 60000);
+  await finished;
+  clearTimeout(timer);
+  await connection.stop();
+  return { status: response.status, job, events: events.filter((e) => e.id === id) };
+}
+
 let result;
 try {
   switch (scenario) {
@@ -98,6 +126,9 @@ try {
       break;
     case "signalr":
       result = await signalrStream(input.request, input.cancelAfter);
+      break;
+    case "eval_progress":
+      result = await evalProgress(input.request, input.timeoutMs);
       break;
     case "swagger": {
       const doc = await (await fetch(`${input.baseUrl}/swagger/v1/swagger.json`)).json();

@@ -1,0 +1,135 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json.Nodes;
+using PiServe.Inference.Tests.Api;
+using PiServe.Inference.Tests.Tokenization;
+
+namespace PiServe.Inference.Tests.Eval;
+
+/// <summary>
+/// The real PiServe executable serving "tiny" (with its tokenizer) and registered datasets, keeping its
+/// job database under ROOT/state, so a test can SIGKILL it and start another on the same files.
+/// </summary>
+public sealed class EvalHost : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _log = new();
+    public string BaseUrl { get; }
+    public HttpClient Http { get; }
+    public string Log { get { lock (_log) return _log.ToString(); } }
+
+    private EvalHost(Process process, string baseUrl)
+    {
+        _process = process;
+        BaseUrl = baseUrl;
+        Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
+    }
+
+    public static string DataDir(string root) => Path.Combine(root, "data");
+    public static string StorePath(string root) => Path.Combine(root, "state", PiServe.Eval.Jobs.SqliteEvalStore.FileName);
+
+    /// <summary>Writes tiny and the datasets: pg (PG-19 books), gov (GovReport), bad (malformed proof-pile), gone (missing).</summary>
+    public static void Prepare(string root, int books = 4, int words = 150)
+    {
+        EvalFixtures.WriteTinyModel(Path.Combine(root, "tiny"));
+        var data = DataDir(root);
+        EvalFixtures.WritePg19(Path.Combine(data, "pg19"), books, words);
+        EvalFixtures.WriteGovReport(Path.Combine(data, "gov.jsonl"), docs: 2, words: 60);
+        File.WriteAllLines(Path.Combine(data, "bad.jsonl"), ["{\"text\": \"fine\"}", "not json", "{\"text\": null}"]);
+    }
+
+    public static async Task<EvalHost> StartAsync(string root, params string[] extraArgs)
+    {
+        int port;
+        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
+        string url = $"http://127.0.0.1:{port}";
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "piserve.dll"));
+        foreach (var a in new[]
+                 {
+                     "--urls", url, $"--PiServe:ModelsRoot={root}", "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
+                     $"--PiServe:DataRoot={DataDir(root)}", $"--PiServe:DataDirectory={Path.Combine(root, "state")}",
+                     "--PiServe:Datasets:0:Id=pg", "--PiServe:Datasets:0:Kind=pg19", "--PiServe:Datasets:0:Path=pg19",
+                     "--PiServe:Datasets:1:Id=gov", "--PiServe:Datasets:1:Kind=govreport", "--PiServe:Datasets:1:Path=gov.jsonl",
+                     "--PiServe:Datasets:2:Id=bad", "--PiServe:Datasets:2:Kind=proof-pile", "--PiServe:Datasets:2:Path=bad.jsonl",
+                     "--PiServe:Datasets:3:Id=gone", "--PiServe:Datasets:3:Kind=pg19", "--PiServe:Datasets:3:Path=missing",
+                     "--PiServe:Datasets:4:Id=escape", "--PiServe:Datasets:4:Kind=pg19", "--PiServe:Datasets:4:Path=../tiny",
+                     "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
+                 }.Concat(extraArgs))
+            psi.ArgumentList.Add(a);
+        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        var process = Process.Start(psi)!;
+        var host = new EvalHost(process, url);
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (DateTime.UtcNow < deadline)
+        {
+            if (process.HasExited) throw new InvalidOperationException($"the host exited with {process.ExitCode}:\n{host.Log}");
+            try
+            {
+                if ((await host.Http.GetAsync("/health/ready")).IsSuccessStatusCode) return host;
+            }
+            catch (HttpRequestException) { }
+            await Task.Delay(100);
+        }
+        await host.DisposeAsync();
+        throw new TimeoutException("the host did not become ready within 60 s");
+    }
+
+    public async Task<(int Status, JsonNode? Body)> SendAsync(HttpMethod method, string path, string? json = null)
+    {
+        using var req = new HttpRequestMessage(method, path);
+        if (json is not null) req.Content = new StringContent(json, Encoding.UTF8, "application/json");
+        var response = await Http.SendAsync(req);
+        string text = await response.Content.ReadAsStringAsync();
+        JsonNode? body = null;
+        try { body = text.Length > 0 ? JsonNode.Parse(text) : null; } catch (System.Text.Json.JsonException) { }
+        return ((int)response.StatusCode, body);
+    }
+
+    public Task<(int Status, JsonNode? Body)> PostAsync(string path, JsonNode body) => SendAsync(HttpMethod.Post, path, body.ToJsonString());
+    public Task<(int Status, JsonNode? Body)> GetAsync(string path) => SendAsync(HttpMethod.Get, path);
+
+    /// <summary>Polls GET /v1/evals/{id} until the condition holds.</summary>
+    public async Task<JsonNode> WaitForAsync(string id, Func<JsonNode, bool> condition, int seconds = 120, int pollMs = 25)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (true)
+        {
+            var (status, job) = await GetAsync($"/v1/evals/{id}");
+            if (status != 200) throw new InvalidOperationException($"GET /v1/evals/{id}: {status} {job}\n{Log}");
+            if (condition(job!)) return job!;
+            if (DateTime.UtcNow > deadline) throw new TimeoutException($"job {id}: {job}\n{Log}");
+            await Task.Delay(pollMs);
+        }
+    }
+
+    /// <summary>Ends the process at once (SIGKILL): no shutdown code runs.</summary>
+    public void Kill()
+    {
+        _process.Kill(entireProcessTree: true);
+        _process.WaitForExit(10_000);
+    }
+
+    public JsonNode RunClient(string scenario, JsonObject input)
+    {
+        NodeClients.EnsureInstalled();
+        input["baseUrl"] = BaseUrl;
+        var (code, stdout, stderr) = HfReference.RunProcess("node", ["run.mjs", scenario], NodeClients.Dir, input.ToJsonString(), TimeSpan.FromMinutes(2));
+        if (code != 0) throw new InvalidOperationException($"node {scenario} exited {code}: {stderr}\n{stdout}");
+        return JsonNode.Parse(stdout)!;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { });
+        _process.Dispose();
+        Http.Dispose();
+    }
+}

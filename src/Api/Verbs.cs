@@ -48,8 +48,8 @@ public static class Verbs
                                       or EvalRequestException or EvalFailedException)
         {
             string message = e is JsonException ? $"invalid JSON: {e.Message}" : e.Message;
-            stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString());
             if (e is EvalRequestException { Param: { } param }) message += $" (param: {param})";
+            stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString());
             return e is UsageException or EvalRequestException ? 2 : 1;
         }
     }

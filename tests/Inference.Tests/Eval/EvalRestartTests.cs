@@ -22,6 +22,9 @@ public class EvalRestartTests
         long startedAt;
         await using (var first = await EvalHost.StartAsync(root.Path))
         {
+            var (vs, _) = await first.PostAsync("/v1/models/tiny/variants",
+                new JsonObject { ["id"] = "tiny-pi2", ["rope_scaling"] = new JsonObject { ["rope_type"] = "linear", ["factor"] = 2.0 } });
+            Assert.Equal(201, vs);
             var (status, job) = await first.PostAsync("/v1/evals", request);
             Assert.Equal(202, status);
             id = job!["id"]!.GetValue<string>();
@@ -45,6 +48,9 @@ public class EvalRestartTests
             Assert.Equal("succeeded", done["state"]!.GetValue<string>());
             Assert.Equal(startedAt, done["started_at"]!.GetValue<long>());
             Assert.Equal(6, done["progress"]!["done"]!.GetValue<int>());
+            // Registered variants survive the restart too.
+            var models = (await second.GetAsync("/v1/models")).Body!["data"]!.AsArray();
+            Assert.Contains(models, m => m!["id"]!.GetValue<string>() == "tiny-pi2" && m["max_model_len"]!.GetValue<int>() == 1024);
 
             // Same results as an uninterrupted run of the same job.
             var uninterrupted = EvalFixtures.Run("perplexity", request["parameters"]!.AsObject(),

@@ -48,7 +48,11 @@ public sealed class KvBudgetExceededException(string message) : Exception(messag
 /// <summary>What the scheduler reports; the host turns it into metrics.</summary>
 public interface ISchedulerObserver
 {
+    /// <summary>Refused at submission (queue full, beyond the KV budget); never queued.</summary>
+    void Rejected(string reason);
     void Queued();
+    /// <summary>Left the queue without starting (cancelled while waiting).</summary>
+    void Abandoned(double queueSeconds);
     void Started(double queueSeconds);
     void FirstToken(double secondsSinceSubmit);
     void Token(double secondsSincePreviousToken);
@@ -115,13 +119,19 @@ public sealed class BatchScheduler : IDisposable
     {
         long bytes = job.PlannedLength * KvBytesPerToken;
         if (bytes > _options.KvCacheBudgetBytes)
+        {
+            _observer?.Rejected("kv_budget");
             throw new KvBudgetExceededException(
                 $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {bytes} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+        }
         var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         lock (_lock)
         {
             if (_waiting.Count >= _options.MaxWaiting)
+            {
+                _observer?.Rejected("queue_full");
                 throw new QueueFullException($"{_waiting.Count} requests are already waiting (limit {_options.MaxWaiting})", TimeSpan.FromSeconds(1));
+            }
             _waiting.Enqueue(new Pending(job, channel.Writer, Stopwatch.GetTimestamp(), bytes));
         }
         _observer?.Queued();
@@ -190,6 +200,7 @@ public sealed class BatchScheduler : IDisposable
                 {
                     _waiting.Dequeue();
                     head.Events.TryComplete();
+                    _observer?.Abandoned(Seconds(head.SubmittedAt));
                     continue;
                 }
                 if (_reservedBytes + head.Bytes > _options.KvCacheBudgetBytes) return; // wait for memory (FIFO: no overtaking)
@@ -221,6 +232,7 @@ public sealed class BatchScheduler : IDisposable
             Interlocked.Add(ref _reservedBytes, -p.Bytes);
             p.Events.TryWrite(new ErrorEvent(e.Message));
             p.Events.TryComplete();
+            _observer?.Finished("error", Seconds(p.SubmittedAt), job.Prompt.Length, 0);
         }
     }
 

@@ -44,8 +44,6 @@ internal abstract class MetricFamily
 
     protected abstract Series NewSeries(LabelSet labels);
 
-    public bool HasSeries => !SeriesByLabels.IsEmpty;
-
     public void Write(PrometheusTextWriter writer)
     {
         var series = SeriesByLabels.Values.ToArray();

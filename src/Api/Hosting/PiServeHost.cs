@@ -12,6 +12,8 @@ public static class PiServeHost
     public static IServiceCollection AddPiServe(this IServiceCollection services, IConfiguration configuration)
     {
         services.Configure<PiServeOptions>(configuration.GetSection(PiServeOptions.Section));
+        services.AddPiServeMetrics();
+        services.AddSingleton<ISchedulerObserverFactory, Metrics.SchedulerMetrics>();
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<CompletionService>();
         services.Configure<JsonOptions>(o => o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never);
@@ -47,6 +49,7 @@ public static class PiServeHost
         });
 
         app.MapCompletionEndpoints();
+        app.MapPrometheusMetrics("/metrics");
         app.MapHub<GenerationHub>(GenerationHub.Path);
 
         // Load the models before the first request: failures are logged and reported, the host stays up.

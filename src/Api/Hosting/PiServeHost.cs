@@ -49,6 +49,7 @@ public static class PiServeHost
         });
 
         app.MapCompletionEndpoints();
+        app.MapChatEndpoints();
         app.MapPrometheusMetrics("/metrics");
         app.MapHub<GenerationHub>(GenerationHub.Path);
 

@@ -37,26 +37,17 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
     {
         int rows = w.Rows, cols = w.Cols;
         nint xp = (nint)x, yp = (nint)y, bp = (nint)bias;
-        // Blocks of rows per task; each row is widened once and reused for every token.
-        int blocks = Math.Min(rows, Threads * 8);
-        For(blocks, (long)rows / blocks * cols * n, blk =>
+        // Row chunks of a multiple of 16 rows (64 bytes of y per token), a few per thread for balance.
+        const int align = 16;
+        int chunks = Math.Max(1, Math.Min(Threads * 4, (rows + align - 1) / align));
+        int rowsPerChunk = ((rows + chunks - 1) / chunks + align - 1) / align * align;
+        chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        For(chunks, (long)rowsPerChunk * cols * n, c =>
         {
-            int r0 = (int)((long)rows * blk / blocks), r1 = (int)((long)rows * (blk + 1) / blocks);
-            float* xs = (float*)xp, ys = (float*)yp, bs = (float*)bp;
-            var scratch = Scratch(cols);
-            fixed (float* widened = scratch)
-            {
-                for (int r = r0; r < r1; r++)
-                {
-                    float* row;
-                    if (w.DType == Checkpoints.DType.F32) row = (float*)w.Row(r);
-                    else { Widen.Row(w.Row(r), w.DType, widened, cols); row = widened; }
-                    var rowSpan = new ReadOnlySpan<float>(row, cols);
-                    float b = bs == null ? 0f : bs[r];
-                    for (int t = 0; t < n; t++)
-                        ys[(long)t * rows + r] = TensorPrimitives.Dot(rowSpan, new ReadOnlySpan<float>(xs + (long)t * cols, cols)) + b;
-                }
-            }
+            int r0 = c * rowsPerChunk, r1 = Math.Min(rows, r0 + rowsPerChunk);
+            var panel = Scratch(Gemm.PanelFloats(cols));
+            fixed (float* pp = panel)
+                Gemm.Rows(w, (float*)xp, n, (float*)yp, (float*)bp, r0, r1, pp);
         });
     }
 

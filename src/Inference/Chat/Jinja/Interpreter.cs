@@ -169,13 +169,13 @@ internal sealed class Interpreter
         var iterable = Eval(f.Iterable, scope);
         if (iterable is null) throw Locate(new JinjaRuntimeException("'NoneType' object is not iterable"), f.Iterable);
         List<object?> items = Located(f.Iterable, () => Py.ToList(iterable));
-        var loopScope = new Scope(scope);
         if (f.Filter is not null)
         {
             items = items.Where(item =>
             {
-                Bind(f.Target, item, loopScope, f);
-                return Py.Truthy(Eval(f.Filter, loopScope));
+                var filterScope = new Scope(scope);
+                Bind(f.Target, item, filterScope, f);
+                return Py.Truthy(Eval(f.Filter, filterScope));
             }).ToList();
         }
         if (items.Count == 0)
@@ -189,10 +189,12 @@ internal sealed class Interpreter
         {
             for (int i = 0; i < items.Count; i++)
             {
+                // As in Jinja2, what the body sets lives for one iteration only (namespace() objects carry state).
+                var iterationScope = new Scope(scope);
                 loop.Index0 = i;
-                Bind(f.Target, items[i], loopScope, f);
-                loopScope.Set("loop", loop);
-                if (Exec(f.Body, loopScope, sb) == Flow.Break) break;
+                Bind(f.Target, items[i], iterationScope, f);
+                iterationScope.Set("loop", loop);
+                if (Exec(f.Body, iterationScope, sb) == Flow.Break) break;
             }
         }
         finally
@@ -265,7 +267,7 @@ internal sealed class Interpreter
                     if (given.Contains(pname)) continue;
                     callScope.Set(pname, dflt is null ? Undefined.Named(pname) : Eval(dflt, callScope));
                 }
-                callScope.Set("varargs", varargs);
+                callScope.Set("varargs", new PyTuple([.. varargs]));
                 callScope.Set("kwargs", kwargs);
                 var savedLoops = _loopDepth;
                 _loopDepth = 0;

@@ -187,7 +187,8 @@ internal sealed class Lexer
         if (i < _src.Length && _src[i] is '-' or '+') openMod = _src[i++];
         if (string.CompareOrdinal(_src, i, "%}", 0, 2) != 0) return false;
         _pos = i + 2;
-        AfterTagEnd(openMod);
+        // Unlike other block tags, {% raw %} keeps the newline after it (Jinja has no trim rule there).
+        bool bodyAtLineStart = AfterTagEnd(openMod, trims: false);
         int bodyStart = _pos;
         for (int j = _src.IndexOf("{%", _pos, StringComparison.Ordinal); j >= 0; j = _src.IndexOf("{%", j + 2, StringComparison.Ordinal))
         {
@@ -202,6 +203,11 @@ internal sealed class Lexer
             if (string.CompareOrdinal(_src, k, "%}", 0, 2) != 0) continue;
             string body = _src[bodyStart..j];
             if (mod == '-') body = Py.Strip(body, null, left: false);
+            else if (mod != '+' && _lstripBlocks)
+            {
+                int lpos = body.LastIndexOf('\n') + 1;
+                if ((lpos > 0 || bodyAtLineStart) && AllSpace(body, lpos)) body = body[..lpos];
+            }
             if (body.Length > 0) Add(TokenKind.Text, body, bodyStart);
             _pos = k + 2;
             lineStarting = AfterTagEnd(endMod);

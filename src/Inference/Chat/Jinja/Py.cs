@@ -628,7 +628,7 @@ internal static class Py
 
     public static object? Negate(object? v) => v switch
     {
-        long l => -l,
+        long l => (object)(-l),
         bool b => b ? -1L : 0L,
         double d => -d,
         Undefined u => throw UndefinedError(u),

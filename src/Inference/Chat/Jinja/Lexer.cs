@@ -220,7 +220,7 @@ internal sealed class Lexer
     private bool InsideTag(int p, bool block)
     {
         int n = _src.Length;
-        int depth = 0;
+        var open = new Stack<char>();
         int i = p;
         while (true)
         {
@@ -228,7 +228,7 @@ internal sealed class Lexer
             if (i >= n) throw Error(block ? "unexpected end of template inside a {% %} tag" : "unexpected end of template inside a {{ }} tag", i);
             char c = _src[i];
 
-            if (depth == 0)
+            if (open.Count == 0)
             {
                 char endMod = c is '-' or '+' ? c : '\0';
                 int e = endMod != '\0' ? i + 1 : i;
@@ -267,11 +267,12 @@ internal sealed class Lexer
             foreach (var candidate in Operators)
                 if (string.CompareOrdinal(_src, i, candidate, 0, candidate.Length) == 0) { op = candidate; break; }
             if (op is null) throw Error($"unexpected character '{c}'", i);
-            if (op is "(" or "[" or "{") depth++;
+            if (op is "(" or "[" or "{") open.Push(op switch { "(" => ')', "[" => ']', _ => '}' });
             else if (op is ")" or "]" or "}")
             {
-                if (depth == 0) throw Error($"unexpected '{op}'", i);
-                depth--;
+                if (open.Count == 0) throw Error($"unexpected '{op}'", i);
+                char expected = open.Pop();
+                if (op[0] != expected) throw Error($"unexpected '{op}', expected '{expected}'", i);
             }
             Add(TokenKind.Operator, op, i);
             i += op.Length;

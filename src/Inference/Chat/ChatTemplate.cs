@@ -85,6 +85,8 @@ public sealed class ChatTemplate
     /// <summary>As <see cref="FromTokenizerConfig(string)"/>, picking a named template (e.g. "tool_use") when given.</summary>
     public static ChatTemplate? FromTokenizerConfig(string directory, string? templateName)
     {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (!Directory.Exists(directory)) throw new ChatTemplateException($"{directory}: checkpoint folder not found");
         string configPath = Path.Combine(directory, TokenizerConfigFile);
         JsonElement? config = ReadJsonObject(configPath, TokenizerConfigFile);
         var specialTokens = config is { } c ? ReadSpecialTokens(c) : new Dictionary<string, string>(StringComparer.Ordinal);

@@ -74,6 +74,8 @@ public sealed class ChatTemplateApiTests
     [InlineData("{{ x|tojson }}", "Object of type Undefined is not JSON serializable ('x' is undefined)")]
     [InlineData("{{ 'abc'.startswith() }}", "startswith() missing required argument 'prefix'")]
     [InlineData("{{ [1][::0] }}", "slice step cannot be zero")]
+    [InlineData("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", "macro 'f': maximum recursion depth (200) exceeded")]
+    [InlineData("{{ 'abc' * 100000000 }}", "string repetition result too large")]
     public void Runtime_errors_are_chat_template_exceptions_with_a_location(string template, string reason)
     {
         var e = Assert.Throws<ChatTemplateException>(() => Render(template));

@@ -86,6 +86,13 @@ public sealed class ChatTemplateLoadingTests
     }
 
     [Fact]
+    public void Missing_folder_is_an_error()
+    {
+        var e = Assert.Throws<ChatTemplateException>(() => ChatTemplate.FromTokenizerConfig("/nonexistent/piserve-model"));
+        Assert.Contains("not found", e.Message);
+    }
+
+    [Fact]
     public void Malformed_json_names_tokenizer_config()
     {
         using var dir = new TempDir();

@@ -26,6 +26,8 @@ internal sealed class Interpreter
 {
     private enum Flow { Normal, Break, Continue }
 
+    private const int MaxCallDepth = 200;
+
     private readonly Func<DateTime> _now;
     private int _loopDepth;
     private int _callDepth;
@@ -237,48 +239,46 @@ internal sealed class Interpreter
     {
         return new PyCallable(m.Name, args =>
         {
-            if (++_callDepth > 200)
+            if (_callDepth >= MaxCallDepth) throw new JinjaRuntimeException($"macro '{m.Name}': maximum recursion depth ({MaxCallDepth}) exceeded");
+            var callScope = new Scope(definingScope);
+            var varargs = new List<object?>();
+            for (int i = 0; i < args.Positional.Count; i++)
             {
-                _callDepth = 0;
-                throw new JinjaRuntimeException("maximum macro recursion depth exceeded");
+                if (i < m.Parameters.Count) callScope.Set(m.Parameters[i].Name, args.Positional[i]);
+                else varargs.Add(args.Positional[i]);
             }
+            var kwargs = new PyDict();
+            var given = new HashSet<string>(m.Parameters.Take(args.Positional.Count).Select(p => p.Name));
+            foreach (var (k, v) in args.Named)
+            {
+                if (m.Parameters.Any(p => p.Name == k))
+                {
+                    if (!given.Add(k)) throw new JinjaRuntimeException($"macro '{m.Name}' got multiple values for argument '{k}'");
+                    callScope.Set(k, v);
+                }
+                else kwargs[k] = v;
+            }
+            foreach (var (pname, dflt) in m.Parameters)
+            {
+                if (given.Contains(pname)) continue;
+                callScope.Set(pname, dflt is null ? Undefined.Named(pname) : Eval(dflt, callScope));
+            }
+            callScope.Set("varargs", new PyTuple([.. varargs]));
+            callScope.Set("kwargs", kwargs);
+
+            var savedLoops = _loopDepth;
+            _loopDepth = 0;
+            _callDepth++;
             try
             {
-                var callScope = new Scope(definingScope);
-                var varargs = new List<object?>();
-                for (int i = 0; i < args.Positional.Count; i++)
-                {
-                    if (i < m.Parameters.Count) callScope.Set(m.Parameters[i].Name, args.Positional[i]);
-                    else varargs.Add(args.Positional[i]);
-                }
-                var kwargs = new PyDict();
-                var given = new HashSet<string>(m.Parameters.Take(args.Positional.Count).Select(p => p.Name));
-                foreach (var (k, v) in args.Named)
-                {
-                    if (m.Parameters.Any(p => p.Name == k))
-                    {
-                        if (!given.Add(k)) throw new JinjaRuntimeException($"macro '{m.Name}' got multiple values for argument '{k}'");
-                        callScope.Set(k, v);
-                    }
-                    else kwargs[k] = v;
-                }
-                foreach (var (pname, dflt) in m.Parameters)
-                {
-                    if (given.Contains(pname)) continue;
-                    callScope.Set(pname, dflt is null ? Undefined.Named(pname) : Eval(dflt, callScope));
-                }
-                callScope.Set("varargs", new PyTuple([.. varargs]));
-                callScope.Set("kwargs", kwargs);
-                var savedLoops = _loopDepth;
-                _loopDepth = 0;
                 var sb = new StringBuilder();
                 Exec(m.Body, callScope, sb);
-                _loopDepth = savedLoops;
                 return sb.ToString();
             }
             finally
             {
-                _callDepth = Math.Max(0, _callDepth - 1);
+                _callDepth--;
+                _loopDepth = savedLoops;
             }
         });
     }

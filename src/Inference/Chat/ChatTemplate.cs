@@ -33,8 +33,8 @@ public sealed class ChatTemplate
     public string? BosToken => _specialTokens.GetValueOrDefault("bos_token");
     public string? EosToken => _specialTokens.GetValueOrDefault("eos_token");
 
-    /// <summary>The clock strftime_now() reads; local time unless replaced (tests pin it).</summary>
-    public Func<DateTime> Clock { get; init; } = () => DateTime.Now;
+    /// <summary>The clock strftime_now() reads: local time unless <see cref="WithClock"/> replaced it.</summary>
+    public Func<DateTime> Clock { get; private init; } = () => DateTime.Now;
 
     private ChatTemplate(string source, string origin, List<Stmt> body, Dictionary<string, string> specialTokens)
     {
@@ -42,6 +42,13 @@ public sealed class ChatTemplate
         Origin = origin;
         _body = body;
         _specialTokens = specialTokens;
+    }
+
+    /// <summary>The same template with strftime_now() reading another clock (e.g. pinned, or UTC).</summary>
+    public ChatTemplate WithClock(Func<DateTime> clock)
+    {
+        ArgumentNullException.ThrowIfNull(clock);
+        return new ChatTemplate(Source, Origin, _body, _specialTokens) { Clock = clock };
     }
 
     // ---------------------------------------------------------------- loading
@@ -78,6 +85,8 @@ public sealed class ChatTemplate
     /// <summary>As <see cref="FromTokenizerConfig(string)"/>, picking a named template (e.g. "tool_use") when given.</summary>
     public static ChatTemplate? FromTokenizerConfig(string directory, string? templateName)
     {
+        ArgumentNullException.ThrowIfNull(directory);
+        if (!Directory.Exists(directory)) throw new ChatTemplateException($"{directory}: checkpoint folder not found");
         string configPath = Path.Combine(directory, TokenizerConfigFile);
         JsonElement? config = ReadJsonObject(configPath, TokenizerConfigFile);
         var specialTokens = config is { } c ? ReadSpecialTokens(c) : new Dictionary<string, string>(StringComparer.Ordinal);

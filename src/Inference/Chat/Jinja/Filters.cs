@@ -32,7 +32,7 @@ internal static partial class Filters
                 args.NoArguments(name);
                 return v switch
                 {
-                    long l => Math.Abs(l),
+                    long l => (object)Math.Abs(l),
                     double d => Math.Abs(d),
                     bool b => b ? 1L : 0L,
                     Undefined u => throw Py.UndefinedError(u),
@@ -381,7 +381,7 @@ internal static partial class Filters
         double factor = Math.Pow(10, precision);
         return method switch
         {
-            "common" => Math.Round(v, Math.Clamp(precision, 0, 15), MidpointRounding.AwayFromZero),
+            "common" => Math.Round(v, Math.Clamp(precision, 0, 15), MidpointRounding.ToEven),
             "ceil" => Math.Ceiling(v * factor) / factor,
             "floor" => Math.Floor(v * factor) / factor,
             _ => throw new JinjaRuntimeException("method must be 'common', 'ceil' or 'floor'"),

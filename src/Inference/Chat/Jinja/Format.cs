@@ -222,6 +222,25 @@ internal static class Format
         return sb.ToString();
     }
 
+    /// <summary>A float with a precision and no type ('{:.3}'): like 'g', but fixed notation keeps a digit after the point.</summary>
+    private static string NoTypeWithPrecision(double d, int precision)
+    {
+        int p = precision == 0 ? 1 : precision;
+        if (!double.IsFinite(d)) return FormatFloat(d, 'g', p);
+        string probe = d.ToString("E" + (p - 1), Inv);
+        int exp = int.Parse(probe[(probe.IndexOf('E') + 1)..], NumberStyles.AllowLeadingSign, Inv);
+        if (exp < -4 || exp >= p - 1)
+        {
+            string sci = FormatFloat(d, 'e', p - 1);
+            int e = sci.IndexOf('e');
+            string mant = sci[..e];
+            if (mant.Contains('.')) mant = mant.TrimEnd('0').TrimEnd('.');
+            return mant + sci[e..];
+        }
+        string r = FormatFloat(d, 'g', p);
+        return r.Contains('.') ? r : r + ".0";
+    }
+
     /// <summary>format(value, spec): [[fill]align][sign][#][0][width][,][.precision][type].</summary>
     public static string ApplySpec(object? value, string spec)
     {
@@ -260,7 +279,7 @@ internal static class Format
                 'x' or 'X' or 'o' or 'b' => FormatInteger(value, t, null),
                 'f' or 'F' or 'e' or 'E' or 'g' or 'G' => FormatFloat(Py.ToDouble(value), t, precision ?? 6),
                 '%' => FormatFloat(Py.ToDouble(value) * 100, 'f', precision ?? 6) + "%",
-                'r' => precision is int pr ? FormatFloat(Py.ToDouble(value), 'g', pr) : Py.FormatFloat(Py.ToDouble(value)),
+                'r' => precision is int pr ? NoTypeWithPrecision(Py.ToDouble(value), pr) : Py.FormatFloat(Py.ToDouble(value)),
                 _ => throw new JinjaRuntimeException($"Unknown format code '{t}' for object of type '{Py.TypeName(value)}'"),
             };
             if (grouping)

@@ -26,6 +26,8 @@ internal sealed class Interpreter
 {
     private enum Flow { Normal, Break, Continue }
 
+    private const int MaxCallDepth = 200;
+
     private readonly Func<DateTime> _now;
     private int _loopDepth;
     private int _callDepth;
@@ -169,13 +171,13 @@ internal sealed class Interpreter
         var iterable = Eval(f.Iterable, scope);
         if (iterable is null) throw Locate(new JinjaRuntimeException("'NoneType' object is not iterable"), f.Iterable);
         List<object?> items = Located(f.Iterable, () => Py.ToList(iterable));
-        var loopScope = new Scope(scope);
         if (f.Filter is not null)
         {
             items = items.Where(item =>
             {
-                Bind(f.Target, item, loopScope, f);
-                return Py.Truthy(Eval(f.Filter, loopScope));
+                var filterScope = new Scope(scope);
+                Bind(f.Target, item, filterScope, f);
+                return Py.Truthy(Eval(f.Filter, filterScope));
             }).ToList();
         }
         if (items.Count == 0)
@@ -189,10 +191,12 @@ internal sealed class Interpreter
         {
             for (int i = 0; i < items.Count; i++)
             {
+                // As in Jinja2, what the body sets lives for one iteration only (namespace() objects carry state).
+                var iterationScope = new Scope(scope);
                 loop.Index0 = i;
-                Bind(f.Target, items[i], loopScope, f);
-                loopScope.Set("loop", loop);
-                if (Exec(f.Body, loopScope, sb) == Flow.Break) break;
+                Bind(f.Target, items[i], iterationScope, f);
+                iterationScope.Set("loop", loop);
+                if (Exec(f.Body, iterationScope, sb) == Flow.Break) break;
             }
         }
         finally
@@ -235,48 +239,46 @@ internal sealed class Interpreter
     {
         return new PyCallable(m.Name, args =>
         {
-            if (++_callDepth > 200)
+            if (_callDepth >= MaxCallDepth) throw new JinjaRuntimeException($"macro '{m.Name}': maximum recursion depth ({MaxCallDepth}) exceeded");
+            var callScope = new Scope(definingScope);
+            var varargs = new List<object?>();
+            for (int i = 0; i < args.Positional.Count; i++)
             {
-                _callDepth = 0;
-                throw new JinjaRuntimeException("maximum macro recursion depth exceeded");
+                if (i < m.Parameters.Count) callScope.Set(m.Parameters[i].Name, args.Positional[i]);
+                else varargs.Add(args.Positional[i]);
             }
+            var kwargs = new PyDict();
+            var given = new HashSet<string>(m.Parameters.Take(args.Positional.Count).Select(p => p.Name));
+            foreach (var (k, v) in args.Named)
+            {
+                if (m.Parameters.Any(p => p.Name == k))
+                {
+                    if (!given.Add(k)) throw new JinjaRuntimeException($"macro '{m.Name}' got multiple values for argument '{k}'");
+                    callScope.Set(k, v);
+                }
+                else kwargs[k] = v;
+            }
+            foreach (var (pname, dflt) in m.Parameters)
+            {
+                if (given.Contains(pname)) continue;
+                callScope.Set(pname, dflt is null ? Undefined.Named(pname) : Eval(dflt, callScope));
+            }
+            callScope.Set("varargs", new PyTuple([.. varargs]));
+            callScope.Set("kwargs", kwargs);
+
+            var savedLoops = _loopDepth;
+            _loopDepth = 0;
+            _callDepth++;
             try
             {
-                var callScope = new Scope(definingScope);
-                var varargs = new List<object?>();
-                for (int i = 0; i < args.Positional.Count; i++)
-                {
-                    if (i < m.Parameters.Count) callScope.Set(m.Parameters[i].Name, args.Positional[i]);
-                    else varargs.Add(args.Positional[i]);
-                }
-                var kwargs = new PyDict();
-                var given = new HashSet<string>(m.Parameters.Take(args.Positional.Count).Select(p => p.Name));
-                foreach (var (k, v) in args.Named)
-                {
-                    if (m.Parameters.Any(p => p.Name == k))
-                    {
-                        if (!given.Add(k)) throw new JinjaRuntimeException($"macro '{m.Name}' got multiple values for argument '{k}'");
-                        callScope.Set(k, v);
-                    }
-                    else kwargs[k] = v;
-                }
-                foreach (var (pname, dflt) in m.Parameters)
-                {
-                    if (given.Contains(pname)) continue;
-                    callScope.Set(pname, dflt is null ? Undefined.Named(pname) : Eval(dflt, callScope));
-                }
-                callScope.Set("varargs", varargs);
-                callScope.Set("kwargs", kwargs);
-                var savedLoops = _loopDepth;
-                _loopDepth = 0;
                 var sb = new StringBuilder();
                 Exec(m.Body, callScope, sb);
-                _loopDepth = savedLoops;
                 return sb.ToString();
             }
             finally
             {
-                _callDepth = Math.Max(0, _callDepth - 1);
+                _callDepth--;
+                _loopDepth = savedLoops;
             }
         });
     }

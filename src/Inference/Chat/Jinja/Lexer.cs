@@ -187,7 +187,8 @@ internal sealed class Lexer
         if (i < _src.Length && _src[i] is '-' or '+') openMod = _src[i++];
         if (string.CompareOrdinal(_src, i, "%}", 0, 2) != 0) return false;
         _pos = i + 2;
-        AfterTagEnd(openMod);
+        // Unlike other block tags, {% raw %} keeps the newline after it (Jinja has no trim rule there).
+        bool bodyAtLineStart = AfterTagEnd(openMod, trims: false);
         int bodyStart = _pos;
         for (int j = _src.IndexOf("{%", _pos, StringComparison.Ordinal); j >= 0; j = _src.IndexOf("{%", j + 2, StringComparison.Ordinal))
         {
@@ -202,6 +203,11 @@ internal sealed class Lexer
             if (string.CompareOrdinal(_src, k, "%}", 0, 2) != 0) continue;
             string body = _src[bodyStart..j];
             if (mod == '-') body = Py.Strip(body, null, left: false);
+            else if (mod != '+' && _lstripBlocks)
+            {
+                int lpos = body.LastIndexOf('\n') + 1;
+                if ((lpos > 0 || bodyAtLineStart) && AllSpace(body, lpos)) body = body[..lpos];
+            }
             if (body.Length > 0) Add(TokenKind.Text, body, bodyStart);
             _pos = k + 2;
             lineStarting = AfterTagEnd(endMod);
@@ -214,7 +220,7 @@ internal sealed class Lexer
     private bool InsideTag(int p, bool block)
     {
         int n = _src.Length;
-        int depth = 0;
+        var open = new Stack<char>();
         int i = p;
         while (true)
         {
@@ -222,7 +228,7 @@ internal sealed class Lexer
             if (i >= n) throw Error(block ? "unexpected end of template inside a {% %} tag" : "unexpected end of template inside a {{ }} tag", i);
             char c = _src[i];
 
-            if (depth == 0)
+            if (open.Count == 0)
             {
                 char endMod = c is '-' or '+' ? c : '\0';
                 int e = endMod != '\0' ? i + 1 : i;
@@ -261,11 +267,12 @@ internal sealed class Lexer
             foreach (var candidate in Operators)
                 if (string.CompareOrdinal(_src, i, candidate, 0, candidate.Length) == 0) { op = candidate; break; }
             if (op is null) throw Error($"unexpected character '{c}'", i);
-            if (op is "(" or "[" or "{") depth++;
+            if (op is "(" or "[" or "{") open.Push(op switch { "(" => ')', "[" => ']', _ => '}' });
             else if (op is ")" or "]" or "}")
             {
-                if (depth == 0) throw Error($"unexpected '{op}'", i);
-                depth--;
+                if (open.Count == 0) throw Error($"unexpected '{op}'", i);
+                char expected = open.Pop();
+                if (op[0] != expected) throw Error($"unexpected '{op}', expected '{expected}'", i);
             }
             Add(TokenKind.Operator, op, i);
             i += op.Length;

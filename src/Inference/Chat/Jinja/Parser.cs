@@ -212,7 +212,6 @@ internal sealed class Parser
     /// <summary>name, name.attr, or a tuple of names (with or without parentheses).</summary>
     private Target ParseTarget(bool allowAttribute)
     {
-        var first = Current;
         if (SkipOp("("))
         {
             var t = new Target { Unpack = true };
@@ -246,7 +245,6 @@ internal sealed class Parser
             if (Current.Kind != TokenKind.Name || Current.IsName("in")) break;
             tuple.Names.Add(Next().Value);
         }
-        _ = first;
         return tuple;
     }
 
@@ -574,7 +572,7 @@ internal sealed class Parser
 
     private Arguments ParseCallArgs()
     {
-        var open = ExpectOp("(");
+        ExpectOp("(");
         var args = new Arguments();
         while (!Current.IsOp(")"))
         {
@@ -594,7 +592,6 @@ internal sealed class Parser
             }
         }
         ExpectOp(")");
-        _ = open;
         return args;
     }
 

@@ -552,9 +552,22 @@ internal static class Py
         throw Unsupported(op, a, b);
     }
 
-    private static string Repeat(string s, long n) => n <= 0 ? "" : string.Concat(Enumerable.Repeat(s, (int)n));
-    private static List<object?> RepeatList(List<object?> l, long n) =>
-        n <= 0 ? [] : [.. Enumerable.Repeat(l, (int)n).SelectMany(x => x)];
+    /// <summary>Results of * on strings and lists are capped so a template cannot exhaust memory.</summary>
+    private const long MaxRepeatLength = 64L * 1024 * 1024;
+
+    private static string Repeat(string s, long n)
+    {
+        if (n <= 0 || s.Length == 0) return "";
+        if (n * s.Length > MaxRepeatLength) throw new JinjaRuntimeException("string repetition result too large");
+        return string.Concat(Enumerable.Repeat(s, (int)n));
+    }
+
+    private static List<object?> RepeatList(List<object?> l, long n)
+    {
+        if (n <= 0 || l.Count == 0) return [];
+        if (n * l.Count > MaxRepeatLength) throw new JinjaRuntimeException("list repetition result too large");
+        return [.. Enumerable.Repeat(l, (int)n).SelectMany(x => x)];
+    }
 
     private static object Arithmetic(string op, object? a, object? b)
     {
@@ -628,7 +641,7 @@ internal static class Py
 
     public static object? Negate(object? v) => v switch
     {
-        long l => -l,
+        long l => (object)(-l),
         bool b => b ? -1L : 0L,
         double d => -d,
         Undefined u => throw UndefinedError(u),

@@ -32,14 +32,24 @@ public static unsafe class Gemm
     /// <summary>Floats of f32 panel a thread needs for <see cref="Rows"/>.</summary>
     public static int PanelFloats(int cols) => 4 * cols;
 
-    /// <summary>One token: y[r·stride] for rows [r0, r1).</summary>
+    /// <summary>One token: y[r·stride] for rows [r0, r1). Dispatches once on the dtype so the inner loops are specialised.</summary>
     public static void Gemv(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1)
+    {
+        switch (w.DType)
+        {
+            case DType.BF16: Gemv<Bf16Rows>(w, x, y, yStride, bias, r0, r1); break;
+            case DType.F16: Gemv<F16Rows>(w, x, y, yStride, bias, r0, r1); break;
+            default: Gemv<F32Rows>(w, x, y, yStride, bias, r0, r1); break;
+        }
+    }
+
+    private static void Gemv<T>(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1) where T : struct, IRowLoader
     {
         int k = w.Cols;
         int r = r0;
         for (; r + 8 <= r1; r += 8)
         {
-            Dot8(w, r, x, k, out var a0, out var a1, out var a2, out var a3, out var a4, out var a5, out var a6, out var a7);
+            Dot8<T>(w, r, x, k, out var a0, out var a1, out var a2, out var a3, out var a4, out var a5, out var a6, out var a7);
             y[(long)(r + 0) * yStride] = a0 + (bias == null ? 0 : bias[r + 0]);
             y[(long)(r + 1) * yStride] = a1 + (bias == null ? 0 : bias[r + 1]);
             y[(long)(r + 2) * yStride] = a2 + (bias == null ? 0 : bias[r + 2]);
@@ -50,54 +60,52 @@ public static unsafe class Gemm
             y[(long)(r + 7) * yStride] = a7 + (bias == null ? 0 : bias[r + 7]);
         }
         for (; r < r1; r++)
-            y[(long)r * yStride] = Dot1(w, r, x, k) + (bias == null ? 0 : bias[r]);
+            y[(long)r * yStride] = Dot1<T>(w, r, x, k) + (bias == null ? 0 : bias[r]);
     }
 
-    private static void Dot8(WeightMatrix w, int r, float* x, int k,
-        out float a0, out float a1, out float a2, out float a3, out float a4, out float a5, out float a6, out float a7)
+    private static void Dot8<T>(WeightMatrix w, int r, float* x, int k,
+        out float a0, out float a1, out float a2, out float a3, out float a4, out float a5, out float a6, out float a7) where T : struct, IRowLoader
     {
         var s0 = Vector512<float>.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
         int i = 0;
         byte* p0 = w.Row(r), p1 = w.Row(r + 1), p2 = w.Row(r + 2), p3 = w.Row(r + 3), p4 = w.Row(r + 4), p5 = w.Row(r + 5), p6 = w.Row(r + 6), p7 = w.Row(r + 7);
-        var dt = w.DType;
         for (; i + 16 <= k; i += 16)
         {
             var xv = Vector512.Load(x + i);
-            s0 = Vector512.FusedMultiplyAdd(Load16(p0, i, dt), xv, s0);
-            s1 = Vector512.FusedMultiplyAdd(Load16(p1, i, dt), xv, s1);
-            s2 = Vector512.FusedMultiplyAdd(Load16(p2, i, dt), xv, s2);
-            s3 = Vector512.FusedMultiplyAdd(Load16(p3, i, dt), xv, s3);
-            s4 = Vector512.FusedMultiplyAdd(Load16(p4, i, dt), xv, s4);
-            s5 = Vector512.FusedMultiplyAdd(Load16(p5, i, dt), xv, s5);
-            s6 = Vector512.FusedMultiplyAdd(Load16(p6, i, dt), xv, s6);
-            s7 = Vector512.FusedMultiplyAdd(Load16(p7, i, dt), xv, s7);
+            s0 = Vector512.FusedMultiplyAdd(T.Load16(p0, i), xv, s0);
+            s1 = Vector512.FusedMultiplyAdd(T.Load16(p1, i), xv, s1);
+            s2 = Vector512.FusedMultiplyAdd(T.Load16(p2, i), xv, s2);
+            s3 = Vector512.FusedMultiplyAdd(T.Load16(p3, i), xv, s3);
+            s4 = Vector512.FusedMultiplyAdd(T.Load16(p4, i), xv, s4);
+            s5 = Vector512.FusedMultiplyAdd(T.Load16(p5, i), xv, s5);
+            s6 = Vector512.FusedMultiplyAdd(T.Load16(p6, i), xv, s6);
+            s7 = Vector512.FusedMultiplyAdd(T.Load16(p7, i), xv, s7);
         }
         a0 = Vector512.Sum(s0); a1 = Vector512.Sum(s1); a2 = Vector512.Sum(s2); a3 = Vector512.Sum(s3);
         a4 = Vector512.Sum(s4); a5 = Vector512.Sum(s5); a6 = Vector512.Sum(s6); a7 = Vector512.Sum(s7);
         for (; i < k; i++)
         {
             float xi = x[i];
-            a0 += Scalar(p0, i, dt) * xi; a1 += Scalar(p1, i, dt) * xi; a2 += Scalar(p2, i, dt) * xi; a3 += Scalar(p3, i, dt) * xi;
-            a4 += Scalar(p4, i, dt) * xi; a5 += Scalar(p5, i, dt) * xi; a6 += Scalar(p6, i, dt) * xi; a7 += Scalar(p7, i, dt) * xi;
+            a0 += T.Scalar(p0, i) * xi; a1 += T.Scalar(p1, i) * xi; a2 += T.Scalar(p2, i) * xi; a3 += T.Scalar(p3, i) * xi;
+            a4 += T.Scalar(p4, i) * xi; a5 += T.Scalar(p5, i) * xi; a6 += T.Scalar(p6, i) * xi; a7 += T.Scalar(p7, i) * xi;
         }
     }
 
-    private static float Dot1(WeightMatrix w, int r, float* x, int k)
+    private static float Dot1<T>(WeightMatrix w, int r, float* x, int k) where T : struct, IRowLoader
     {
         byte* p = w.Row(r);
-        var dt = w.DType;
         var s0 = Vector512<float>.Zero;
         var s1 = s0;
         int i = 0;
         for (; i + 32 <= k; i += 32)
         {
-            s0 = Vector512.FusedMultiplyAdd(Load16(p, i, dt), Vector512.Load(x + i), s0);
-            s1 = Vector512.FusedMultiplyAdd(Load16(p, i + 16, dt), Vector512.Load(x + i + 16), s1);
+            s0 = Vector512.FusedMultiplyAdd(T.Load16(p, i), Vector512.Load(x + i), s0);
+            s1 = Vector512.FusedMultiplyAdd(T.Load16(p, i + 16), Vector512.Load(x + i + 16), s1);
         }
         for (; i + 16 <= k; i += 16)
-            s0 = Vector512.FusedMultiplyAdd(Load16(p, i, dt), Vector512.Load(x + i), s0);
+            s0 = Vector512.FusedMultiplyAdd(T.Load16(p, i), Vector512.Load(x + i), s0);
         float a = Vector512.Sum(s0 + s1);
-        for (; i < k; i++) a += Scalar(p, i, dt) * x[i];
+        for (; i < k; i++) a += T.Scalar(p, i) * x[i];
         return a;
     }
 
@@ -183,15 +191,33 @@ public static unsafe class Gemm
         return r;
     }
 
-    /// <summary>16 weights at element offset i, widened to f32 in registers.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Load16(byte* row, int i, DType dt)
+    /// <summary>Loads weights of one stored dtype widened to f32; a struct type argument so each dtype gets its own compiled loop.</summary>
+    private interface IRowLoader
     {
-        if (dt == DType.BF16)
-            return Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)row + i).ToVector512Unsafe()), 16).AsSingle();
-        if (dt == DType.F16)
-            return HalfToSingle(Vector256.Load((ushort*)row + i));
-        return Vector512.Load((float*)row + i);
+        static abstract Vector512<float> Load16(byte* row, int i);
+        static abstract float Scalar(byte* row, int i);
+    }
+
+    private readonly struct Bf16Rows : IRowLoader
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* row, int i) =>
+            Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)row + i).ToVector512Unsafe()), 16).AsSingle();
+        public static float Scalar(byte* row, int i) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[i] << 16);
+    }
+
+    private readonly struct F16Rows : IRowLoader
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* row, int i) => HalfToSingle(Vector256.Load((ushort*)row + i));
+        public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
+    }
+
+    private readonly struct F32Rows : IRowLoader
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load16(byte* row, int i) => Vector512.Load((float*)row + i);
+        public static float Scalar(byte* row, int i) => ((float*)row)[i];
     }
 
     /// <summary>
@@ -211,11 +237,4 @@ public static unsafe class Gemm
         return (Vector512.ConditionalSelect(infNan, special, scaled.AsUInt32()) | sign).AsSingle();
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Scalar(byte* row, int i, DType dt) => dt switch
-    {
-        DType.BF16 => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[i] << 16),
-        DType.F16 => (float)((Half*)row)[i],
-        _ => ((float*)row)[i],
-    };
 }

@@ -166,8 +166,17 @@ public sealed class BatchScheduler : IDisposable
                 lock (_lock) idle = _waiting.Count == 0 && _running.Count == 0;
                 if (idle) { _wake.Wait(_stop.Token); continue; }
 
-                Admit();
-                DecodeStep(scratch, logits);
+                try
+                {
+                    Admit();
+                    DecodeStep(scratch, logits);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // A failure in one step must not stop the loop (every later request would hang):
+                    // the sequences of that step end with an error and free their caches.
+                    FailRunning(e.Message);
+                }
                 Retire();
                 ReportKv();
             }
@@ -303,6 +312,24 @@ public sealed class BatchScheduler : IDisposable
         Interlocked.Increment(ref DecodeSteps);
         Interlocked.Add(ref DecodedTokens, batch.Count);
         foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
+    }
+
+    private void FailRunning(string message)
+    {
+        List<Running> failed;
+        lock (_lock)
+        {
+            failed = _running.Where(r => r.FinishReason is null).ToList();
+            foreach (var r in failed) _running.Remove(r);
+        }
+        foreach (var r in failed)
+        {
+            r.P.Events.TryWrite(new ErrorEvent($"generation failed: {message}"));
+            r.P.Events.TryComplete();
+            r.Session.Dispose();
+            Interlocked.Add(ref _reservedBytes, -r.P.Bytes);
+            _observer?.Finished("error", Seconds(r.P.SubmittedAt), r.P.Job.Prompt.Length, r.Generated);
+        }
     }
 
     /// <summary>Finished or cancelled sequences leave the batch and free their KV cache.</summary>

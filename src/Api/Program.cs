@@ -1,8 +1,8 @@
 using PiServe.Api;
 using PiServe.Api.Hosting;
 
-// With a verb (tokenize, score, generate) the executable drives the engine directly and prints
-// one JSON object; with no verb it serves HTTP.
+// With a verb (tokenize, score, generate, bench, ...) the executable drives the engine directly
+// and prints one JSON object; with no verb it serves HTTP.
 if (args.Length > 0 && Verbs.IsVerb(args[0]))
     return Verbs.Run(args);
 

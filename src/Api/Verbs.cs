@@ -25,6 +25,8 @@ public static class Verbs
         ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
         ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape tiny|small|1b [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
         ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N]"),
+        ["bench"] = (a => Bench.Run(a.Value("model"), a.Value("shape"), a.Value("dtype"), a.Int("prompt") ?? 512, a.Int("generate") ?? 128,
+            a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 79, a.Int("repeat") ?? 1), Bench.Usage),
         ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
     };
 
@@ -209,6 +211,9 @@ public static class Verbs
 
         public int? Int(string name) => Value(name) is not { } s ? null
             : int.TryParse(s, out int v) ? v : throw new UsageException($"--{name} must be an integer, got '{s}'");
+
+        public double? Double(string name) => Value(name) is not { } s ? null
+            : double.TryParse(s, System.Globalization.CultureInfo.InvariantCulture, out double v) ? v : throw new UsageException($"--{name} must be a number, got '{s}'");
 
         public int[] Tokens()
         {

@@ -28,6 +28,8 @@ public static class EvalServices
         });
         services.AddSingleton<RegistryEvalModels>();
         services.AddSingleton<IEvalObserver, HubEvalObserver>();
+        // piserve_eval_jobs{state} and piserve_eval_tokens_scored_total, when the host registered the metrics.
+        services.AddSingleton<IEvalObserver>(sp => sp.GetService<Metrics.PiServeMetrics>() is { } m ? new MetricsEvalObserver(m) : NoEvalObserver.Instance);
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
@@ -105,4 +107,18 @@ public sealed class HubEvalObserver(IHubContext<GenerationHub> hub) : IEvalObser
     public void TokensScored(EvalJob job, long tokens) { }
 
     public void Progress(EvalJob job) => _ = hub.Clients.All.SendAsync(Method, job.ToJson(includeResults: false));
+}
+
+/// <summary>Feeds the eval metrics: a gauge of jobs per state (moved on every transition) and scored tokens by model.</summary>
+public sealed class MetricsEvalObserver(Metrics.PiServeMetrics metrics) : IEvalObserver
+{
+    public void JobStateChanged(EvalJob job, string? from, string to) => metrics.EvalJobMoved(from, to);
+    public void TokensScored(EvalJob job, long tokens) => metrics.EvalTokensScored(job.Model, tokens);
+}
+
+internal sealed class NoEvalObserver : IEvalObserver
+{
+    public static readonly NoEvalObserver Instance = new();
+    public void JobStateChanged(EvalJob job, string? from, string to) { }
+    public void TokensScored(EvalJob job, long tokens) { }
 }

@@ -13,6 +13,8 @@ public static class PiServeHost
     public static IServiceCollection AddPiServe(this IServiceCollection services, IConfiguration configuration)
     {
         services.Configure<PiServeOptions>(configuration.GetSection(PiServeOptions.Section));
+        services.AddPiServeMetrics();
+        services.AddSingleton<ISchedulerObserverFactory, Metrics.SchedulerMetrics>();
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<CompletionService>();
         services.AddPiServeEvals(configuration);
@@ -49,7 +51,9 @@ public static class PiServeHost
         });
 
         app.MapCompletionEndpoints();
+        app.MapChatEndpoints();
         app.MapEvalEndpoints();
+        app.MapPrometheusMetrics("/metrics");
         app.MapHub<GenerationHub>(GenerationHub.Path);
 
         // Load the models before the first request: failures are logged and reported, the host stays up.

@@ -50,6 +50,16 @@ public sealed class ModelRegistry : IDisposable
                         throw new ArgumentException($"tokenizer.json has {tokenizer.VocabSize} tokens but config.json vocab_size is {model.Config.VocabSize}: this tokenizer does not belong to this model");
                     var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
                     served.Loaded(model, tokenizer, scheduler, ropeOverride);
+                    try
+                    {
+                        served.ChatTemplate = Inference.Chat.ChatTemplate.FromTokenizerConfig(full);
+                    }
+                    catch (Inference.Chat.ChatTemplateException e)
+                    {
+                        // A broken template costs the model its chat endpoint, not its completions.
+                        served.ChatTemplateError = e.Message;
+                        log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
+                    }
                 }
                 catch
                 {

@@ -16,6 +16,9 @@ public sealed class ServedModel(string id, string path) : IDisposable
     public LlamaModel? Model { get; private set; }
     public ITokenizer? Tokenizer { get; private set; }
     public BatchScheduler? Scheduler { get; private set; }
+    /// <summary>The chat template from tokenizer_config.json (null: /v1/chat/completions is refused for this model).</summary>
+    public Inference.Chat.ChatTemplate? ChatTemplate { get; set; }
+    public string? ChatTemplateError { get; set; }
     /// <summary>The rope scaling requests get by default: the checkpoint's, or the configured override.</summary>
     public RopeScaling? Rope { get; private set; }
     public JsonObject? RopeOverride { get; private set; }

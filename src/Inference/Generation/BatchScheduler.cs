@@ -48,7 +48,11 @@ public sealed class KvBudgetExceededException(string message) : Exception(messag
 /// <summary>What the scheduler reports; the host turns it into metrics.</summary>
 public interface ISchedulerObserver
 {
+    /// <summary>Refused at submission (queue full, beyond the KV budget); never queued.</summary>
+    void Rejected(string reason);
     void Queued();
+    /// <summary>Left the queue without starting (cancelled while waiting).</summary>
+    void Abandoned(double queueSeconds);
     void Started(double queueSeconds);
     void FirstToken(double secondsSinceSubmit);
     void Token(double secondsSincePreviousToken);
@@ -115,13 +119,19 @@ public sealed class BatchScheduler : IDisposable
     {
         long bytes = job.PlannedLength * KvBytesPerToken;
         if (bytes > _options.KvCacheBudgetBytes)
+        {
+            _observer?.Rejected("kv_budget");
             throw new KvBudgetExceededException(
                 $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {bytes} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+        }
         var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         lock (_lock)
         {
             if (_waiting.Count >= _options.MaxWaiting)
+            {
+                _observer?.Rejected("queue_full");
                 throw new QueueFullException($"{_waiting.Count} requests are already waiting (limit {_options.MaxWaiting})", TimeSpan.FromSeconds(1));
+            }
             _waiting.Enqueue(new Pending(job, channel.Writer, Stopwatch.GetTimestamp(), bytes));
         }
         _observer?.Queued();
@@ -156,8 +166,17 @@ public sealed class BatchScheduler : IDisposable
                 lock (_lock) idle = _waiting.Count == 0 && _running.Count == 0;
                 if (idle) { _wake.Wait(_stop.Token); continue; }
 
-                Admit();
-                DecodeStep(scratch, logits);
+                try
+                {
+                    Admit();
+                    DecodeStep(scratch, logits);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    // A failure in one step must not stop the loop (every later request would hang):
+                    // the sequences of that step end with an error and free their caches.
+                    FailRunning(e.Message);
+                }
                 Retire();
                 ReportKv();
             }
@@ -190,6 +209,7 @@ public sealed class BatchScheduler : IDisposable
                 {
                     _waiting.Dequeue();
                     head.Events.TryComplete();
+                    _observer?.Abandoned(Seconds(head.SubmittedAt));
                     continue;
                 }
                 if (_reservedBytes + head.Bytes > _options.KvCacheBudgetBytes) return; // wait for memory (FIFO: no overtaking)
@@ -221,6 +241,7 @@ public sealed class BatchScheduler : IDisposable
             Interlocked.Add(ref _reservedBytes, -p.Bytes);
             p.Events.TryWrite(new ErrorEvent(e.Message));
             p.Events.TryComplete();
+            _observer?.Finished("error", Seconds(p.SubmittedAt), job.Prompt.Length, 0);
         }
     }
 
@@ -291,6 +312,24 @@ public sealed class BatchScheduler : IDisposable
         Interlocked.Increment(ref DecodeSteps);
         Interlocked.Add(ref DecodedTokens, batch.Count);
         foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
+    }
+
+    private void FailRunning(string message)
+    {
+        List<Running> failed;
+        lock (_lock)
+        {
+            failed = _running.Where(r => r.FinishReason is null).ToList();
+            foreach (var r in failed) _running.Remove(r);
+        }
+        foreach (var r in failed)
+        {
+            r.P.Events.TryWrite(new ErrorEvent($"generation failed: {message}"));
+            r.P.Events.TryComplete();
+            r.Session.Dispose();
+            Interlocked.Add(ref _reservedBytes, -r.P.Bytes);
+            _observer?.Finished("error", Seconds(r.P.SubmittedAt), r.P.Job.Prompt.Length, r.Generated);
+        }
     }
 
     /// <summary>Finished or cancelled sequences leave the batch and free their KV cache.</summary>

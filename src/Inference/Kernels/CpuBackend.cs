@@ -37,26 +37,17 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
     {
         int rows = w.Rows, cols = w.Cols;
         nint xp = (nint)x, yp = (nint)y, bp = (nint)bias;
-        // Blocks of rows per task; each row is widened once and reused for every token.
-        int blocks = Math.Min(rows, Threads * 8);
-        For(blocks, (long)rows / blocks * cols * n, blk =>
+        // Row chunks of a multiple of 16 rows (64 bytes of y per token), a few per thread for balance.
+        const int align = 16;
+        int chunks = Math.Max(1, Math.Min(Threads * 4, (rows + align - 1) / align));
+        int rowsPerChunk = ((rows + chunks - 1) / chunks + align - 1) / align * align;
+        chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
+        For(chunks, (long)rowsPerChunk * cols * n, c =>
         {
-            int r0 = (int)((long)rows * blk / blocks), r1 = (int)((long)rows * (blk + 1) / blocks);
-            float* xs = (float*)xp, ys = (float*)yp, bs = (float*)bp;
-            var scratch = Scratch(cols);
-            fixed (float* widened = scratch)
-            {
-                for (int r = r0; r < r1; r++)
-                {
-                    float* row;
-                    if (w.DType == Checkpoints.DType.F32) row = (float*)w.Row(r);
-                    else { Widen.Row(w.Row(r), w.DType, widened, cols); row = widened; }
-                    var rowSpan = new ReadOnlySpan<float>(row, cols);
-                    float b = bs == null ? 0f : bs[r];
-                    for (int t = 0; t < n; t++)
-                        ys[(long)t * rows + r] = TensorPrimitives.Dot(rowSpan, new ReadOnlySpan<float>(xs + (long)t * cols, cols)) + b;
-                }
-            }
+            int r0 = c * rowsPerChunk, r1 = Math.Min(rows, r0 + rowsPerChunk);
+            var panel = Scratch(Gemm.PanelFloats(cols));
+            fixed (float* pp = panel)
+                Gemm.Rows(w, (float*)xp, n, (float*)yp, (float*)bp, r0, r1, pp);
         });
     }
 
@@ -102,32 +93,100 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
         }
     }
 
+    /// <summary>Keys per attention tile: scores for a tile stay in L1; memory is O(tile), never O(n²).</summary>
+    private const int KeyTile = 64;
+
+    /// <summary>
+    /// Tiled online-softmax (flash-attention style) causal attention. One work item per (query
+    /// token, kv head): each key/value row is loaded once for all query heads of its GQA group, and
+    /// the softmax is accumulated tile by tile (running max and sum, rescaling the partial output),
+    /// so no score row longer than a tile is ever materialised. Tiles start at absolute positions,
+    /// so a query's result does not depend on how many tokens the forward processes (cached decoding
+    /// stays bit-identical to a full recompute).
+    /// </summary>
     public void Attention(float* q, float* k, float* v, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
     {
         int group = heads / kvHeads;
         int kvDim = kvHeads * headDim;
         float scale = 1f / MathF.Sqrt(headDim);
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, op = (nint)output;
-        For(n * heads, (long)(startPos + n) * headDim * 2, item =>
+        For(n * kvHeads, (long)(startPos + n) * headDim * 2 * group, item =>
         {
-            int t = item / heads, h = item % heads, g = h / group;
+            int t = item / kvHeads, g = item % kvHeads;
             int i = startPos + t;
             int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
-            int count = i - j0 + 1;
-            float* qv = (float*)qp + ((long)t * heads + h) * headDim;
-            float* ks = (float*)kp + g * headDim, vs = (float*)vp + g * headDim;
-            float* o = (float*)op + ((long)t * heads + h) * headDim;
-            var qSpan = new ReadOnlySpan<float>(qv, headDim);
-            var scores = Scratch(count);
-            for (int j = 0; j < count; j++)
-                scores[j] = TensorPrimitives.Dot(qSpan, new ReadOnlySpan<float>(ks + (long)(j0 + j) * kvDim, headDim)) * scale;
-            var sc = scores.AsSpan(0, count);
-            TensorPrimitives.SoftMax(sc, sc);
-            var outSpan = new Span<float>(o, headDim);
-            outSpan.Clear();
-            for (int j = 0; j < count; j++)
-                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(vs + (long)(j0 + j) * kvDim, headDim), sc[j], outSpan, outSpan);
+            var scratch = Scratch(group * (KeyTile + headDim + 2));
+            fixed (float* sp = scratch)
+            {
+                float* scores = sp, acc = sp + group * KeyTile, m = acc + group * headDim, l = m + group;
+                for (int h = 0; h < group; h++) { m[h] = float.NegativeInfinity; l[h] = 0; }
+                new Span<float>(acc, group * headDim).Clear();
+                float* qg = (float*)qp + ((long)t * heads + g * group) * headDim;
+                float* kg = (float*)kp + g * headDim, vg = (float*)vp + g * headDim;
+
+                // Tiles aligned to absolute positions (multiples of KeyTile), clipped to [j0, i].
+                for (int tileStart = j0 / KeyTile * KeyTile; tileStart <= i; tileStart += KeyTile)
+                {
+                    int from = Math.Max(tileStart, j0), to = Math.Min(tileStart + KeyTile - 1, i), count = to - from + 1;
+                    for (int jj = 0; jj < count; jj++)
+                    {
+                        float* kr = kg + (long)(from + jj) * kvDim;
+                        for (int h = 0; h < group; h++)
+                            scores[h * KeyTile + jj] = Dot(qg + (long)h * headDim, kr, headDim) * scale;
+                    }
+                    for (int h = 0; h < group; h++)
+                    {
+                        var sc = new Span<float>(scores + h * KeyTile, count);
+                        float mNew = Math.Max(m[h], TensorPrimitives.Max(sc));
+                        float correction = MathF.Exp(m[h] - mNew); // 0 on the first tile (m = -inf)
+                        TensorPrimitives.Subtract(sc, mNew, sc);
+                        TensorPrimitives.Exp(sc, sc);
+                        l[h] = l[h] * correction + TensorPrimitives.Sum(sc);
+                        m[h] = mNew;
+                        if (correction != 1f)
+                        {
+                            var a = new Span<float>(acc + h * headDim, headDim);
+                            TensorPrimitives.Multiply(a, correction, a);
+                        }
+                    }
+                    for (int jj = 0; jj < count; jj++)
+                    {
+                        float* vr = vg + (long)(from + jj) * kvDim;
+                        for (int h = 0; h < group; h++)
+                            Axpy(scores[h * KeyTile + jj], vr, acc + h * headDim, headDim);
+                    }
+                }
+                for (int h = 0; h < group; h++)
+                {
+                    float* o = (float*)op + ((long)t * heads + g * group + h) * headDim;
+                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(acc + h * headDim, headDim), 1f / l[h], new Span<float>(o, headDim));
+                }
+            }
         });
+    }
+
+    private static float Dot(float* a, float* b, int n)
+    {
+        if ((n & 15) == 0)
+        {
+            var s = Vector512<float>.Zero;
+            for (int i = 0; i < n; i += 16) s = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s);
+            return Vector512.Sum(s);
+        }
+        return TensorPrimitives.Dot(new ReadOnlySpan<float>(a, n), new ReadOnlySpan<float>(b, n));
+    }
+
+    /// <summary>y += a·x.</summary>
+    private static void Axpy(float a, float* x, float* y, int n)
+    {
+        if ((n & 15) == 0)
+        {
+            var av = Vector512.Create(a);
+            for (int i = 0; i < n; i += 16) Vector512.FusedMultiplyAdd(av, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
+            return;
+        }
+        var ys = new Span<float>(y, n);
+        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), a, ys, ys);
     }
 
     public void SwiGlu(float* gate, float* up, long count)

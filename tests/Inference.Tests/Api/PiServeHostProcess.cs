@@ -30,6 +30,13 @@ public sealed class PiServeHostProcess : IAsyncDisposable
         Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
     }
 
+    public const string MistralChatTemplate =
+        "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}" +
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}" +
+        "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}" +
+        "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}" +
+        "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}";
+
     public static string TinyModelDir(TempDir root) => Path.Combine(root.Path, "tiny");
 
     /// <summary>Writes the models (once per root) and starts the host with extra configuration arguments.</summary>
@@ -41,6 +48,10 @@ public sealed class PiServeHostProcess : IAsyncDisposable
         RandomCheckpoint.Write(tiny, new RandomCheckpoint.Shape(64, 2, 4, 2, 128, 32000, MaxPositions: 512), DType.BF16, seed: 7);
         foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
             File.Copy(Path.Combine(HfReference.ModelDir("llama2"), f), Path.Combine(tiny, f));
+        // That tokenizer (Mistral-7B's vocabulary) ships without a chat template: add Mistral-Instruct's.
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(tiny, "tokenizer_config.json")))!.AsObject();
+        config["chat_template"] = MistralChatTemplate;
+        File.WriteAllText(Path.Combine(tiny, "tokenizer_config.json"), config.ToJsonString());
         var mismatch = Path.Combine(root.Path, "mismatch"); // vocab 256 with a 32000-token tokenizer
         RandomCheckpoint.Write(mismatch, RandomCheckpoint.Shape.Tiny, DType.BF16, seed: 1);
         File.Copy(Path.Combine(HfReference.ModelDir("llama2"), "tokenizer.json"), Path.Combine(mismatch, "tokenizer.json"));

@@ -70,16 +70,41 @@ public class ServingTests(HostFixture fixture)
         await AssertIdleSoon();
     }
 
-    /// <summary>The host's running gauge (from /debug/scheduler) drops to zero quickly after a cancel.</summary>
+    /// <summary>The scheduler and the piserve_requests_running gauge drop to zero quickly after a cancel.</summary>
     private async Task AssertIdleSoon()
     {
         for (int i = 0; i < 50; i++)
         {
             var s = JsonNode.Parse(await Host.Http.GetStringAsync("/v1/models/tiny/scheduler"))!;
-            if (s["running"]!.GetValue<int>() == 0 && s["waiting"]!.GetValue<int>() == 0) return;
+            if (s["running"]!.GetValue<int>() == 0 && s["waiting"]!.GetValue<int>() == 0
+                && MetricValue(await Host.Http.GetStringAsync("/metrics"), "piserve_requests_running{model=\"tiny\"}") == 0) return;
             await Task.Delay(100);
         }
         Assert.Fail("the cancelled sequence is still running after 5 s");
+    }
+
+    /// <summary>The value of one series in a Prometheus exposition (0 when absent).</summary>
+    private static double MetricValue(string exposition, string series)
+    {
+        foreach (var line in exposition.Split('\n'))
+            if (line.StartsWith(series + " ", StringComparison.Ordinal))
+                return double.Parse(line[(series.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture);
+        return 0;
+    }
+
+    [Metrics.PromtoolFact]
+    public async Task MetricsReflectServedRequestsAndPassPromtool()
+    {
+        Host.RunClient("completion", new JsonObject { ["request"] = Req("Count me", 5, seed: 4) });
+        string text = await Host.Http.GetStringAsync("/metrics");
+        Assert.True(MetricValue(text, "piserve_generation_tokens_total{model=\"tiny\"}") >= 5, text);
+        Assert.True(MetricValue(text, "piserve_prompt_tokens_total{model=\"tiny\"}") >= 3);
+        Assert.True(MetricValue(text, "piserve_requests_total{finish_reason=\"length\",model=\"tiny\"}") >= 1);
+        Assert.True(MetricValue(text, "piserve_time_to_first_token_seconds_count{model=\"tiny\"}") >= 1);
+        Assert.True(MetricValue(text, "piserve_inter_token_latency_seconds_count{model=\"tiny\"}") >= 4);
+        Assert.True(MetricValue(text, "piserve_kv_cache_bytes_capacity{model=\"tiny\"}") > 0);
+        var (code, output) = Metrics.MetricsTestHost.Promtool(text);
+        Assert.True(code == 0, $"promtool check metrics: {output}");
     }
 
     [Fact]

@@ -12,7 +12,7 @@ public class SwaggerTests(HostFixture fixture)
         Assert.Null(r["error"]);
         Assert.True(r["valid"]!.GetValue<bool>());
         var paths = r["paths"]!.AsArray().Select(p => p!.GetValue<string>()).ToHashSet();
-        foreach (var p in new[] { "/v1/models", "/v1/completions", "/tokenize", "/detokenize", "/health/live", "/health/ready", "/v1/models/{id}/scheduler" })
+        foreach (var p in new[] { "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize", "/health/live", "/health/ready", "/v1/models/{id}/scheduler" })
             Assert.Contains(p, paths);
     }
 

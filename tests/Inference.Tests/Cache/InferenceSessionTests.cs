@@ -9,6 +9,14 @@ public class InferenceSessionTests
 {
     private static readonly Inference.Model.LlamaModel Model = GoldenFixtures.Model("llama-default-f32");
 
+    /// <summary>A LongRoPE override switching from short to long factors past 128 tokens.</summary>
+    private static Inference.Rope.RopeScaling LongRope() => Model.ResolveRope(new JsonObject
+    {
+        ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
+        ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
+        ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
+    });
+
     [Fact]
     public void KvBytesAreAccountedExactly()
     {
@@ -36,12 +44,7 @@ public class InferenceSessionTests
     [Fact]
     public void LongRopeRebuildsOnceAtTheSwitch()
     {
-        var rope = Model.ResolveRope(new JsonObject
-        {
-            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
-            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
-            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
-        });
+        var rope = LongRope();
         var prompt = Enumerable.Range(0, 120).Select(i => 3 + i * 11 % 250).ToArray();
         using var session = new InferenceSession(Model, rope);
         var logits = session.Prefill(prompt);
@@ -55,12 +58,7 @@ public class InferenceSessionTests
     [Fact]
     public void PlannedUsesTheFinalRegimeFromTheStartAndNeverRebuilds()
     {
-        var rope = Model.ResolveRope(new JsonObject
-        {
-            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
-            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
-            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
-        });
+        var rope = LongRope();
         using var session = new InferenceSession(Model, rope, KvCachePolicy.Planned, plannedLength: 140);
         session.Prefill(Enumerable.Range(3, 120).ToArray());
         Assert.Equal("long", session.Regime!.Regime);
@@ -84,12 +82,7 @@ public class InferenceSessionTests
     {
         // Sequences of different lengths and regimes (one crosses LongRoPE's switch and is rebuilt
         // on its own) decoded together produce exactly the logits of decoding each alone.
-        var longrope = Model.ResolveRope(new JsonObject
-        {
-            ["rope_type"] = "longrope", ["original_max_position_embeddings"] = 128,
-            ["short_factor"] = new JsonArray(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0),
-            ["long_factor"] = new JsonArray(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0),
-        });
+        var longrope = LongRope();
         int[][] prompts = [[5, 6, 7], Enumerable.Range(3, 40).ToArray(), Enumerable.Range(10, 127).ToArray()];
         var ropes = new[] { Model.Rope, Model.Rope, longrope };
         var batched = prompts.Select((p, i) => new InferenceSession(Model, ropes[i])).ToList();

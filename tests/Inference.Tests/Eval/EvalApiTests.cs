@@ -65,6 +65,13 @@ public class EvalApiTests(EvalHostFixture fixture)
         Assert.Null(list["data"]![0]!["results"]); // the list leaves results out
         var (_, none) = await Host.GetAsync("/v1/evals?model=other");
         Assert.Empty(none!["data"]!.AsArray());
+
+        // Metrics: scored tokens by model and jobs by state.
+        string metrics = await Host.Http.GetStringAsync("/metrics");
+        double Metric(string series) => metrics.Split('\n').Where(l => l.StartsWith(series + " ", StringComparison.Ordinal))
+            .Select(l => double.Parse(l[(series.Length + 1)..].Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture)).SingleOrDefault();
+        Assert.True(Metric("piserve_eval_tokens_scored_total{model=\"tiny\"}") >= progress["tokens_scored"]!.GetValue<long>(), metrics);
+        Assert.True(Metric("piserve_eval_jobs{state=\"succeeded\"}") >= 1, metrics);
     }
 
     [Fact]

@@ -1,0 +1,122 @@
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using PiServe.Inference.Chat;
+using PiServe.Inference.Tokenization;
+
+namespace PiServe.Api.OpenAi;
+
+/// <summary>OpenAI chat completions: messages rendered with the model's chat template, then generated as a completion.</summary>
+public static class ChatEndpoints
+{
+    public static IEndpointRouteBuilder MapChatEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapGroup("/v1").WithTags("OpenAI")
+            .MapPost("/chat/completions", ChatCompletions).WithName("CreateChatCompletion")
+            .Accepts<ChatCompletionRequest>("application/json")
+            .Produces<ChatCompletionResponse>(200, "application/json", "text/event-stream")
+            .Produces<ErrorBody>(400).Produces<ErrorBody>(404).Produces<ErrorBody>(413).Produces<ErrorBody>(429);
+        return app;
+    }
+
+    private static readonly HashSet<string> Roles = ["system", "user", "assistant", "tool", "developer"];
+
+    private static async Task ChatCompletions(HttpContext http, CompletionService service)
+    {
+        var r = await RequestBody.ReadAsync<ChatCompletionRequest>(http.Request, http.RequestAborted);
+        var model = service.ResolveModel(r.Model);
+        var template = model.ChatTemplate ?? throw ApiException.BadParam("model",
+            $"model '{model.Id}' has no chat template{(model.ChatTemplateError is { } why ? $" ({why})" : " in tokenizer_config.json")}; use /v1/completions");
+        if (r.Messages is not { Count: > 0 }) throw ApiException.BadParam("messages", "'messages' must be a non-empty array");
+        var messages = new List<ChatMessage>(r.Messages.Count);
+        for (int i = 0; i < r.Messages.Count; i++)
+        {
+            var m = r.Messages[i];
+            if (m.Role is null || !Roles.Contains(m.Role))
+                throw ApiException.BadParam($"messages[{i}].role", $"messages[{i}].role must be one of {string.Join(", ", Roles)}");
+            messages.Add(new ChatMessage(m.Role, ContentText(m.Content, i)));
+        }
+
+        string promptText;
+        try
+        {
+            promptText = template.Render(messages, r.AddGenerationPrompt ?? true);
+        }
+        catch (ChatTemplateException e)
+        {
+            // Templates reject conversations they cannot format (e.g. roles that do not alternate).
+            throw ApiException.BadParam("messages", $"the model's chat template rejected the conversation: {e.Message}");
+        }
+        // The template writes BOS itself: tokenize without adding special tokens again, as HF does.
+        int[] prompt = model.Tokenizer!.Encode(promptText, addSpecialTokens: false);
+        int window = model.ContextWindowFor(model.Rope!);
+        int maxTokens = r.MaxCompletionTokens ?? r.MaxTokens ?? Math.Max(1, window - prompt.Length);
+        if (maxTokens < 1) throw ApiException.BadParam("max_tokens", "'max_tokens' must be at least 1");
+        if (r.TopLogprobs is < 0 or > CompletionService.MaxLogprobs) throw ApiException.BadParam("top_logprobs", $"'top_logprobs' must be between 0 and {CompletionService.MaxLogprobs}");
+        if (r.TopLogprobs is not null && r.Logprobs != true) throw ApiException.BadParam("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        var job = service.BuildJob(model, prompt, maxTokens, r.Temperature, r.TopP, r.TopK, r.Seed, r.Stop, r.N, r.PresencePenalty, r.FrequencyPenalty,
+            r.IgnoreEos, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, promptLogprobs: false, r.RopeScaling, r.RopeCache, http.RequestAborted);
+        var events = CompletionService.Submit(model, job);
+
+        string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var tokenizer = model.Tokenizer!;
+        if (r.Stream == true)
+        {
+            await Sse.StartAsync(http);
+            await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
+                [new ChatChunkChoice(0, new ChatDelta("assistant", ""), null, null)], null));
+            await foreach (var piece in CompletionsEndpoints.ReadAsync(events, http.RequestAborted))
+            {
+                if (piece.Error is { } error)
+                {
+                    await Sse.WriteAsync(http, new ErrorBody(new ErrorDetail(error, "server_error", null, null)));
+                    break;
+                }
+                var lp = piece.Token is { Logprob: not null } t ? new ChatLogprobs([TokenLogprob(t, tokenizer)]) : null;
+                if (piece.Text.Length == 0 && lp is null && piece.FinishReason is null) continue;
+                await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
+                    [new ChatChunkChoice(0, new ChatDelta(null, piece.Text), lp, piece.FinishReason)], null));
+                if (piece.Usage is { } usage && r.StreamOptions?.IncludeUsage == true)
+                    await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id, [], usage));
+            }
+            await Sse.DoneAsync(http);
+            return;
+        }
+
+        var text = new StringBuilder();
+        var logprobs = job.Logprobs is null ? null : new ChatLogprobs([]);
+        string? finish = null;
+        Usage? finalUsage = null;
+        await foreach (var piece in CompletionsEndpoints.ReadAsync(events, http.RequestAborted))
+        {
+            if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
+            text.Append(piece.Text);
+            if (logprobs is not null && piece.Token is { } t) logprobs.Content.Add(TokenLogprob(t, tokenizer));
+            finish = piece.FinishReason ?? finish;
+            finalUsage = piece.Usage ?? finalUsage;
+        }
+        if (finish is null) return; // the client went away
+        http.Response.ContentType = "application/json";
+        await JsonSerializer.SerializeAsync(http.Response.Body, new ChatCompletionResponse(id, "chat.completion", created, model.Id,
+            [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), logprobs, finish)], finalUsage!), CompletionsEndpoints.Json);
+    }
+
+    /// <summary>A message's content: a string, or the text parts of an array of content parts.</summary>
+    private static string? ContentText(JsonNode? content, int index) => content switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue(out string? s) => s,
+        JsonArray parts => string.Concat(parts.Select((p, j) =>
+            p?["type"]?.GetValue<string>() == "text" && p["text"] is JsonValue tv && tv.TryGetValue(out string? t) ? t
+                : throw ApiException.BadParam($"messages[{index}].content[{j}]", "only {\"type\":\"text\",\"text\":...} content parts are supported"))),
+        _ => throw ApiException.BadParam($"messages[{index}].content", "content must be a string or an array of text parts"),
+    };
+
+    private static ChatTokenLogprob TokenLogprob(Inference.Generation.TokenEvent t, ITokenizer tokenizer)
+    {
+        string token = tokenizer.Decode([t.TokenId]);
+        return new ChatTokenLogprob(token, t.Logprob ?? 0, [.. Encoding.UTF8.GetBytes(token)],
+            (t.Top ?? []).Select(x => new ChatTopLogprob(x.Token, x.Logprob, [.. Encoding.UTF8.GetBytes(x.Token)])).ToList());
+    }
+}

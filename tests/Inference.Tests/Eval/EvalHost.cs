@@ -56,7 +56,7 @@ public sealed class EvalHost : IAsyncDisposable
                      "--PiServe:Datasets:2:Id=bad", "--PiServe:Datasets:2:Kind=proof-pile", "--PiServe:Datasets:2:Path=bad.jsonl",
                      "--PiServe:Datasets:3:Id=gone", "--PiServe:Datasets:3:Kind=pg19", "--PiServe:Datasets:3:Path=missing",
                      "--PiServe:Datasets:4:Id=escape", "--PiServe:Datasets:4:Kind=pg19", "--PiServe:Datasets:4:Path=../tiny",
-                     "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
+                     "--PiServe:Scheduler:Threads=1", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
                  }.Concat(extraArgs))
             psi.ArgumentList.Add(a);
         psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";

@@ -8,6 +8,7 @@ using PiServe.Eval.Suites;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>The job runner in process over a real SQLite store: states, failures, cancellation, priority, resumption.</summary>
+[Collection("eval-compute")]
 public sealed class EvalJobRunnerTests : IDisposable
 {
     private readonly TempDir _tmp = new();

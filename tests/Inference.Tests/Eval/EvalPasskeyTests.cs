@@ -10,6 +10,7 @@ using PiServe.Inference.Rope;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>Passkey retrieval: the exact prompt, k, success and k_max.</summary>
+[Collection("eval-compute")]
 public partial class EvalPasskeyTests
 {
     [Fact]

@@ -6,6 +6,7 @@ using PiServe.Inference.Generation;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>Sliding-window perplexity equals exp(mean NLL) of the score verb's log-probs on the same windows.</summary>
+[Collection("eval-compute")]
 public class EvalPerplexityTests
 {
     /// <summary>

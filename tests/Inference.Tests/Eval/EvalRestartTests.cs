@@ -6,6 +6,7 @@ using PiServe.Eval.Suites;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>A host killed mid-job (SIGKILL) resumes the job after a restart: nothing lost, nothing recomputed.</summary>
+[Collection("eval-compute")]
 public class EvalRestartTests
 {
     [Fact]

@@ -7,6 +7,7 @@ using PiServe.Eval.Suites;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>GovReport summarization, the LongRoPE search and the attention-score diagnostics on the tiny model.</summary>
+[Collection("eval-compute")]
 public class EvalSuiteTests
 {
     [Fact]

@@ -5,6 +5,7 @@ using PiServe.Eval.Suites;
 namespace PiServe.Inference.Tests.Eval;
 
 /// <summary>The eval verb runs any kind locally and prints the results object a job would hold.</summary>
+[Collection("eval-compute")]
 public class EvalVerbTests
 {
     private static (int Code, string Out, string Err) Run(params string[] args)

@@ -30,6 +30,9 @@ public static class Verbs
         ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
     };
 
+    /// <summary>Plain quotes and non-ASCII text in terminal output (the default encoder escapes them for HTML).</summary>
+    private static readonly JsonSerializerOptions CliJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     public static bool IsVerb(string arg) => All.ContainsKey(arg);
 
     public static int Run(string[] args) => Run(args, Console.Out, Console.Error);
@@ -41,7 +44,7 @@ public static class Verbs
         {
             var parsed = VerbArgs.Parse(args.AsSpan(1), usage);
             var result = run(parsed);
-            stdout.WriteLine(result.ToJsonString());
+            stdout.WriteLine(result.ToJsonString(CliJson));
             return 0;
         }
         catch (Exception e) when (e is UsageException or CheckpointFormatException or RopeScalingException
@@ -51,7 +54,7 @@ public static class Verbs
         {
             string message = e is JsonException ? $"invalid JSON: {e.Message}" : e.Message;
             if (e is EvalRequestException { Param: { } param }) message += $" (param: {param})";
-            stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString());
+            stderr.WriteLine(new JsonObject { ["error"] = message }.ToJsonString(CliJson));
             return e is UsageException or EvalRequestException ? 2 : 1;
         }
     }

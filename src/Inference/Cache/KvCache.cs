@@ -3,8 +3,9 @@ using PiServe.Inference.Kernels;
 namespace PiServe.Inference.Cache;
 
 /// <summary>
-/// Keys (after rotation) and values of one sequence, per layer [position, kvHeads·headDim] in f32,
-/// in native memory that grows by doubling. Memory is accounted exactly: BytesPerToken is what
+/// Keys (after rotation) and values of one sequence, per layer head-major [kvHead][position][headDim]
+/// in f32, in native memory that grows by doubling. Head-major keeps one head's keys contiguous, so
+/// attention streams them sequentially instead of striding across the other heads. Memory is accounted exactly: BytesPerToken is what
 /// every cached position costs, AllocatedBytes what is reserved now.
 /// </summary>
 public sealed unsafe class KvCache : IDisposable
@@ -12,22 +13,28 @@ public sealed unsafe class KvCache : IDisposable
     private readonly NativeBuffer[] _keys;
     private readonly NativeBuffer[] _values;
 
-    public KvCache(int layers, int kvDim, int initialCapacity = 64)
+    public KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64)
     {
         Layers = layers;
-        KvDim = kvDim;
+        KvHeads = kvHeads;
+        HeadDim = headDim;
+        KvDim = kvHeads * headDim;
         Capacity = Math.Max(1, initialCapacity);
         _keys = new NativeBuffer[layers];
         _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
         {
-            _keys[l] = new NativeBuffer((long)Capacity * kvDim);
-            _values[l] = new NativeBuffer((long)Capacity * kvDim);
+            _keys[l] = new NativeBuffer((long)Capacity * KvDim);
+            _values[l] = new NativeBuffer((long)Capacity * KvDim);
         }
     }
 
     public int Layers { get; }
+    public int KvHeads { get; }
+    public int HeadDim { get; }
     public int KvDim { get; }
+    /// <summary>Floats between the same position of consecutive kv heads.</summary>
+    public long HeadStride => (long)Capacity * HeadDim;
     public int Capacity { get; private set; }
     /// <summary>Positions [0, Length) hold valid keys and values.</summary>
     public int Length { get; set; }
@@ -46,11 +53,26 @@ public sealed unsafe class KvCache : IDisposable
         while (cap < positions) cap = (int)Math.Min(int.MaxValue, cap * 2L);
         for (int l = 0; l < Layers; l++)
         {
-            _keys[l].Grow((long)cap * KvDim, (long)Length * KvDim);
-            _values[l].Grow((long)cap * KvDim, (long)Length * KvDim);
+            _keys[l] = Relayout(_keys[l], cap);
+            _values[l] = Relayout(_values[l], cap);
         }
         Capacity = cap;
     }
+
+    /// <summary>A buffer for the new capacity holding each head's first Length positions.</summary>
+    private NativeBuffer Relayout(NativeBuffer old, int capacity)
+    {
+        var b = new NativeBuffer((long)capacity * KvDim);
+        long bytes = (long)Length * HeadDim * sizeof(float);
+        for (int h = 0; h < KvHeads; h++)
+            Buffer.MemoryCopy(old.Ptr + h * HeadStride, b.Ptr + (long)h * capacity * HeadDim, bytes, bytes);
+        old.Dispose();
+        return b;
+    }
+
+    /// <summary>Key row of a head at a position.</summary>
+    public float* KeyRow(int layer, int head, int position) => _keys[layer].Ptr + head * HeadStride + (long)position * HeadDim;
+    public float* ValueRow(int layer, int head, int position) => _values[layer].Ptr + head * HeadStride + (long)position * HeadDim;
 
     public float* Keys(int layer) => _keys[layer].Ptr;
     public float* Values(int layer) => _values[layer].Ptr;

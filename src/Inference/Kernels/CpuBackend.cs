@@ -104,10 +104,9 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
     /// so a query's result does not depend on how many tokens the forward processes (cached decoding
     /// stays bit-identical to a full recompute).
     /// </summary>
-    public void Attention(float* q, float* k, float* v, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
+    public void Attention(float* q, float* k, float* v, long headStride, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
     {
         int group = heads / kvHeads;
-        int kvDim = kvHeads * headDim;
         float scale = 1f / MathF.Sqrt(headDim);
         nint qp = (nint)q, kp = (nint)k, vp = (nint)v, op = (nint)output;
         For(n * kvHeads, (long)(startPos + n) * headDim * 2 * group, item =>
@@ -122,7 +121,7 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                 for (int h = 0; h < group; h++) { m[h] = float.NegativeInfinity; l[h] = 0; }
                 new Span<float>(acc, group * headDim).Clear();
                 float* qg = (float*)qp + ((long)t * heads + g * group) * headDim;
-                float* kg = (float*)kp + g * headDim, vg = (float*)vp + g * headDim;
+                float* kg = (float*)kp + g * headStride, vg = (float*)vp + g * headStride;
 
                 // Tiles aligned to absolute positions (multiples of KeyTile), clipped to [j0, i].
                 for (int tileStart = j0 / KeyTile * KeyTile; tileStart <= i; tileStart += KeyTile)
@@ -130,7 +129,7 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                     int from = Math.Max(tileStart, j0), to = Math.Min(tileStart + KeyTile - 1, i), count = to - from + 1;
                     for (int jj = 0; jj < count; jj++)
                     {
-                        float* kr = kg + (long)(from + jj) * kvDim;
+                        float* kr = kg + (long)(from + jj) * headDim;
                         for (int h = 0; h < group; h++)
                             scores[h * KeyTile + jj] = Dot(qg + (long)h * headDim, kr, headDim) * scale;
                     }
@@ -151,7 +150,7 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                     }
                     for (int jj = 0; jj < count; jj++)
                     {
-                        float* vr = vg + (long)(from + jj) * kvDim;
+                        float* vr = vg + (long)(from + jj) * headDim;
                         for (int h = 0; h < group; h++)
                             Axpy(scores[h * KeyTile + jj], vr, acc + h * headDim, headDim);
                     }

@@ -24,9 +24,10 @@ public unsafe interface IComputeBackend
     /// <summary>
     /// Causal attention of n queries at positions startPos.. over keys/values [0, startPos+n) of the
     /// cache, query head h reading kv head h / (heads/kvHeads); with a window W a query at i sees
-    /// keys j with i − j &lt; W.
+    /// keys j with i − j &lt; W. The cache is head-major: the key of kv head g at position j is
+    /// k + g·headStride + j·headDim (values likewise).
     /// </summary>
-    void Attention(float* q, float* k, float* v, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
+    void Attention(float* q, float* k, float* v, long headStride, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
 
     /// <summary>gate = silu(gate)·up, elementwise over count values.</summary>
     void SwiGlu(float* gate, float* up, long count);

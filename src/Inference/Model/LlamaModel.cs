@@ -114,7 +114,7 @@ public sealed unsafe class LlamaModel : IDisposable
     public RopeScaling ResolveRope(JsonObject? ropeScalingOverride) =>
         ropeScalingOverride is null ? Rope : RopeScalingFactory.Create(Config, ropeScalingOverride);
 
-    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.KvDim, initialCapacity);
+    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity);
 
     /// <summary>
     /// Runs tokens at positions [startPos, startPos + n) through the decoder with the given rope
@@ -174,11 +174,16 @@ public sealed unsafe class LlamaModel : IDisposable
             row = 0;
             foreach (var seg in segments)
             {
-                // Append this segment's keys and values to its cache, then attend over the cache.
-                long bytes = (long)seg.Count * kvDim * sizeof(float);
-                Buffer.MemoryCopy(s.K + (long)row * kvDim, seg.Cache.Keys(l) + (long)seg.StartPos * kvDim, bytes, bytes);
-                Buffer.MemoryCopy(s.V + (long)row * kvDim, seg.Cache.Values(l) + (long)seg.StartPos * kvDim, bytes, bytes);
-                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Keys(l), seg.Cache.Values(l), s.Att + (long)row * c.QueryDim,
+                // Append this segment's keys and values to its (head-major) cache, then attend over it.
+                long bytes = (long)c.HeadDim * sizeof(float);
+                for (int t = 0; t < seg.Count; t++)
+                    for (int g = 0; g < c.NumKvHeads; g++)
+                    {
+                        long src = (long)(row + t) * kvDim + (long)g * c.HeadDim;
+                        Buffer.MemoryCopy(s.K + src, seg.Cache.KeyRow(l, g, seg.StartPos + t), bytes, bytes);
+                        Buffer.MemoryCopy(s.V + src, seg.Cache.ValueRow(l, g, seg.StartPos + t), bytes, bytes);
+                    }
+                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Keys(l), seg.Cache.Values(l), seg.Cache.HeadStride, s.Att + (long)row * c.QueryDim,
                     seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
                 row += seg.Count;
             }

@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Checkpoints;
@@ -15,19 +12,16 @@ namespace PiServe.Inference.Tests.Api;
 /// </summary>
 public sealed class PiServeHostProcess : IAsyncDisposable
 {
-    private readonly Process _process;
-    private readonly StringBuilder _log = new();
+    private readonly HostProcess _host;
     public TempDir Root { get; }
-    public string BaseUrl { get; }
-    public HttpClient Http { get; }
-    public string Log { get { lock (_log) return _log.ToString(); } }
+    public string BaseUrl => _host.BaseUrl;
+    public HttpClient Http => _host.Http;
+    public string Log => _host.Log;
 
-    private PiServeHostProcess(Process process, TempDir root, string baseUrl)
+    private PiServeHostProcess(HostProcess host, TempDir root)
     {
-        _process = process;
+        _host = host;
         Root = root;
-        BaseUrl = baseUrl;
-        Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
     }
 
     public const string MistralChatTemplate =
@@ -58,48 +52,25 @@ public sealed class PiServeHostProcess : IAsyncDisposable
         Directory.CreateDirectory(Path.Combine(root.Path, "broken"));
         File.WriteAllText(Path.Combine(root.Path, "broken", "config.json"), "{\"model_type\": \"llama\"}");
 
-        int port;
-        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
-        string url = $"http://127.0.0.1:{port}";
-        var psi = new ProcessStartInfo("dotnet")
+        string[] args =
+        [
+            $"--PiServe:ModelsRoot={root.Path}",
+            "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
+            "--PiServe:Models:1:Id=broken", "--PiServe:Models:1:Path=broken",
+            "--PiServe:Models:2:Id=mismatch", "--PiServe:Models:2:Path=mismatch",
+            "--PiServe:Models:3:Id=escape", "--PiServe:Models:3:Path=../outside",
+            "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
+            .. extraArgs,
+        ];
+        try
         {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = root.Path,
-        };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "piserve.dll"));
-        foreach (var a in new[]
-                 {
-                     "--urls", url, $"--PiServe:ModelsRoot={root.Path}",
-                     "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
-                     "--PiServe:Models:1:Id=broken", "--PiServe:Models:1:Path=broken",
-                     "--PiServe:Models:2:Id=mismatch", "--PiServe:Models:2:Path=mismatch",
-                     "--PiServe:Models:3:Id=escape", "--PiServe:Models:3:Path=../outside",
-                     "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
-                 }.Concat(extraArgs))
-            psi.ArgumentList.Add(a);
-        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
-        var process = Process.Start(psi)!;
-        var host = new PiServeHostProcess(process, root, url);
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (process.HasExited) throw new InvalidOperationException($"the host exited with {process.ExitCode}:\n{host.Log}");
-            try
-            {
-                var r = await host.Http.GetAsync("/health/live");
-                if (r.IsSuccessStatusCode) return host;
-            }
-            catch (HttpRequestException) { }
-            await Task.Delay(200);
+            return new PiServeHostProcess(await HostProcess.StartAsync(root.Path, args), root);
         }
-        await host.DisposeAsync();
-        throw new TimeoutException("the host did not answer /health/live within 60 s");
+        catch
+        {
+            root.Dispose();
+            throw;
+        }
     }
 
     public async Task<(int Status, JsonNode? Body, HttpResponseMessage Response)> PostAsync(string path, string json, string? apiKey = null)
@@ -125,10 +96,7 @@ public sealed class PiServeHostProcess : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { });
-        _process.Dispose();
-        Http.Dispose();
+        await _host.DisposeAsync();
         Root.Dispose();
     }
 }

@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Tests.Api;
@@ -14,18 +11,12 @@ namespace PiServe.Inference.Tests.Eval;
 /// </summary>
 public sealed class EvalHost : IAsyncDisposable
 {
-    private readonly Process _process;
-    private readonly StringBuilder _log = new();
-    public string BaseUrl { get; }
-    public HttpClient Http { get; }
-    public string Log { get { lock (_log) return _log.ToString(); } }
+    private readonly HostProcess _host;
+    public string BaseUrl => _host.BaseUrl;
+    public HttpClient Http => _host.Http;
+    public string Log => _host.Log;
 
-    private EvalHost(Process process, string baseUrl)
-    {
-        _process = process;
-        BaseUrl = baseUrl;
-        Http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromSeconds(60) };
-    }
+    private EvalHost(HostProcess host) => _host = host;
 
     public static string DataDir(string root) => Path.Combine(root, "data");
     public static string StorePath(string root) => Path.Combine(root, "state", PiServe.Eval.Jobs.SqliteEvalStore.FileName);
@@ -42,43 +33,19 @@ public sealed class EvalHost : IAsyncDisposable
 
     public static async Task<EvalHost> StartAsync(string root, params string[] extraArgs)
     {
-        int port;
-        using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }
-        string url = $"http://127.0.0.1:{port}";
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "piserve.dll"));
-        foreach (var a in new[]
-                 {
-                     "--urls", url, $"--PiServe:ModelsRoot={root}", "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
-                     $"--PiServe:DataRoot={DataDir(root)}", $"--PiServe:DataDirectory={Path.Combine(root, "state")}",
-                     "--PiServe:Datasets:0:Id=pg", "--PiServe:Datasets:0:Kind=pg19", "--PiServe:Datasets:0:Path=pg19",
-                     "--PiServe:Datasets:1:Id=gov", "--PiServe:Datasets:1:Kind=govreport", "--PiServe:Datasets:1:Path=gov.jsonl",
-                     "--PiServe:Datasets:2:Id=bad", "--PiServe:Datasets:2:Kind=proof-pile", "--PiServe:Datasets:2:Path=bad.jsonl",
-                     "--PiServe:Datasets:3:Id=gone", "--PiServe:Datasets:3:Kind=pg19", "--PiServe:Datasets:3:Path=missing",
-                     "--PiServe:Datasets:4:Id=escape", "--PiServe:Datasets:4:Kind=pg19", "--PiServe:Datasets:4:Path=../tiny",
-                     "--PiServe:Scheduler:Threads=1", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
-                 }.Concat(extraArgs))
-            psi.ArgumentList.Add(a);
-        psi.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
-        var process = Process.Start(psi)!;
-        var host = new EvalHost(process, url);
-        process.OutputDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (host._log) host._log.AppendLine(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (DateTime.UtcNow < deadline)
-        {
-            if (process.HasExited) throw new InvalidOperationException($"the host exited with {process.ExitCode}:\n{host.Log}");
-            try
-            {
-                if ((await host.Http.GetAsync("/health/ready")).IsSuccessStatusCode) return host;
-            }
-            catch (HttpRequestException) { }
-            await Task.Delay(100);
-        }
-        await host.DisposeAsync();
-        throw new TimeoutException("the host did not become ready within 60 s");
+        string[] args =
+        [
+            $"--PiServe:ModelsRoot={root}", "--PiServe:Models:0:Id=tiny", "--PiServe:Models:0:Path=tiny",
+            $"--PiServe:DataRoot={DataDir(root)}", $"--PiServe:DataDirectory={Path.Combine(root, "state")}",
+            "--PiServe:Datasets:0:Id=pg", "--PiServe:Datasets:0:Kind=pg19", "--PiServe:Datasets:0:Path=pg19",
+            "--PiServe:Datasets:1:Id=gov", "--PiServe:Datasets:1:Kind=govreport", "--PiServe:Datasets:1:Path=gov.jsonl",
+            "--PiServe:Datasets:2:Id=bad", "--PiServe:Datasets:2:Kind=proof-pile", "--PiServe:Datasets:2:Path=bad.jsonl",
+            "--PiServe:Datasets:3:Id=gone", "--PiServe:Datasets:3:Kind=pg19", "--PiServe:Datasets:3:Path=missing",
+            "--PiServe:Datasets:4:Id=escape", "--PiServe:Datasets:4:Kind=pg19", "--PiServe:Datasets:4:Path=../tiny",
+            "--PiServe:Scheduler:Threads=1", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
+            .. extraArgs,
+        ];
+        return new EvalHost(await HostProcess.StartAsync(root, args, readyPath: "/health/ready"));
     }
 
     public async Task<(int Status, JsonNode? Body)> SendAsync(HttpMethod method, string path, string? json = null)
@@ -110,11 +77,7 @@ public sealed class EvalHost : IAsyncDisposable
     }
 
     /// <summary>Ends the process at once (SIGKILL): no shutdown code runs.</summary>
-    public void Kill()
-    {
-        _process.Kill(entireProcessTree: true);
-        _process.WaitForExit(10_000);
-    }
+    public void Kill() => _host.Kill();
 
     public JsonNode RunClient(string scenario, JsonObject input)
     {
@@ -125,11 +88,5 @@ public sealed class EvalHost : IAsyncDisposable
         return JsonNode.Parse(stdout)!;
     }
 
-    public async ValueTask DisposeAsync()
-    {
-        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
-        await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(10)).ContinueWith(_ => { });
-        _process.Dispose();
-        Http.Dispose();
-    }
+    public ValueTask DisposeAsync() => _host.DisposeAsync();
 }

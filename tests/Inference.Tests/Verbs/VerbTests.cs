@@ -144,28 +144,9 @@ public class VerbTests
     [Fact]
     public async Task WithNoVerbTheExecutableServesHealthEndpoints()
     {
-        int port;
-        using (var l = new TcpListener(System.Net.IPAddress.Loopback, 0)) { l.Start(); port = ((System.Net.IPEndPoint)l.LocalEndpoint).Port; }
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Executable);
-        psi.ArgumentList.Add("--urls");
-        psi.ArgumentList.Add($"http://127.0.0.1:{port}");
-        using var p = Process.Start(psi)!;
-        try
-        {
-            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
-            string? body = null;
-            for (int i = 0; i < 100 && body is null; i++)
-            {
-                try { body = await http.GetStringAsync($"http://127.0.0.1:{port}/health/live"); }
-                catch (HttpRequestException) { await Task.Delay(200); }
-            }
-            Assert.NotNull(body);
-            Assert.Equal("live", JsonNode.Parse(body!)!["status"]!.GetValue<string>());
-        }
-        finally
-        {
-            p.Kill(entireProcessTree: true);
-        }
+        using var dir = new TempDir();
+        await using var host = await HostProcess.StartAsync(dir.Path, []);
+        var body = await host.Http.GetStringAsync("/health/live");
+        Assert.Equal("live", JsonNode.Parse(body)!["status"]!.GetValue<string>());
     }
 }

@@ -1,0 +1,24 @@
+# PiServe: SDK build stage, ASP.NET runtime stage, non-root.
+FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
+WORKDIR /src
+COPY Directory.Build.props PiServe.sln ./
+COPY src/ src/
+RUN dotnet publish src/Api -c Release -o /app --nologo
+
+FROM mcr.microsoft.com/dotnet/aspnet:10.0
+# curl for the HEALTHCHECK (the aspnet image has none).
+RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY --from=build /app ./
+# The shipped default models; user models go to the /models volume.
+COPY models/ /app/models/
+RUN mkdir -p /models /data && chown -R app:app /models /data
+USER app
+ENV ASPNETCORE_URLS=http://+:8080 \
+    PiServe__ModelsRoot=/models \
+    PiServe__DataDirectory=/data \
+    DOTNET_gcServer=0
+VOLUME ["/models", "/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 CMD curl -fsS http://localhost:8080/health/live || exit 1
+ENTRYPOINT ["dotnet", "piserve.dll"]

@@ -6,7 +6,12 @@ using PiServe.Api.Hosting;
 if (args.Length > 0 && Verbs.IsVerb(args[0]))
     return Verbs.Run(args);
 
-var builder = WebApplication.CreateBuilder(args);
+var builder = WebApplication.CreateBuilder(new WebApplicationOptions
+{
+    Args = args,
+    // The page (wwwroot) is copied next to the assembly: serve it from there, not from the working directory.
+    WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
+});
 builder.Services.AddPiServe(builder.Configuration);
 var app = builder.Build();
 app.UsePiServe();

@@ -36,6 +36,9 @@ public static class PiServeHost
     public static WebApplication UsePiServe(this WebApplication app)
     {
         app.UseMiddleware<ApiErrorMiddleware>();
+        // The page at / (wwwroot: playground and evaluations, no build step).
+        app.UseDefaultFiles();
+        app.UseStaticFiles();
         app.UseMiddleware<ApiKeyMiddleware>();
         app.UseSwagger();
         app.UseSwaggerUI();

@@ -60,25 +60,11 @@ public sealed class ServedModel(string id, string path) : IDisposable
         Error = error;
     }
 
-    /// <summary>
-    /// The context window under a rope scaling, derived as vLLM does: max_position_embeddings, times
-    /// the factor for linear and dynamic scaling; original_max_position_embeddings × factor for YaRN;
-    /// LongRoPE, Llama 3 and plain RoPE keep max_position_embeddings (their configs already state the
-    /// extended length).
-    /// </summary>
+    /// <summary>The context window under a rope scaling (<see cref="ContextWindow.For"/>), at least a variant's configured window.</summary>
     public int ContextWindowFor(RopeScaling rope)
     {
-        int max = Model!.Config.MaxPositionEmbeddings;
-        var family = rope is UnscaledPrefixRope u ? u.Inner : rope;
-        double window = family switch
-        {
-            LinearRopeScaling l => max * l.Factor,
-            DynamicNtkRopeScaling d => max * d.Factor,
-            YarnRopeScaling y => Math.Max(max, y.OriginalMaxPositionEmbeddings * y.Factor),
-            _ => max,
-        };
-        if (ContextWindowOverride is { } w) window = Math.Max(window, w);
-        return (int)Math.Min(int.MaxValue, Math.Round(window));
+        int window = ContextWindow.For(Model!.Config, rope);
+        return ContextWindowOverride is { } w ? Math.Max(window, w) : window;
     }
 
     public void Dispose()

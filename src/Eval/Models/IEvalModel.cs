@@ -65,26 +65,3 @@ public interface IEvalModelProvider
     /// <summary>Registers a new model id serving the same weights as <paramref name="baseModel"/> with a default rope override.</summary>
     void RegisterVariant(string baseModel, string id, JsonObject ropeScaling, int? contextWindow);
 }
-
-/// <summary>Defaults shared by the implementations.</summary>
-public static class EvalModelDefaults
-{
-    /// <summary>
-    /// The context window under a rope scaling as vLLM derives it (same rule as the host's /v1/models):
-    /// max_position_embeddings, × factor for linear and dynamic, original × factor for YaRN; LongRoPE,
-    /// Llama 3 and plain RoPE keep max_position_embeddings.
-    /// </summary>
-    public static int ContextWindow(ModelConfig config, RopeScaling rope)
-    {
-        int max = config.MaxPositionEmbeddings;
-        var family = rope is UnscaledPrefixRope u ? u.Inner : rope;
-        double window = family switch
-        {
-            LinearRopeScaling l => max * l.Factor,
-            DynamicNtkRopeScaling d => max * d.Factor,
-            YarnRopeScaling y => Math.Max(max, y.OriginalMaxPositionEmbeddings * y.Factor),
-            _ => max,
-        };
-        return (int)Math.Min(int.MaxValue, Math.Round(window));
-    }
-}

@@ -21,7 +21,7 @@ public sealed unsafe class LlamaEvalModel : IEvalModel
     private readonly HashSet<int> _stop;
 
     /// <param name="busy">True while interactive requests need the model (the host passes its scheduler's counts).</param>
-    /// <param name="contextWindow">The host's context-window rule; null for <see cref="EvalModelDefaults.ContextWindow"/>.</param>
+    /// <param name="contextWindow">The host's context-window rule; null for <see cref="ContextWindow.For"/>.</param>
     public LlamaEvalModel(string id, LlamaModel model, ITokenizer tokenizer, RopeScaling? defaultRope = null,
         Func<bool>? busy = null, Func<RopeScaling, int>? contextWindow = null)
     {
@@ -46,7 +46,7 @@ public sealed unsafe class LlamaEvalModel : IEvalModel
 
     public RopeScaling ResolveRope(JsonObject? ropeScaling) => ropeScaling is null ? DefaultRope : Model.ResolveRope(ropeScaling);
 
-    public int ContextWindow(RopeScaling rope) => _contextWindow?.Invoke(rope) ?? EvalModelDefaults.ContextWindow(Config, rope);
+    public int ContextWindow(RopeScaling rope) => _contextWindow?.Invoke(rope) ?? Inference.Rope.ContextWindow.For(Config, rope);
 
     public int[] Encode(string text, bool addSpecialTokens = true) => _tokenizer.Encode(text, addSpecialTokens);
 

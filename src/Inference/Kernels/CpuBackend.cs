@@ -131,7 +131,7 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                     {
                         float* kr = kg + (long)(from + jj) * headDim;
                         for (int h = 0; h < group; h++)
-                            scores[h * KeyTile + jj] = Dot(qg + (long)h * headDim, kr, headDim) * scale;
+                            scores[h * KeyTile + jj] = Gemm.DotF32(qg + (long)h * headDim, kr, headDim) * scale;
                     }
                     for (int h = 0; h < group; h++)
                     {
@@ -162,17 +162,6 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                 }
             }
         });
-    }
-
-    private static float Dot(float* a, float* b, int n)
-    {
-        if ((n & 15) == 0)
-        {
-            var s = Vector512<float>.Zero;
-            for (int i = 0; i < n; i += 16) s = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s);
-            return Vector512.Sum(s);
-        }
-        return TensorPrimitives.Dot(new ReadOnlySpan<float>(a, n), new ReadOnlySpan<float>(b, n));
     }
 
     /// <summary>y += a·x.</summary>

@@ -181,7 +181,8 @@ public static unsafe class Gemm
                 y[(long)t * yStride + j] = s[t * 4 + j] + (bias == null ? 0 : bias[j]);
     }
 
-    private static float DotF32(float* a, float* b, int k)
+    /// <summary>Σ a[i]·b[i] over k floats (Vector512, scalar tail).</summary>
+    internal static float DotF32(float* a, float* b, int k)
     {
         var s = Vector512<float>.Zero;
         int i = 0;

@@ -3,6 +3,8 @@ FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
 WORKDIR /src
 COPY Directory.Build.props PiServe.sln ./
 COPY src/ src/
+# The shipped default models: the Api project publishes them next to the executable (models/).
+COPY models/ models/
 RUN dotnet publish src/Api -c Release -o /app --nologo
 
 FROM mcr.microsoft.com/dotnet/aspnet:10.0
@@ -10,8 +12,7 @@ FROM mcr.microsoft.com/dotnet/aspnet:10.0
 RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /app ./
-# The shipped default models; user models go to the /models volume.
-COPY models/ /app/models/
+# User models go to the /models volume; with none configured the shipped /app/models are served.
 RUN mkdir -p /models /data && chown -R app:app /models /data
 USER app
 ENV ASPNETCORE_URLS=http://+:8080 \

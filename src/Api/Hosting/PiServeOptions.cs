@@ -9,7 +9,10 @@ public sealed class PiServeOptions
 
     /// <summary>Model paths must resolve inside this folder; anything else is refused.</summary>
     public string ModelsRoot { get; set; } = "models";
+    /// <summary>The models to serve. Empty: serve every model folder in <see cref="ShippedModels"/>.</summary>
     public List<ModelOptions> Models { get; set; } = [];
+    /// <summary>The folder of shipped models served when <see cref="Models"/> is empty (default: models/ next to the executable).</summary>
+    public string ShippedModels { get; set; } = "";
     /// <summary>When non-empty, every endpoint but health and metrics needs "Authorization: Bearer KEY".</summary>
     public List<string> ApiKeys { get; set; } = [];
     public SchedulerSettings Scheduler { get; set; } = new();

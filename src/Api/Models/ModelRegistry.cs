@@ -12,8 +12,9 @@ using PiServe.Inference.Tokenization;
 namespace PiServe.Api.Models;
 
 /// <summary>
-/// The models named in configuration, loaded at start-up. A model that fails to load is kept with
-/// its error (reported by /v1/models, readiness and the log) and the others are served.
+/// The models named in configuration (or, when none is, the models shipped in models/ next to the
+/// executable), loaded at start-up. A model that fails to load is kept with its error (reported by
+/// /v1/models, readiness and the log) and the others are served.
 /// </summary>
 public sealed class ModelRegistry : IDisposable
 {
@@ -22,60 +23,89 @@ public sealed class ModelRegistry : IDisposable
     public ModelRegistry(IOptions<PiServeOptions> options, IConfiguration configuration, ILogger<ModelRegistry> log, ISchedulerObserverFactory? observers = null)
     {
         var o = options.Value;
+        if (o.Models.Count == 0)
+        {
+            // Nothing configured: serve the models shipped with the executable (models/ next to it),
+            // so a fresh clone answers completions with no configuration and no download.
+            string shipped = ShippedModelsFolder(o);
+            var folders = Directory.Exists(shipped)
+                ? Directory.GetDirectories(shipped).Where(d => File.Exists(System.IO.Path.Combine(d, "config.json"))).Order(StringComparer.Ordinal).ToList()
+                : [];
+            if (folders.Count == 0) log.LogWarning("No models configured (PiServe:Models) and none shipped in {Folder}", shipped);
+            foreach (string folder in folders)
+                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o, observers, log);
+            return;
+        }
+
         string root = System.IO.Path.GetFullPath(o.ModelsRoot);
         var sections = configuration.GetSection($"{PiServeOptions.Section}:Models").GetChildren().ToList();
         for (int i = 0; i < o.Models.Count; i++)
         {
             var m = o.Models[i];
+            int index = i;
             string id = string.IsNullOrWhiteSpace(m.Id) ? $"model-{i}" : m.Id;
-            var served = new ServedModel(id, m.Path);
-            if (!_models.TryAdd(id, served))
-            {
-                log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
-                continue;
-            }
-            try
+            string Resolve()
             {
                 string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, m.Path));
                 if (!full.StartsWith(root.TrimEnd(System.IO.Path.DirectorySeparatorChar) + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal) && full != root)
-                    throw new ArgumentException($"PiServe:Models:{i}:Path '{m.Path}' resolves to {full}, outside PiServe:ModelsRoot ({root})");
-                var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
-                var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
+                    throw new ArgumentException($"PiServe:Models:{index}:Path '{m.Path}' resolves to {full}, outside PiServe:ModelsRoot ({root})");
+                return full;
+            }
+            var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
+            if (!Load(id, m.Path, Resolve, ropeOverride, o, observers, log))
+                log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
+        }
+    }
+
+    /// <summary>Where the shipped models live: PiServe:ShippedModels, else models/ next to the executable.</summary>
+    public static string ShippedModelsFolder(PiServeOptions o) => System.IO.Path.GetFullPath(
+        string.IsNullOrWhiteSpace(o.ShippedModels) ? System.IO.Path.Combine(AppContext.BaseDirectory, "models") : o.ShippedModels);
+
+    /// <summary>Loads one model under <paramref name="id"/>; false if the id is taken. Load failures are kept with the model.</summary>
+    private bool Load(string id, string path, Func<string> resolve, JsonObject? ropeOverride, PiServeOptions o,
+                      ISchedulerObserverFactory? observers, ILogger log)
+    {
+        var served = new ServedModel(id, path);
+        if (!_models.TryAdd(id, served)) return false;
+        try
+        {
+            string full = resolve();
+            var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
+            try
+            {
+                var tokenizer = TokenizerLoader.Load(full);
+                // Checkpoints may pad the embedding past the tokenizer; the reverse means the
+                // tokenizer can produce ids the model has no row for.
+                if (tokenizer.VocabSize > model.Config.VocabSize)
+                    throw new ArgumentException($"tokenizer.json has {tokenizer.VocabSize} tokens but config.json vocab_size is {model.Config.VocabSize}: this tokenizer does not belong to this model");
+                var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
+                served.Loaded(model, tokenizer, scheduler, ropeOverride);
                 try
                 {
-                    var tokenizer = TokenizerLoader.Load(full);
-                    // Checkpoints may pad the embedding past the tokenizer; the reverse means the
-                    // tokenizer can produce ids the model has no row for.
-                    if (tokenizer.VocabSize > model.Config.VocabSize)
-                        throw new ArgumentException($"tokenizer.json has {tokenizer.VocabSize} tokens but config.json vocab_size is {model.Config.VocabSize}: this tokenizer does not belong to this model");
-                    var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
-                    served.Loaded(model, tokenizer, scheduler, ropeOverride);
-                    try
-                    {
-                        served.ChatTemplate = Inference.Chat.ChatTemplate.FromTokenizerConfig(full);
-                    }
-                    catch (Inference.Chat.ChatTemplateException e)
-                    {
-                        // A broken template costs the model its chat endpoint, not its completions.
-                        served.ChatTemplateError = e.Message;
-                        log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
-                    }
+                    served.ChatTemplate = Inference.Chat.ChatTemplate.FromTokenizerConfig(full);
                 }
-                catch
+                catch (Inference.Chat.ChatTemplateException e)
                 {
-                    model.Dispose();
-                    throw;
+                    // A broken template costs the model its chat endpoint, not its completions.
+                    served.ChatTemplateError = e.Message;
+                    log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
                 }
-                log.LogInformation("Loaded model {Id} from {Path}: {Layers} layers, {Params} parameters, rope {Rope}",
-                    id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType);
             }
-            catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
-                                          or ArgumentException or IOException or UnauthorizedAccessException)
+            catch
             {
-                served.Failed(e.Message);
-                log.LogError("Model {Id} failed to load: {Error}", id, e.Message);
+                model.Dispose();
+                throw;
             }
+            log.LogInformation("Loaded model {Id} from {Path}: {Layers} layers, {Params} parameters, rope {Rope}",
+                id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType);
         }
+        catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
+                                      or ArgumentException or IOException or UnauthorizedAccessException)
+        {
+            served.Failed(e.Message);
+            log.LogError("Model {Id} failed to load: {Error}", id, e.Message);
+        }
+        return true;
     }
 
     public IReadOnlyCollection<ServedModel> All { get { lock (_models) return _models.Values.ToList(); } }

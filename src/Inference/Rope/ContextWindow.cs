@@ -4,7 +4,10 @@ namespace PiServe.Inference.Rope;
 
 /// <summary>
 /// The context window of a model under a rope scaling, derived as vLLM does: max_position_embeddings,
-/// times the factor for linear and dynamic scaling; original_max_position_embeddings × factor for YaRN;
+/// times the factor for linear and dynamic scaling; original_max_position_embeddings × factor for YaRN,
+/// and for linear scaling when rope_scaling states original_max_position_embeddings (then
+/// max_position_embeddings may already be the extended length, as in PI fine-tuned checkpoints:
+/// max(max_position_embeddings, original × factor) counts it once, where vLLM would multiply twice);
 /// LongRoPE, Llama 3 and plain RoPE keep max_position_embeddings (their configs already state the
 /// extended length). One rule for the host's limits and /v1/models and for the evaluation suites.
 /// </summary>
@@ -16,6 +19,7 @@ public static class ContextWindow
         var family = rope is UnscaledPrefixRope u ? u.Inner : rope;
         double window = family switch
         {
+            LinearRopeScaling { OriginalMaxPositionEmbeddings: { } o } l => Math.Max(max, o * l.Factor),
             LinearRopeScaling l => max * l.Factor,
             DynamicNtkRopeScaling d => max * d.Factor,
             YarnRopeScaling y => Math.Max(max, y.OriginalMaxPositionEmbeddings * y.Factor),

@@ -27,7 +27,7 @@ public static class RopeScalingFactory
         RopeScaling family = ropeType switch
         {
             "default" => new DefaultRope(d, theta),
-            "linear" => new LinearRopeScaling(d, theta, Factor(ropeScaling)),
+            "linear" => new LinearRopeScaling(d, theta, Factor(ropeScaling), PositiveInt(ropeScaling, "original_max_position_embeddings")),
             "dynamic" => new DynamicNtkRopeScaling(d, theta, Factor(ropeScaling), config.MaxPositionEmbeddings),
             "yarn" => new YarnRopeScaling(d, theta, Factor(ropeScaling),
                 PositiveInt(ropeScaling, "original_max_position_embeddings") ?? config.MaxPositionEmbeddings,

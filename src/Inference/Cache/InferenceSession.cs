@@ -45,6 +45,8 @@ public sealed unsafe class InferenceSession : IDisposable
         _chunk = Math.Max(1, prefillChunk);
         _scratch = new ForwardScratch(model.Config);
         _logits = new float[model.Config.VocabSize];
+        // Sized for the planned request, the token list does not grow (allocate) while decoding.
+        if (plannedLength is > 0) _tokens.Capacity = Math.Min(plannedLength.Value, 1 << 20);
         // A caller that reserved memory for the whole request sizes the cache once, so it never doubles past the reservation.
         Cache = model.CreateCache(initialCapacity);
     }
@@ -123,9 +125,31 @@ public sealed unsafe class InferenceSession : IDisposable
         if (sessions.Count != tokens.Length) throw new ArgumentException("one token per session", nameof(tokens));
         if (sessions.Count == 0) return;
         var model = sessions[0].Model;
-        var batch = new List<InferenceSession>(sessions.Count);
-        var batchTokens = new List<int>(sessions.Count);
-        var segments = new List<LlamaModel.Segment>(sessions.Count);
+        // Per-thread lists, reused step after step (a decode step allocates nothing once they have grown).
+        var batch = t_batch ??= [];
+        var batchTokens = t_batchTokens ??= [];
+        var segments = t_segments ??= [];
+        batch.Clear();
+        batchTokens.Clear();
+        segments.Clear();
+        try
+        {
+            AppendBatch(sessions, tokens, scratch, logitScratch, model, batch, batchTokens, segments);
+        }
+        finally
+        {
+            batch.Clear(); // no session stays reachable from a thread-static list
+            segments.Clear();
+        }
+    }
+
+    [ThreadStatic] private static List<InferenceSession>? t_batch;
+    [ThreadStatic] private static List<int>? t_batchTokens;
+    [ThreadStatic] private static List<LlamaModel.Segment>? t_segments;
+
+    private static void AppendBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, ForwardScratch scratch, float[] logitScratch,
+        LlamaModel model, List<InferenceSession> batch, List<int> batchTokens, List<LlamaModel.Segment> segments)
+    {
         for (int i = 0; i < sessions.Count; i++)
         {
             var session = sessions[i];

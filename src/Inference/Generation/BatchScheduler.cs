@@ -302,16 +302,32 @@ public sealed class BatchScheduler : IDisposable
         else r.NextToken = token;
     }
 
+    // The decode step's lists, reused by the scheduler loop (its only caller) step after step.
+    private readonly List<Running> _stepBatch = [];
+    private readonly List<InferenceSession> _stepSessions = [];
+    private readonly List<int> _stepTokens = [];
+
     private void DecodeStep(ForwardScratch scratch, float[] logits)
     {
-        List<Running> batch;
-        lock (_lock) batch = _running.Where(r => r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested).ToList();
+        var batch = _stepBatch;
+        batch.Clear();
+        _stepSessions.Clear();
+        _stepTokens.Clear();
+        lock (_lock)
+            foreach (var r in _running)
+                if (r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) batch.Add(r);
         if (batch.Count == 0) return;
-        var tokens = batch.Select(r => r.NextToken).ToArray();
-        InferenceSession.AppendBatch(batch.Select(r => r.Session).ToList(), tokens, scratch, logits);
+        foreach (var r in batch)
+        {
+            _stepSessions.Add(r.Session);
+            _stepTokens.Add(r.NextToken);
+        }
+        InferenceSession.AppendBatch(_stepSessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_stepTokens), scratch, logits);
         Interlocked.Increment(ref DecodeSteps);
         Interlocked.Add(ref DecodedTokens, batch.Count);
         foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
+        batch.Clear(); // finished requests are not kept reachable until the next step
+        _stepSessions.Clear();
     }
 
     private void FailRunning(string message)

@@ -4,17 +4,28 @@ using System.Runtime.Intrinsics;
 namespace PiServe.Inference.Kernels;
 
 /// <summary>
-/// SIMD CPU kernels: rows split over threads with Parallel.For, vector math via TensorPrimitives
-/// (Vector512 on this machine). Small problems run on the calling thread, where fork/join would
-/// cost more than the work.
+/// SIMD CPU kernels: rows split over the threads of a persistent <see cref="WorkerPool"/>, vector
+/// math via TensorPrimitives (Vector512 on this machine). Small problems run on the calling thread,
+/// where fork/join would cost more than the work. Each parallel operation is a reusable job object
+/// per calling thread (fields, no closure), so a steady-state decode step allocates nothing.
 /// </summary>
-public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
+public sealed unsafe class CpuBackend : IComputeBackend
 {
     private const long SequentialWork = 1 << 16;
-    private readonly ParallelOptions _parallel = new() { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
+    private readonly ParallelOptions _parallel;
+    private readonly WorkerPool _pool;
+
+    public CpuBackend(int threads = 0)
+    {
+        _parallel = new() { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
+        _pool = WorkerPool.For(_parallel.MaxDegreeOfParallelism);
+    }
 
     public string Name => "cpu";
     public int Threads => _parallel.MaxDegreeOfParallelism;
+
+    [ThreadStatic] private static MatMulJob? t_matMul;
+    [ThreadStatic] private static AttentionJob? t_attention;
 
     [ThreadStatic] private static float[]? t_scratch;
 
@@ -25,12 +36,12 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
         return s;
     }
 
-    private void For(int count, long workPerItem, Action<int> body)
+    private void For(int count, long workPerItem, ParallelJob job)
     {
         if (count == 1 || count * workPerItem < SequentialWork)
-            for (int i = 0; i < count; i++) body(i);
-        else
-            Parallel.For(0, count, _parallel, body);
+            for (int i = 0; i < count; i++) job.Run(i);
+        else if (!_pool.TryRun(job, count))
+            Parallel.For(0, count, _parallel, job.Run); // the pool is running another caller's job
     }
 
     public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias)
@@ -42,13 +53,24 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
         int chunks = Math.Max(1, Math.Min(Threads * 4, (rows + align - 1) / align));
         int rowsPerChunk = ((rows + chunks - 1) / chunks + align - 1) / align * align;
         chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
-        For(chunks, (long)rowsPerChunk * cols * n, c =>
+        var job = t_matMul ??= new MatMulJob();
+        (job.W, job.X, job.N, job.Y, job.Bias, job.RowsPerChunk) = (w, xp, n, yp, bp, rowsPerChunk);
+        For(chunks, (long)rowsPerChunk * cols * n, job);
+    }
+
+    private sealed class MatMulJob : ParallelJob
+    {
+        public WeightMatrix W;
+        public nint X, Y, Bias;
+        public int N, RowsPerChunk;
+
+        public override void Run(int c)
         {
-            int r0 = c * rowsPerChunk, r1 = Math.Min(rows, r0 + rowsPerChunk);
-            var panel = Scratch(Gemm.PanelFloats(cols));
+            int r0 = c * RowsPerChunk, r1 = Math.Min(W.Rows, r0 + RowsPerChunk);
+            var panel = Scratch(Gemm.PanelFloats(W.Cols));
             fixed (float* pp = panel)
-                Gemm.Rows(w, (float*)xp, n, (float*)yp, (float*)bp, r0, r1, pp);
-        });
+                Gemm.Rows(W, (float*)X, N, (float*)Y, (float*)Bias, r0, r1, pp);
+        }
     }
 
     public void RmsNorm(float* x, float* weight, int n, int dim, float eps, float* y)
@@ -108,9 +130,27 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
     {
         int group = heads / kvHeads;
         float scale = 1f / MathF.Sqrt(headDim);
-        nint qp = (nint)q, kp = (nint)k, vp = (nint)v, op = (nint)output;
-        For(n * kvHeads, (long)(startPos + n) * headDim * 2 * group, item =>
+        var job = t_attention ??= new AttentionJob();
+        (job.Q, job.K, job.V, job.Output, job.HeadStride) = ((nint)q, (nint)k, (nint)v, (nint)output, headStride);
+        (job.StartPos, job.Heads, job.KvHeads, job.HeadDim, job.Window, job.Scale) = (startPos, heads, kvHeads, headDim, window ?? -1, scale);
+        For(n * kvHeads, (long)(startPos + n) * headDim * 2 * group, job);
+    }
+
+    /// <summary>One (query token, kv head) of <see cref="Attention"/>.</summary>
+    private sealed class AttentionJob : ParallelJob
+    {
+        public nint Q, K, V, Output;
+        public long HeadStride;
+        public int StartPos, Heads, KvHeads, HeadDim, Window;
+        public float Scale;
+
+        public override void Run(int item)
         {
+            nint qp = Q, kp = K, vp = V, op = Output;
+            long headStride = HeadStride;
+            int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads;
+            int? window = Window >= 0 ? Window : null;
+            float scale = Scale;
             int t = item / kvHeads, g = item % kvHeads;
             int i = startPos + t;
             int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
@@ -161,7 +201,7 @@ public sealed unsafe class CpuBackend(int threads = 0) : IComputeBackend
                     TensorPrimitives.Multiply(new ReadOnlySpan<float>(acc + h * headDim, headDim), 1f / l[h], new Span<float>(o, headDim));
                 }
             }
-        });
+        }
     }
 
     /// <summary>y += a·x.</summary>

@@ -77,19 +77,13 @@ public static class Bench
     /// <summary>Random checkpoints of the named shapes, written once under the temp folder and reused.</summary>
     private static string PrepareShape(string shapeName, string? dtypeName)
     {
-        var shape = shapeName switch
-        {
-            "tiny" => RandomCheckpoint.Shape.Tiny,
-            "small" => RandomCheckpoint.Shape.Small,
-            "1b" => RandomCheckpoint.Shape.TinyLlama1B,
-            _ => throw new ArgumentException($"--shape must be tiny, small or 1b, got '{shapeName}'"),
-        };
+        var shape = Verbs.ShapeNamed(shapeName);
         var dtype = dtypeName switch
         {
             null or "bf16" => DType.BF16,
             "f16" => DType.F16,
             "f32" => DType.F32,
-            _ => throw new ArgumentException($"--dtype must be bf16, f16 or f32, got '{dtypeName}'"),
+            _ => throw new Verbs.UsageException($"--dtype must be bf16, f16 or f32, got '{dtypeName}'"),
         };
         string dir = Path.Combine(Path.GetTempPath(), "piserve-bench", $"{shapeName}-{dtype.ToString().ToLowerInvariant()}");
         if (!File.Exists(Path.Combine(dir, Checkpoint.SingleFile)))

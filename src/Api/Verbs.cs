@@ -115,13 +115,7 @@ public static class Verbs
     private static JsonObject RandomCheckpointVerb(VerbArgs a)
     {
         string dir = a.Required("out");
-        var shape = a.Required("shape") switch
-        {
-            "tiny" => RandomCheckpoint.Shape.Tiny,
-            "small" => RandomCheckpoint.Shape.Small,
-            "1b" => RandomCheckpoint.Shape.TinyLlama1B,
-            var other => throw new UsageException($"--shape must be tiny, small or 1b, got '{other}'"),
-        };
+        var shape = ShapeNamed(a.Required("shape"));
         if (a.Int("vocab") is { } vocab) shape = shape with { Vocab = vocab };
         var dtype = a.Value("dtype") switch
         {
@@ -183,7 +177,17 @@ public static class Verbs
 
     private static JsonArray IntArray(IEnumerable<int> ids) => new(ids.Select(i => (JsonNode)i).ToArray());
 
-    private sealed class UsageException(string message) : Exception(message);
+    /// <summary>A bad command line: exit code 2 (other failures exit 1).</summary>
+    internal sealed class UsageException(string message) : Exception(message);
+
+    /// <summary>The random-checkpoint shapes of `bench` and `random-checkpoint`.</summary>
+    internal static RandomCheckpoint.Shape ShapeNamed(string name) => name switch
+    {
+        "tiny" => RandomCheckpoint.Shape.Tiny,
+        "small" => RandomCheckpoint.Shape.Small,
+        "1b" => RandomCheckpoint.Shape.TinyLlama1B,
+        _ => throw new UsageException($"--shape must be tiny, small or 1b, got '{name}'"),
+    };
 
     private sealed class VerbArgs
     {

@@ -130,6 +130,25 @@ public class VerbTests
     }
 
     [Fact]
+    public void BenchSmokeRunOnTheTinyShapeReportsItsFigures()
+    {
+        // The CI smoke run of the benchmark (seconds): the verb works end to end; no speed is asserted.
+        var r = Exec("bench", "--shape", "tiny", "--prompt", "32", "--generate", "8", "--threads", "2", "--depth", "64");
+        Assert.True(r.Code == 0, r.Err);
+        var json = JsonNode.Parse(r.Out)!;
+        Assert.Equal(32, json["prompt_tokens"]!.GetValue<int>());
+        Assert.Equal(8, json["generated_tokens"]!.GetValue<int>());
+        Assert.True(json["prefill_tokens_per_second"]!.GetValue<double>() > 0);
+        Assert.True(json["decode_tokens_per_second"]!.GetValue<double>() > 0);
+        Assert.True(json["decode_tokens_per_second_at_depth"]!.GetValue<double>() > 0);
+        Assert.True(json["kv_bytes_per_token"]!.GetValue<long>() > 0);
+        Assert.True(json["peak_working_set_bytes"]!.GetValue<long>() > 0);
+        var bad = Exec("bench", "--shape", "huge");
+        Assert.Equal(2, bad.Code);
+        Assert.Contains("shape", JsonNode.Parse(bad.Err)!["error"]!.GetValue<string>());
+    }
+
+    [Fact]
     public void TheRealExecutableRunsVerbsAndExitsNonZeroOnErrors()
     {
         var ok = Exec("generate", "--model", GoldenFixtures.ModelDir(Model), "--tokens", "5,6,7", "--max-tokens", "3", "--ignore-eos");

@@ -27,7 +27,7 @@ public sealed unsafe class InferenceSession : IDisposable
     /// <summary>Called with the final-normed hidden rows of each processed chunk.</summary>
     public delegate void HiddenRows(int startPos, int count, float* hidden);
 
-    private readonly List<int> _tokens = [];
+    private readonly List<int> _tokens;
     private readonly ForwardScratch _scratch;
     private readonly float[] _logits;
     private readonly int _chunk;
@@ -43,10 +43,10 @@ public sealed unsafe class InferenceSession : IDisposable
             throw new ArgumentException("the planned policy needs the planned sequence length (prompt + max_tokens)", nameof(plannedLength));
         PlannedLength = plannedLength;
         _chunk = Math.Max(1, prefillChunk);
+        // Sized for the reservation, so the token list does not grow (allocate) while decoding.
+        _tokens = new List<int>(Math.Clamp(Math.Max(initialCapacity, plannedLength ?? 0), 16, 1 << 20));
         _scratch = new ForwardScratch(model.Config);
         _logits = new float[model.Config.VocabSize];
-        // Sized for the planned request, the token list does not grow (allocate) while decoding.
-        if (plannedLength is > 0) _tokens.Capacity = Math.Min(plannedLength.Value, 1 << 20);
         // A caller that reserved memory for the whole request sizes the cache once, so it never doubles past the reservation.
         Cache = model.CreateCache(initialCapacity);
     }

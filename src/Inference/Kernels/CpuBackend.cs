@@ -4,72 +4,100 @@ using System.Runtime.Intrinsics;
 namespace PiServe.Inference.Kernels;
 
 /// <summary>
-/// SIMD CPU kernels: rows split over the threads of a persistent <see cref="WorkerPool"/>, vector
+/// SIMD CPU kernels: rows split over the threads of a persistent <see cref="WorkerPool"/> (static
+/// partition in 16-row blocks, one region per operation or per fused group of operations), vector
 /// math via TensorPrimitives (Vector512 on this machine). Small problems run on the calling thread,
-/// where fork/join would cost more than the work. Each parallel operation is a reusable job object
-/// per calling thread (fields, no closure), so a steady-state decode step allocates nothing.
+/// where a region would cost more than the work. Each kind of region is a reusable
+/// <see cref="ParallelWork"/> object per calling thread, so a decode step allocates nothing.
 /// </summary>
 public sealed unsafe class CpuBackend : IComputeBackend
 {
     private const long SequentialWork = 1 << 16;
-    private readonly ParallelOptions _parallel;
+    /// <summary>Rows per partition block: 16 floats = one 64-byte cache line of each output row.</summary>
+    private const int RowBlock = 16;
     private readonly WorkerPool _pool;
 
     public CpuBackend(int threads = 0)
     {
-        _parallel = new() { MaxDegreeOfParallelism = threads > 0 ? threads : Environment.ProcessorCount };
-        _pool = WorkerPool.For(_parallel.MaxDegreeOfParallelism);
+        Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        _pool = WorkerPool.Shared(Threads);
     }
 
     public string Name => "cpu";
-    public int Threads => _parallel.MaxDegreeOfParallelism;
-
-    [ThreadStatic] private static MatMulJob? t_matMul;
-    [ThreadStatic] private static AttentionJob? t_attention;
+    public int Threads { get; }
 
     [ThreadStatic] private static float[]? t_scratch;
+    // The region objects of the calling thread: several threads may call one backend at once.
+    [ThreadStatic] private static MatMulWork? t_matMul;
+    [ThreadStatic] private static SwiGluWork? t_swiGlu;
+    [ThreadStatic] private static AttentionWork? t_attention;
 
-    private static float[] Scratch(int length)
+    /// <summary>
+    /// The calling thread's scratch of at least <paramref name="length"/> floats, 64-byte aligned (the
+    /// kernels load and store whole Vector512s of it; an unaligned one splits every access across two
+    /// cache lines). Allocated on the pinned heap and kept by the thread-static reference, so the
+    /// pointer stays valid until the next, larger request on the same thread: allocated once per
+    /// thread and size in steady state.
+    /// </summary>
+    private static float* Scratch(int length)
     {
         var s = t_scratch;
-        if (s is null || s.Length < length) t_scratch = s = new float[Math.Max(length, 4096)];
-        return s;
+        if (s is null || s.Length < length + 16) t_scratch = s = GC.AllocateUninitializedArray<float>(Math.Max(length, 4096) + 16, pinned: true);
+        nint p = (nint)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(s));
+        return (float*)((p + 63) & ~(nint)63);
     }
 
-    private void For(int count, long workPerItem, ParallelJob job)
+    /// <summary>Runs the region on the pool, or on the calling thread when it is too small to split.</summary>
+    private void Parallel(ParallelWork work, long totalWork)
     {
-        if (count == 1 || count * workPerItem < SequentialWork)
-            for (int i = 0; i < count; i++) job.Run(i);
-        else if (!_pool.TryRun(job, count))
-            Parallel.For(0, count, _parallel, job.Run); // the pool is running another caller's job
+        if (Threads == 1 || totalWork < SequentialWork) work.Run(0, 1);
+        else _pool.Run(work);
     }
 
-    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias)
-    {
-        int rows = w.Rows, cols = w.Cols;
-        nint xp = (nint)x, yp = (nint)y, bp = (nint)bias;
-        // Row chunks of a multiple of 16 rows (64 bytes of y per token), a few per thread for balance.
-        const int align = 16;
-        int chunks = Math.Max(1, Math.Min(Threads * 4, (rows + align - 1) / align));
-        int rowsPerChunk = ((rows + chunks - 1) / chunks + align - 1) / align * align;
-        chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
-        var job = t_matMul ??= new MatMulJob();
-        (job.W, job.X, job.N, job.Y, job.Bias, job.RowsPerChunk) = (w, xp, n, yp, bp, rowsPerChunk);
-        For(chunks, (long)rowsPerChunk * cols * n, job);
-    }
+    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias) => MatMul(x, n, [new Projection(w, y, bias)]);
 
-    private sealed class MatMulJob : ParallelJob
+    public void MatMul(float* x, int n, ReadOnlySpan<Projection> projections)
     {
-        public WeightMatrix W;
-        public nint X, Y, Bias;
-        public int N, RowsPerChunk;
-
-        public override void Run(int c)
+        var work = t_matMul ??= new MatMulWork();
+        if (projections.Length > work.Projections.Length) throw new ArgumentException($"at most {work.Projections.Length} projections per region", nameof(projections));
+        long total = 0;
+        int blocks = 0;
+        for (int i = 0; i < projections.Length; i++)
         {
-            int r0 = c * RowsPerChunk, r1 = Math.Min(W.Rows, r0 + RowsPerChunk);
-            var panel = Scratch(Gemm.PanelFloats(W.Cols));
-            fixed (float* pp = panel)
-                Gemm.Rows(W, (float*)X, N, (float*)Y, (float*)Bias, r0, r1, pp);
+            var p = projections[i];
+            if (p.W.Cols != projections[0].W.Cols) throw new ArgumentException("projections of one input share its width", nameof(projections));
+            work.Projections[i] = p;
+            blocks += (p.W.Rows + RowBlock - 1) / RowBlock;
+            total += (long)p.W.Rows * p.W.Cols * n;
+        }
+        work.Count = projections.Length;
+        work.Blocks = blocks;
+        work.X = x;
+        work.N = n;
+        Parallel(work, total);
+    }
+
+    /// <summary>Projections of one input as one row space, cut into 16-row blocks, a contiguous run of blocks per part.</summary>
+    private sealed class MatMulWork : ParallelWork
+    {
+        public readonly Projection[] Projections = new Projection[4];
+        public int Count, Blocks, N;
+        public float* X;
+
+        public override void Run(int part, int parts)
+        {
+            var (b0, b1) = Slice(Blocks, part, parts);
+            float* panel = N >= 4 ? Scratch(Gemm.PanelFloats(Projections[0].W.Cols)) : null;
+            int blockBase = 0;
+            for (int i = 0; i < Count && blockBase < b1; i++)
+            {
+                var p = Projections[i];
+                int pBlocks = (p.W.Rows + RowBlock - 1) / RowBlock;
+                int from = Math.Max(b0, blockBase) - blockBase, to = Math.Min(b1, blockBase + pBlocks) - blockBase;
+                if (from < to)
+                    Gemm.Rows(p.W, X, N, p.Y, p.Bias, from * RowBlock, Math.Min(p.W.Rows, to * RowBlock), panel);
+                blockBase += pBlocks;
+            }
         }
     }
 
@@ -128,36 +156,37 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// </summary>
     public void Attention(float* q, float* k, float* v, long headStride, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
     {
-        int group = heads / kvHeads;
-        float scale = 1f / MathF.Sqrt(headDim);
-        var job = t_attention ??= new AttentionJob();
-        (job.Q, job.K, job.V, job.Output, job.HeadStride) = ((nint)q, (nint)k, (nint)v, (nint)output, headStride);
-        (job.StartPos, job.Heads, job.KvHeads, job.HeadDim, job.Window, job.Scale) = (startPos, heads, kvHeads, headDim, window ?? -1, scale);
-        For(n * kvHeads, (long)(startPos + n) * headDim * 2 * group, job);
+        var work = t_attention ??= new AttentionWork();
+        work.Q = q; work.K = k; work.V = v; work.Output = output;
+        work.HeadStride = headStride;
+        (work.N, work.StartPos, work.Heads, work.KvHeads, work.HeadDim, work.Window) = (n, startPos, heads, kvHeads, headDim, window ?? -1);
+        Parallel(work, (long)n * kvHeads * (startPos + n) * headDim * 2 * (heads / kvHeads));
     }
 
-    /// <summary>One (query token, kv head) of <see cref="Attention"/>.</summary>
-    private sealed class AttentionJob : ParallelJob
+    /// <summary>
+    /// Work items are (query token, kv head) pairs, dealt out cyclically (item p, p + parts, ...):
+    /// under the causal mask later tokens cost more, so contiguous slices would be unbalanced in prefill.
+    /// </summary>
+    private sealed class AttentionWork : ParallelWork
     {
-        public nint Q, K, V, Output;
+        public float* Q, K, V, Output;
         public long HeadStride;
-        public int StartPos, Heads, KvHeads, HeadDim, Window;
-        public float Scale;
+        public int N, StartPos, Heads, KvHeads, HeadDim, Window;
 
-        public override void Run(int item)
+        public override void Run(int part, int parts)
         {
-            nint qp = Q, kp = K, vp = V, op = Output;
+            float* qp = Q, kp = K, vp = V, op = Output;
             long headStride = HeadStride;
             int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads;
             int? window = Window >= 0 ? Window : null;
-            float scale = Scale;
-            int t = item / kvHeads, g = item % kvHeads;
-            int i = startPos + t;
-            int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
-            var scratch = Scratch(group * (KeyTile + headDim + 2));
-            fixed (float* sp = scratch)
+            float scale = 1f / MathF.Sqrt(headDim);
+            float* scratch = Scratch(group * (KeyTile + headDim + 2));
+            for (int item = part; item < N * kvHeads; item += parts)
             {
-                float* scores = sp, acc = sp + group * KeyTile, m = acc + group * headDim, l = m + group;
+                int t = item / kvHeads, g = item % kvHeads;
+                int i = startPos + t;
+                int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
+                float* scores = scratch, acc = scratch + group * KeyTile, m = acc + group * headDim, l = m + group;
                 for (int h = 0; h < group; h++) { m[h] = float.NegativeInfinity; l[h] = 0; }
                 new Span<float>(acc, group * headDim).Clear();
                 float* qg = (float*)qp + ((long)t * heads + g * group) * headDim;
@@ -217,19 +246,54 @@ public sealed unsafe class CpuBackend : IComputeBackend
         TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), a, ys, ys);
     }
 
-    public void SwiGlu(float* gate, float* up, long count)
+    public void SwiGlu(float* gate, float* up, long count) => SwiGluInPlace(gate, up, count);
+
+    /// <summary>gate = silu(gate)·up = gate·sigmoid(gate)·up, in chunks so the temporary stays in L1.</summary>
+    private static void SwiGluInPlace(float* gate, float* up, long count)
     {
-        // silu(g)·u = g·sigmoid(g)·u, in chunks so the temporary stays in L1.
         const int chunk = 1024;
-        var scratch = Scratch(chunk);
+        var tmp = new Span<float>(Scratch(chunk), chunk);
         for (long off = 0; off < count; off += chunk)
         {
             int len = (int)Math.Min(chunk, count - off);
             var g = new Span<float>(gate + off, len);
-            var tmp = scratch.AsSpan(0, len);
-            TensorPrimitives.Sigmoid(g, tmp);
-            TensorPrimitives.Multiply(g, tmp, g);
+            var t = tmp[..len];
+            TensorPrimitives.Sigmoid(g, t);
+            TensorPrimitives.Multiply(g, t, g);
             TensorPrimitives.Multiply(g, new ReadOnlySpan<float>(up + off, len), g);
+        }
+    }
+
+    public void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias)
+    {
+        if (gate.Rows != up.Rows || gate.Cols != up.Cols) throw new ArgumentException("gate and up must have one shape");
+        var work = t_swiGlu ??= new SwiGluWork();
+        work.Gate = gate; work.Up = up; work.N = n;
+        work.X = x; work.Y = y; work.UpOut = upOut; work.GateBias = gateBias; work.UpBias = upBias;
+        Parallel(work, 2L * gate.Rows * gate.Cols * n);
+    }
+
+    /// <summary>
+    /// A part owns the same 16-row blocks of gate and up, so it can finish its own slice of
+    /// silu(gate)·up for every token without waiting for the other parts.
+    /// </summary>
+    private sealed class SwiGluWork : ParallelWork
+    {
+        public WeightMatrix Gate, Up;
+        public float* X, Y, UpOut, GateBias, UpBias;
+        public int N;
+
+        public override void Run(int part, int parts)
+        {
+            int rows = Gate.Rows;
+            var (b0, b1) = Slice((rows + RowBlock - 1) / RowBlock, part, parts);
+            int r0 = b0 * RowBlock, r1 = Math.Min(rows, b1 * RowBlock);
+            if (r0 >= r1) return;
+            float* panel = N >= 4 ? Scratch(Gemm.PanelFloats(Gate.Cols)) : null;
+            Gemm.Rows(Gate, X, N, Y, GateBias, r0, r1, panel);
+            Gemm.Rows(Up, X, N, UpOut, UpBias, r0, r1, panel);
+            for (int t = 0; t < N; t++)
+                SwiGluInPlace(Y + (long)t * rows + r0, UpOut + (long)t * rows + r0, r1 - r0);
         }
     }
 

@@ -1,8 +1,8 @@
 namespace PiServe.Inference.Kernels;
 
 /// <summary>
-/// The operations the forward pass is made of. The CPU backend implements them with SIMD and
-/// Parallel.For; a CUDA backend can join later behind the same seam. All activations are float32
+/// The operations the forward pass is made of. The CPU backend implements them with SIMD and a
+/// persistent worker pool; a CUDA backend can join later behind the same seam. All activations are float32
 /// row-major [tokens, features]; weights stay in their stored dtype.
 /// </summary>
 public unsafe interface IComputeBackend
@@ -11,6 +11,18 @@ public unsafe interface IComputeBackend
 
     /// <summary>y[t, r] = Σ_c w[r, c]·x[t, c] (+ bias[r]) for t in [0, n).</summary>
     void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias);
+
+    /// <summary>
+    /// Several products of one input at once (Q, K and V): for each projection p, p.Y = p.W·x (+ p.Bias).
+    /// One parallel region for all of them instead of one per matrix.
+    /// </summary>
+    void MatMul(float* x, int n, ReadOnlySpan<Projection> projections);
+
+    /// <summary>
+    /// The SwiGLU MLP's first half in one region: y = silu(gate·x + gateBias) ⊙ (up·x + upBias),
+    /// with upOut [n, rows] as the second product's buffer.
+    /// </summary>
+    void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias);
 
     /// <summary>y[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight, per row of length <paramref name="dim"/>.</summary>
     void RmsNorm(float* x, float* weight, int n, int dim, float eps, float* y);
@@ -37,4 +49,12 @@ public unsafe interface IComputeBackend
 
     /// <summary>Rows of the embedding matrix for the tokens, widened to f32.</summary>
     void Embed(WeightMatrix embeddings, ReadOnlySpan<int> tokens, float* output);
+}
+
+/// <summary>One product of a fused <see cref="IComputeBackend.MatMul(float*, int, ReadOnlySpan{Projection})"/>: Y [n, W.Rows] = W·x (+ Bias, may be null).</summary>
+public readonly unsafe struct Projection(WeightMatrix w, float* y, float* bias)
+{
+    public WeightMatrix W { get; } = w;
+    public float* Y { get; } = y;
+    public float* Bias { get; } = bias;
 }

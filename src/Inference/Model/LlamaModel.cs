@@ -137,7 +137,7 @@ public sealed unsafe class LlamaModel : IDisposable
         var c = Config;
         var be = Backend;
         int n = tokens.Length;
-        int hidden = c.HiddenSize, kvDim = c.KvDim, inter = c.IntermediateSize, half = c.RotaryDim / 2;
+        int hidden = c.HiddenSize, kvDim = c.KvDim, half = c.RotaryDim / 2;
         int total = 0;
         foreach (var seg in segments)
         {
@@ -163,11 +163,9 @@ public sealed unsafe class LlamaModel : IDisposable
         {
             var w = Layers[l];
 
-            // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+            // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)); Q, K, V in one parallel region
             be.RmsNorm(s.X, w.AttentionNorm.Ptr, n, hidden, eps, s.Xb);
-            be.MatMul(w.Wq, s.Xb, n, s.Q, Ptr(w.Bq));
-            be.MatMul(w.Wk, s.Xb, n, s.K, Ptr(w.Bk));
-            be.MatMul(w.Wv, s.Xb, n, s.V, Ptr(w.Bv));
+            be.MatMul(s.Xb, n, [new(w.Wq, s.Q, Ptr(w.Bq)), new(w.Wk, s.K, Ptr(w.Bk)), new(w.Wv, s.V, Ptr(w.Bv))]);
             be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             be.ApplyRope(s.K, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             s.Observer?.Invoke(l, s.Q, s.K, n);
@@ -190,11 +188,9 @@ public sealed unsafe class LlamaModel : IDisposable
             be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo));
             be.Add(s.X, s.Xb, (long)n * hidden);
 
-            // MLP: x += Wdown · (silu(Wgate·norm(x)) ⊙ Wup·norm(x))
+            // MLP: x += Wdown · (silu(Wgate·norm(x)) ⊙ Wup·norm(x)); gate, up and SwiGLU in one parallel region
             be.RmsNorm(s.X, w.MlpNorm.Ptr, n, hidden, eps, s.Xb);
-            be.MatMul(w.WGate, s.Xb, n, s.Gate, Ptr(w.BGate));
-            be.MatMul(w.WUp, s.Xb, n, s.Up, Ptr(w.BUp));
-            be.SwiGlu(s.Gate, s.Up, (long)n * inter);
+            be.MatMulSwiGlu(w.WGate, w.WUp, s.Xb, n, s.Gate, s.Up, Ptr(w.BGate), Ptr(w.BUp));
             be.MatMul(w.WDown, s.Gate, n, s.Xb, Ptr(w.BDown));
             be.Add(s.X, s.Xb, (long)n * hidden);
         }

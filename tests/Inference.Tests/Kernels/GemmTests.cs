@@ -58,4 +58,65 @@ public unsafe class GemmTests
                 }
             }
     }
+
+    private static float[] Random(Random rng, int count) => Enumerable.Range(0, count).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+
+    /// <summary>
+    /// The fused regions compute each row exactly as the single-matrix MatMul does (same kernels, row
+    /// blocks aligned the same way), whatever the thread count and whether the region is split or not.
+    /// </summary>
+    [Theory]
+    [InlineData(DType.BF16, 1, 2, 37, 45, 29, 53)]     // small: runs on the calling thread
+    [InlineData(DType.F16, 7, 3, 37, 45, 29, 53)]
+    [InlineData(DType.BF16, 1, 2, 300, 100, 100, 256)] // parallel: a part's blocks straddle the matrices
+    [InlineData(DType.F16, 1, 3, 256, 64, 64, 256)]
+    [InlineData(DType.BF16, 9, 2, 200, 40, 72, 96)]    // prefill tiles
+    public void FusedProjectionsEqualSeparateMatMuls(DType dtype, int tokens, int threads, int rowsQ, int rowsK, int rowsV, int cols)
+    {
+        var rng = new Random(rowsQ + rowsK + cols + tokens);
+        int[] rows = [rowsQ, rowsK, rowsV];
+        var weights = rows.Select(r => SafetensorsWriter.Encode(Random(rng, r * cols), dtype)).ToArray();
+        var biases = rows.Select(r => Random(rng, r)).ToArray();
+        var x = Random(rng, tokens * cols);
+        var fused = rows.Select(r => new float[tokens * r]).ToArray();
+        var separate = rows.Select(r => new float[tokens * r]).ToArray();
+        var backend = new CpuBackend(threads);
+        fixed (byte* w0 = weights[0], w1 = weights[1], w2 = weights[2])
+        fixed (float* b0 = biases[0], b1 = biases[1], b2 = biases[2], xp = x)
+        fixed (float* f0 = fused[0], f1 = fused[1], f2 = fused[2], s0 = separate[0], s1 = separate[1], s2 = separate[2])
+        {
+            WeightMatrix wq = new(w0, rowsQ, cols, dtype), wk = new(w1, rowsK, cols, dtype), wv = new(w2, rowsV, cols, dtype);
+            backend.MatMul(xp, tokens, [new(wq, f0, b0), new(wk, f1, null), new(wv, f2, b2)]);
+            new CpuBackend(1).MatMul(wq, xp, tokens, s0, b0);
+            new CpuBackend(1).MatMul(wk, xp, tokens, s1, null);
+            new CpuBackend(1).MatMul(wv, xp, tokens, s2, b2);
+        }
+        for (int m = 0; m < 3; m++) Assert.Equal(separate[m], fused[m]);
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, 1, 2, 40, 48)]
+    [InlineData(DType.F16, 1, 2, 520, 256)]
+    [InlineData(DType.BF16, 1, 3, 512, 256)]
+    [InlineData(DType.BF16, 6, 2, 100, 96)]
+    public void MatMulSwiGluEqualsGateUpThenSwiGlu(DType dtype, int tokens, int threads, int rows, int cols)
+    {
+        var rng = new Random(rows * 7 + cols + tokens);
+        byte[] gate = SafetensorsWriter.Encode(Random(rng, rows * cols), dtype), up = SafetensorsWriter.Encode(Random(rng, rows * cols), dtype);
+        var gb = Random(rng, rows);
+        var x = Random(rng, tokens * cols);
+        float[] y = new float[tokens * rows], upOut = new float[tokens * rows], expected = new float[tokens * rows], expectedUp = new float[tokens * rows];
+        fixed (byte* g = gate, u = up)
+        fixed (float* gbp = gb, xp = x, yp = y, up2 = upOut, ep = expected, eup = expectedUp)
+        {
+            WeightMatrix wg = new(g, rows, cols, dtype), wu = new(u, rows, cols, dtype);
+            new CpuBackend(threads).MatMulSwiGlu(wg, wu, xp, tokens, yp, up2, gbp, null);
+            var one = new CpuBackend(1);
+            one.MatMul(wg, xp, tokens, ep, gbp);
+            one.MatMul(wu, xp, tokens, eup, null);
+            one.SwiGlu(ep, eup, (long)tokens * rows);
+        }
+        for (int i = 0; i < y.Length; i++)
+            Assert.True(Math.Abs(y[i] - expected[i]) <= 1e-6f * Math.Max(1, Math.Abs(expected[i])), $"y[{i}] = {y[i]}, expected {expected[i]}");
+    }
 }

@@ -78,13 +78,7 @@ public static class Bench
     private static string PrepareShape(string shapeName, string? dtypeName)
     {
         var shape = Verbs.ShapeNamed(shapeName);
-        var dtype = dtypeName switch
-        {
-            null or "bf16" => DType.BF16,
-            "f16" => DType.F16,
-            "f32" => DType.F32,
-            _ => throw new Verbs.UsageException($"--dtype must be bf16, f16 or f32, got '{dtypeName}'"),
-        };
+        var dtype = Verbs.DTypeNamed(dtypeName);
         string dir = Path.Combine(Path.GetTempPath(), "piserve-bench", $"{shapeName}-{dtype.ToString().ToLowerInvariant()}");
         if (!File.Exists(Path.Combine(dir, Checkpoint.SingleFile)))
         {

@@ -117,13 +117,7 @@ public static class Verbs
         string dir = a.Required("out");
         var shape = ShapeNamed(a.Required("shape"));
         if (a.Int("vocab") is { } vocab) shape = shape with { Vocab = vocab };
-        var dtype = a.Value("dtype") switch
-        {
-            null or "bf16" => DType.BF16,
-            "f16" => DType.F16,
-            "f32" => DType.F32,
-            var other => throw new UsageException($"--dtype must be bf16, f16 or f32, got '{other}'"),
-        };
+        var dtype = DTypeNamed(a.Value("dtype"));
         RandomCheckpoint.Write(dir, shape, dtype, a.Int("seed") ?? 0);
         if (a.Value("tokenizer") is { } tok)
             foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
@@ -179,6 +173,15 @@ public static class Verbs
 
     /// <summary>A bad command line: exit code 2 (other failures exit 1).</summary>
     internal sealed class UsageException(string message) : Exception(message);
+
+    /// <summary>The weight dtypes of `bench` and `random-checkpoint` (bf16 when not given).</summary>
+    internal static DType DTypeNamed(string? name) => name switch
+    {
+        null or "bf16" => DType.BF16,
+        "f16" => DType.F16,
+        "f32" => DType.F32,
+        _ => throw new UsageException($"--dtype must be bf16, f16 or f32, got '{name}'"),
+    };
 
     /// <summary>The random-checkpoint shapes of `bench` and `random-checkpoint`.</summary>
     internal static RandomCheckpoint.Shape ShapeNamed(string name) => name switch

@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PiServe.Inference.Kernels;
@@ -6,7 +7,7 @@ namespace PiServe.Inference.Kernels;
 /// <summary>
 /// SIMD CPU kernels: rows split over the threads of a persistent <see cref="WorkerPool"/> (static
 /// partition in 16-row blocks, one region per operation or per fused group of operations), vector
-/// math via TensorPrimitives (Vector512 on this machine). Small problems run on the calling thread,
+/// math via TensorPrimitives and width-generic kernels (Vector512 with AVX-512, Vector256 with AVX2). Small problems run on the calling thread,
 /// where a region would cost more than the work. Each kind of region is a reusable
 /// <see cref="ParallelWork"/> object per calling thread, so a decode step allocates nothing.
 /// </summary>
@@ -34,7 +35,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     /// <summary>
     /// The calling thread's scratch of at least <paramref name="length"/> floats, 64-byte aligned (the
-    /// kernels load and store whole Vector512s of it; an unaligned one splits every access across two
+    /// kernels load and store whole vectors of it; an unaligned one splits every access across two
     /// cache lines). Allocated on the pinned heap and kept by the thread-static reference, so the
     /// pointer stays valid until the next, larger request on the same thread: allocated once per
     /// thread and size in steady state.
@@ -87,7 +88,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public override void Run(int part, int parts)
         {
             var (b0, b1) = Slice(Blocks, part, parts);
-            float* panel = N >= 4 ? Scratch(Gemm.PanelFloats(Projections[0].W.Cols)) : null;
+            float* panel = Scratch(Gemm.PanelFloats(Projections[0].W.Cols));
             int blockBase = 0;
             for (int i = 0; i < Count && blockBase < b1; i++)
             {
@@ -116,7 +117,18 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     public void ApplyRope(float* x, int n, int heads, int headDim, int rotaryDim, float* cos, float* sin)
     {
-        int half = rotaryDim / 2;
+        switch (Simd.Best)
+        {
+            case SimdWidth.V512: ApplyRope<Simd512, Vector512<float>>(x, n, heads, headDim, rotaryDim, cos, sin); break;
+            case SimdWidth.V256: ApplyRope<Simd256, Vector256<float>>(x, n, heads, headDim, rotaryDim, cos, sin); break;
+            default: ApplyRope<Simd128, Vector128<float>>(x, n, heads, headDim, rotaryDim, cos, sin); break;
+        }
+    }
+
+    private static void ApplyRope<S, V>(float* x, int n, int heads, int headDim, int rotaryDim, float* cos, float* sin)
+        where S : struct, ISimd<V> where V : struct
+    {
+        int half = rotaryDim / 2, lanes = S.Lanes;
         for (int t = 0; t < n; t++)
         {
             float* c = cos + (long)t * half, s = sin + (long)t * half;
@@ -124,14 +136,14 @@ public sealed unsafe class CpuBackend : IComputeBackend
             {
                 float* x1 = x + ((long)t * heads + h) * headDim, x2 = x1 + half;
                 int i = 0;
-                for (; i + Vector512<float>.Count <= half; i += Vector512<float>.Count)
+                for (; i + lanes <= half; i += lanes)
                 {
-                    var a = Vector512.Load(x1 + i);
-                    var b = Vector512.Load(x2 + i);
-                    var cc = Vector512.Load(c + i);
-                    var ss = Vector512.Load(s + i);
-                    (a * cc - b * ss).Store(x1 + i);
-                    (b * cc + a * ss).Store(x2 + i);
+                    var a = S.Load(x1 + i);
+                    var b = S.Load(x2 + i);
+                    var cc = S.Load(c + i);
+                    var ss = S.Load(s + i);
+                    S.Store(S.Subtract(S.Multiply(a, cc), S.Multiply(b, ss)), x1 + i);
+                    S.Store(S.Add(S.Multiply(b, cc), S.Multiply(a, ss)), x2 + i);
                 }
                 for (; i < half; i++)
                 {
@@ -236,14 +248,22 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// <summary>y += a·x.</summary>
     private static void Axpy(float a, float* x, float* y, int n)
     {
-        if ((n & 15) == 0)
+        switch (Simd.Best)
         {
-            var av = Vector512.Create(a);
-            for (int i = 0; i < n; i += 16) Vector512.FusedMultiplyAdd(av, Vector512.Load(x + i), Vector512.Load(y + i)).Store(y + i);
-            return;
+            case SimdWidth.V512 when (n & 15) == 0: Axpy<Simd512, Vector512<float>>(a, x, y, n); break;
+            case SimdWidth.V256 when (n & 7) == 0: Axpy<Simd256, Vector256<float>>(a, x, y, n); break;
+            default:
+                var ys = new Span<float>(y, n);
+                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), a, ys, ys);
+                break;
         }
-        var ys = new Span<float>(y, n);
-        TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), a, ys, ys);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Axpy<S, V>(float a, float* x, float* y, int n) where S : struct, ISimd<V> where V : struct
+    {
+        var av = S.Broadcast(a);
+        for (int i = 0; i < n; i += S.Lanes) S.Store(S.Fma(av, S.Load(x + i), S.Load(y + i)), y + i);
     }
 
     public void SwiGlu(float* gate, float* up, long count) => SwiGluInPlace(gate, up, count);
@@ -289,7 +309,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
             var (b0, b1) = Slice((rows + RowBlock - 1) / RowBlock, part, parts);
             int r0 = b0 * RowBlock, r1 = Math.Min(rows, b1 * RowBlock);
             if (r0 >= r1) return;
-            float* panel = N >= 4 ? Scratch(Gemm.PanelFloats(Gate.Cols)) : null;
+            float* panel = Scratch(Gemm.PanelFloats(Gate.Cols));
             Gemm.Rows(Gate, X, N, Y, GateBias, r0, r1, panel);
             Gemm.Rows(Up, X, N, UpOut, UpBias, r0, r1, panel);
             for (int t = 0; t < N; t++)

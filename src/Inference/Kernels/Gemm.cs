@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using PiServe.Inference.Checkpoints;
 
 namespace PiServe.Inference.Kernels;
@@ -9,47 +10,110 @@ namespace PiServe.Inference.Kernels;
 /// Decode (one token) is memory-bound: <see cref="Gemv"/> streams each weight row once, widening
 /// bf16/f16 in registers, eight rows at a time sharing every load of x. Prefill is compute-bound:
 /// <see cref="GemmTile"/> widens four rows once per 64-token tile into a small f32 panel and runs a
-/// 4 rows × 4 tokens register micro-kernel (16 accumulators) over it, so each weight byte is read
-/// from memory once per tile and each x vector feeds four FMAs.
+/// register micro-kernel over it (4 rows × 4 tokens with 32 registers of AVX-512, 4 × 2 with the 16
+/// of AVX2), so each weight byte is read from memory once per tile and each x vector feeds four FMAs.
+/// Every kernel is generic over the vector width (<see cref="ISimd{V}"/>) and the stored dtype
+/// (<see cref="IRowLoader"/>), dispatched once per call.
+///
+/// bf16/f16 rows are read in the pair layout: one 32-bit lane of a load holds two adjacent weights,
+/// split by parity into an even and an odd vector with a shift and a mask (see
+/// <see cref="ISimd{V}.LoadBf16Pairs"/>) instead of a widening shuffle per vector. x is permuted to
+/// match once per call (each block of 2·Lanes floats becomes its even elements, then its odd ones;
+/// a tail shorter than a block stays in place), and prefill panels are widened into the same layout,
+/// so for one width the GEMV and the micro-kernel accumulate each output in the same order (lane by
+/// lane, then one horizontal sum): a token gets bit-identical results decoded alone or in a batch.
 /// </summary>
 public static unsafe class Gemm
 {
     /// <summary>Tokens per tile: 64 tokens of x (64 × K floats) stay in L2 while all rows pass.</summary>
     public const int TokenTile = 64;
 
-    /// <summary>Rows [r0, r1) of y for n tokens.</summary>
-    public static void Rows(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel)
+    /// <summary>Rows [r0, r1) of y for n tokens, at the hardware's best vector width.</summary>
+    public static void Rows(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel) =>
+        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel);
+
+    /// <summary>
+    /// Rows [r0, r1) of y for n tokens at a given vector width (tests run every width on any CPU).
+    /// <paramref name="panel"/> is the calling thread's scratch of <see cref="PanelFloats"/> floats.
+    /// </summary>
+    public static void Rows(SimdWidth width, WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel)
     {
+        switch (width)
+        {
+            case SimdWidth.V512: Rows<Simd512, Vector512<float>>(w, x, n, y, bias, r0, r1, panel); break;
+            case SimdWidth.V256: Rows<Simd256, Vector256<float>>(w, x, n, y, bias, r0, r1, panel); break;
+            default: Rows<Simd128, Vector128<float>>(w, x, n, y, bias, r0, r1, panel); break;
+        }
+    }
+
+    /// <summary>Floats of scratch a thread needs for <see cref="Rows(WeightMatrix, float*, int, float*, float*, int, int, float*)"/>: four widened rows and a tile of permuted x.</summary>
+    public static int PanelFloats(int cols) => (4 + TokenTile) * cols;
+
+    private static void Rows<S, V>(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel)
+        where S : struct, ISimd<V> where V : struct
+    {
+        int k = w.Cols;
+        bool paired = w.DType != DType.F32;
+        float* xPairs = panel + 4L * k;
         if (n < 4)
         {
-            for (int t = 0; t < n; t++) Gemv(w, x + (long)t * w.Cols, y + (long)t * w.Rows, 1, bias, r0, r1);
+            for (int t = 0; t < n; t++)
+            {
+                float* xt = x + (long)t * k;
+                if (paired) { ToPairLayout(xt, xPairs, k, S.Lanes); xt = xPairs; }
+                Gemv<S, V>(w, xt, y + (long)t * w.Rows, 1, bias, r0, r1);
+            }
             return;
         }
         for (int t0 = 0; t0 < n; t0 += TokenTile)
-            GemmTile(w, x, Math.Min(TokenTile, n - t0), t0, y, bias, r0, r1, panel);
-    }
-
-    /// <summary>Floats of f32 panel a thread needs for <see cref="Rows"/>.</summary>
-    public static int PanelFloats(int cols) => 4 * cols;
-
-    /// <summary>One token: y[r·stride] for rows [r0, r1). Dispatches once on the dtype so the inner loops are specialised.</summary>
-    public static void Gemv(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1)
-    {
-        switch (w.DType)
         {
-            case DType.BF16: Gemv<Bf16Rows>(w, x, y, yStride, bias, r0, r1); break;
-            case DType.F16: Gemv<F16Rows>(w, x, y, yStride, bias, r0, r1); break;
-            default: Gemv<F32Rows>(w, x, y, yStride, bias, r0, r1); break;
+            int tn = Math.Min(TokenTile, n - t0);
+            float* xt = x + (long)t0 * k;
+            if (paired)
+            {
+                for (int t = 0; t < tn; t++) ToPairLayout(xt + (long)t * k, xPairs + (long)t * k, k, S.Lanes);
+                xt = xPairs;
+            }
+            GemmTile<S, V>(w, xt, tn, t0, y, bias, r0, r1, panel);
         }
     }
 
-    private static void Gemv<T>(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1) where T : struct, IRowLoader
+    /// <summary>
+    /// x → pair layout: each whole block of 2·lanes floats becomes its even elements then its odd
+    /// ones (the order <see cref="ISimd{V}.LoadBf16Pairs"/> yields weights in); the tail is copied.
+    /// </summary>
+    internal static void ToPairLayout(float* src, float* dst, int k, int lanes)
+    {
+        int block = 2 * lanes, i = 0;
+        for (; i + block <= k; i += block)
+            for (int j = 0; j < lanes; j++)
+            {
+                dst[i + j] = src[i + 2 * j];
+                dst[i + lanes + j] = src[i + 2 * j + 1];
+            }
+        for (; i < k; i++) dst[i] = src[i];
+    }
+
+    /// <summary>One token: y[r·stride] for rows [r0, r1), x in the pair layout for bf16/f16. Dispatches once on the dtype.</summary>
+    private static void Gemv<S, V>(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1)
+        where S : struct, ISimd<V> where V : struct
+    {
+        switch (w.DType)
+        {
+            case DType.BF16: Gemv<Bf16Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
+            case DType.F16: Gemv<F16Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
+            default: Gemv<F32Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
+        }
+    }
+
+    private static void Gemv<T, S, V>(WeightMatrix w, float* x, float* y, int yStride, float* bias, int r0, int r1)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         int k = w.Cols;
         int r = r0;
         for (; r + 8 <= r1; r += 8)
         {
-            Dot8<T>(w, r, x, k, out var a0, out var a1, out var a2, out var a3, out var a4, out var a5, out var a6, out var a7);
+            Dot8<T, S, V>(w, r, x, k, out var a0, out var a1, out var a2, out var a3, out var a4, out var a5, out var a6, out var a7);
             y[(long)(r + 0) * yStride] = a0 + (bias == null ? 0 : bias[r + 0]);
             y[(long)(r + 1) * yStride] = a1 + (bias == null ? 0 : bias[r + 1]);
             y[(long)(r + 2) * yStride] = a2 + (bias == null ? 0 : bias[r + 2]);
@@ -60,29 +124,74 @@ public static unsafe class Gemm
             y[(long)(r + 7) * yStride] = a7 + (bias == null ? 0 : bias[r + 7]);
         }
         for (; r < r1; r++)
-            y[(long)r * yStride] = Dot1<T>(w, r, x, k) + (bias == null ? 0 : bias[r]);
+            y[(long)r * yStride] = Dot1<T, S, V>(w.Row(r), x, k) + (bias == null ? 0 : bias[r]);
     }
 
-    private static void Dot8<T>(WeightMatrix w, int r, float* x, int k,
-        out float a0, out float a1, out float a2, out float a3, out float a4, out float a5, out float a6, out float a7) where T : struct, IRowLoader
+    /// <summary>
+    /// One step of a row's dot product at element i: a block of 2·Lanes weights in the pair layout
+    /// (xe, xo: the even and odd halves of x's block), or Lanes f32 weights (xe only).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static V Step<T, S, V>(byte* row, int i, V xe, V xo, V acc)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        var s0 = Vector512<float>.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
-        int i = 0;
-        byte* p0 = w.Row(r), p1 = w.Row(r + 1), p2 = w.Row(r + 2), p3 = w.Row(r + 3), p4 = w.Row(r + 4), p5 = w.Row(r + 5), p6 = w.Row(r + 6), p7 = w.Row(r + 7);
-        for (; i + 16 <= k; i += 16)
+        if (!T.Paired) return S.Fma(T.Load<S, V>(row, i), xe, acc);
+        T.LoadPairs<S, V>(row, i, out var even, out var odd);
+        return S.Fma(odd, xo, S.Fma(even, xe, acc));
+    }
+
+    private static void Dot8<T, S, V>(WeightMatrix w, int r, float* x, int k,
+        out float a0, out float a1, out float a2, out float a3, out float a4, out float a5, out float a6, out float a7)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        var s0 = S.Zero; var s1 = s0; var s2 = s0; var s3 = s0; var s4 = s0; var s5 = s0; var s6 = s0; var s7 = s0;
+        int lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes, lineElems = 64 / T.Size, i = 0;
+        long rowBytes = (long)k * T.Size;
+        byte* p0 = w.Row(r), p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, p4 = p3 + rowBytes, p5 = p4 + rowBytes, p6 = p5 + rowBytes, p7 = p6 + rowBytes;
+        // Eight short row streams at once are more than the hardware prefetcher follows from DRAM:
+        // ask for the next group of eight rows, a cache line of each per line consumed here.
+        byte* next = p0 + 8 * rowBytes;
+        for (; i + lineElems <= k; i += lineElems)
         {
-            var xv = Vector512.Load(x + i);
-            s0 = Vector512.FusedMultiplyAdd(T.Load16(p0, i), xv, s0);
-            s1 = Vector512.FusedMultiplyAdd(T.Load16(p1, i), xv, s1);
-            s2 = Vector512.FusedMultiplyAdd(T.Load16(p2, i), xv, s2);
-            s3 = Vector512.FusedMultiplyAdd(T.Load16(p3, i), xv, s3);
-            s4 = Vector512.FusedMultiplyAdd(T.Load16(p4, i), xv, s4);
-            s5 = Vector512.FusedMultiplyAdd(T.Load16(p5, i), xv, s5);
-            s6 = Vector512.FusedMultiplyAdd(T.Load16(p6, i), xv, s6);
-            s7 = Vector512.FusedMultiplyAdd(T.Load16(p7, i), xv, s7);
+            if (Sse.IsSupported)
+            {
+                long off = (long)i * T.Size;
+                Sse.Prefetch1(next + off); Sse.Prefetch1(next + rowBytes + off);
+                Sse.Prefetch1(next + 2 * rowBytes + off); Sse.Prefetch1(next + 3 * rowBytes + off);
+                Sse.Prefetch1(next + 4 * rowBytes + off); Sse.Prefetch1(next + 5 * rowBytes + off);
+                Sse.Prefetch1(next + 6 * rowBytes + off); Sse.Prefetch1(next + 7 * rowBytes + off);
+            }
+            for (int j = i; j < i + lineElems; j += step)
+            {
+                var xe = S.Load(x + j);
+                var xo = T.Paired ? S.Load(x + j + lanes) : xe;
+                s0 = Step<T, S, V>(p0, j, xe, xo, s0); s1 = Step<T, S, V>(p1, j, xe, xo, s1);
+                s2 = Step<T, S, V>(p2, j, xe, xo, s2); s3 = Step<T, S, V>(p3, j, xe, xo, s3);
+                s4 = Step<T, S, V>(p4, j, xe, xo, s4); s5 = Step<T, S, V>(p5, j, xe, xo, s5);
+                s6 = Step<T, S, V>(p6, j, xe, xo, s6); s7 = Step<T, S, V>(p7, j, xe, xo, s7);
+            }
         }
-        a0 = Vector512.Sum(s0); a1 = Vector512.Sum(s1); a2 = Vector512.Sum(s2); a3 = Vector512.Sum(s3);
-        a4 = Vector512.Sum(s4); a5 = Vector512.Sum(s5); a6 = Vector512.Sum(s6); a7 = Vector512.Sum(s7);
+        for (; i + step <= k; i += step)
+        {
+            var xe = S.Load(x + i);
+            var xo = T.Paired ? S.Load(x + i + lanes) : xe;
+            s0 = Step<T, S, V>(p0, i, xe, xo, s0); s1 = Step<T, S, V>(p1, i, xe, xo, s1);
+            s2 = Step<T, S, V>(p2, i, xe, xo, s2); s3 = Step<T, S, V>(p3, i, xe, xo, s3);
+            s4 = Step<T, S, V>(p4, i, xe, xo, s4); s5 = Step<T, S, V>(p5, i, xe, xo, s5);
+            s6 = Step<T, S, V>(p6, i, xe, xo, s6); s7 = Step<T, S, V>(p7, i, xe, xo, s7);
+        }
+        if (T.Paired && i + lanes <= k)
+        {
+            // Tail shorter than a pair block: x is in place there, widen one vector the plain way.
+            var xv = S.Load(x + i);
+            s0 = S.Fma(T.Load<S, V>(p0, i), xv, s0); s1 = S.Fma(T.Load<S, V>(p1, i), xv, s1);
+            s2 = S.Fma(T.Load<S, V>(p2, i), xv, s2); s3 = S.Fma(T.Load<S, V>(p3, i), xv, s3);
+            s4 = S.Fma(T.Load<S, V>(p4, i), xv, s4); s5 = S.Fma(T.Load<S, V>(p5, i), xv, s5);
+            s6 = S.Fma(T.Load<S, V>(p6, i), xv, s6); s7 = S.Fma(T.Load<S, V>(p7, i), xv, s7);
+            i += lanes;
+        }
+        a0 = S.Sum(s0); a1 = S.Sum(s1); a2 = S.Sum(s2); a3 = S.Sum(s3);
+        a4 = S.Sum(s4); a5 = S.Sum(s5); a6 = S.Sum(s6); a7 = S.Sum(s7);
         for (; i < k; i++)
         {
             float xi = x[i];
@@ -91,82 +200,106 @@ public static unsafe class Gemm
         }
     }
 
-    private static float Dot1<T>(WeightMatrix w, int r, float* x, int k) where T : struct, IRowLoader
+    /// <summary>One row, in the same per-lane order as <see cref="Dot8"/>.</summary>
+    private static float Dot1<T, S, V>(byte* p, float* x, int k)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        byte* p = w.Row(r);
-        var s0 = Vector512<float>.Zero;
-        var s1 = s0;
-        int i = 0;
-        for (; i + 32 <= k; i += 32)
-        {
-            s0 = Vector512.FusedMultiplyAdd(T.Load16(p, i), Vector512.Load(x + i), s0);
-            s1 = Vector512.FusedMultiplyAdd(T.Load16(p, i + 16), Vector512.Load(x + i + 16), s1);
-        }
-        for (; i + 16 <= k; i += 16)
-            s0 = Vector512.FusedMultiplyAdd(T.Load16(p, i), Vector512.Load(x + i), s0);
-        float a = Vector512.Sum(s0 + s1);
+        var s = S.Zero;
+        int lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes, i = 0;
+        for (; i + step <= k; i += step)
+            s = Step<T, S, V>(p, i, S.Load(x + i), T.Paired ? S.Load(x + i + lanes) : default, s);
+        if (T.Paired && i + lanes <= k) { s = S.Fma(T.Load<S, V>(p, i), S.Load(x + i), s); i += lanes; }
+        float a = S.Sum(s);
         for (; i < k; i++) a += T.Scalar(p, i) * x[i];
         return a;
     }
 
-    /// <summary>
-    /// Tokens [t0, t0 + tn) × rows [r0, r1): rows in blocks of four widened into the panel once,
-    /// tokens in blocks of four through the 4×4 micro-kernel.
-    /// </summary>
-    private static void GemmTile(WeightMatrix w, float* xAll, int tn, int t0, float* y, float* bias, int r0, int r1, float* panel)
+    /// <summary>Row r widened to f32 in the pair layout (bf16/f16) or as stored (f32).</summary>
+    private static void WidenRow<S, V>(WeightMatrix w, int r, float* dst) where S : struct, ISimd<V> where V : struct
     {
-        int k = w.Cols, rows = w.Rows;
-        float* x = xAll + (long)t0 * k;
-        int r = r0;
-        for (; r + 4 <= r1; r += 4)
+        switch (w.DType)
         {
-            for (int j = 0; j < 4; j++) Widen.Row(w.Row(r + j), w.DType, panel + (long)j * k, k);
-            int t = 0;
-            for (; t + 4 <= tn; t += 4)
-                Micro4x4(panel, k, x + (long)t * k, y + (long)(t0 + t) * rows + r, rows, bias == null ? null : bias + r);
-            for (; t < tn; t++)
-                for (int j = 0; j < 4; j++)
-                    y[(long)(t0 + t) * rows + r + j] = DotF32(panel + (long)j * k, x + (long)t * k, k) + (bias == null ? 0 : bias[r + j]);
-        }
-        for (; r < r1; r++)
-        {
-            Widen.Row(w.Row(r), w.DType, panel, k);
-            for (int t = 0; t < tn; t++)
-                y[(long)(t0 + t) * rows + r] = DotF32(panel, x + (long)t * k, k) + (bias == null ? 0 : bias[r]);
+            case DType.BF16: WidenRow<Bf16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            case DType.F16: WidenRow<F16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            default: Buffer.MemoryCopy(w.Row(r), dst, (long)w.Cols * 4, (long)w.Cols * 4); break;
         }
     }
 
+    private static void WidenRow<T, S, V>(byte* row, float* dst, int k)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        int lanes = S.Lanes, i = 0;
+        for (; i + 2 * lanes <= k; i += 2 * lanes)
+        {
+            T.LoadPairs<S, V>(row, i, out var even, out var odd);
+            S.Store(even, dst + i);
+            S.Store(odd, dst + i + lanes);
+        }
+        for (; i < k; i++) dst[i] = T.Scalar(row, i);
+    }
+
+    /// <summary>
+    /// Tokens [t0, t0 + tn) × rows [r0, r1): rows in blocks of four widened into the panel once,
+    /// tokens in blocks of four (AVX-512) or two through the micro-kernel. x is the tile's tokens,
+    /// in the pair layout when the weights are bf16/f16.
+    /// </summary>
+    private static void GemmTile<S, V>(WeightMatrix w, float* x, int tn, int t0, float* y, float* bias, int r0, int r1, float* panel)
+        where S : struct, ISimd<V> where V : struct
+    {
+        int k = w.Cols, rows = w.Rows;
+        // 4 × 4 needs 16 accumulators + 5 operands: only AVX-512's 32 registers hold them without spilling.
+        int microTokens = S.Lanes == 16 ? 4 : 2;
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+        {
+            for (int j = 0; j < 4; j++) WidenRow<S, V>(w, r + j, panel + (long)j * k);
+            int t = 0;
+            for (; t + microTokens <= tn; t += microTokens)
+            {
+                float* yt = y + (long)(t0 + t) * rows + r;
+                float* bt = bias == null ? null : bias + r;
+                if (microTokens == 4) Micro4x4<S, V>(panel, k, x + (long)t * k, yt, rows, bt);
+                else Micro4x2<S, V>(panel, k, x + (long)t * k, yt, rows, bt);
+            }
+            for (; t < tn; t++)
+                for (int j = 0; j < 4; j++)
+                    y[(long)(t0 + t) * rows + r + j] = DotF32<S, V>(panel + (long)j * k, x + (long)t * k, k) + (bias == null ? 0 : bias[r + j]);
+        }
+        for (; r < r1; r++)
+        {
+            WidenRow<S, V>(w, r, panel);
+            for (int t = 0; t < tn; t++)
+                y[(long)(t0 + t) * rows + r] = DotF32<S, V>(panel, x + (long)t * k, k) + (bias == null ? 0 : bias[r]);
+        }
+    }
     /// <summary>4 rows (panel) × 4 tokens: 16 independent accumulators, each x and w vector used four times.</summary>
-    private static void Micro4x4(float* w, int k, float* x, float* y, int yStride, float* bias)
+    private static void Micro4x4<S, V>(float* w, int k, float* x, float* y, int yStride, float* bias)
+        where S : struct, ISimd<V> where V : struct
     {
         float* w0 = w, w1 = w + k, w2 = w + 2L * k, w3 = w + 3L * k;
         float* x0 = x, x1 = x + k, x2 = x + 2L * k, x3 = x + 3L * k;
-        var c00 = Vector512<float>.Zero; var c01 = c00; var c02 = c00; var c03 = c00;
+        var c00 = S.Zero; var c01 = c00; var c02 = c00; var c03 = c00;
         var c10 = c00; var c11 = c00; var c12 = c00; var c13 = c00;
         var c20 = c00; var c21 = c00; var c22 = c00; var c23 = c00;
         var c30 = c00; var c31 = c00; var c32 = c00; var c33 = c00;
-        int i = 0;
-        for (; i + 16 <= k; i += 16)
+        int i = 0, lanes = S.Lanes;
+        for (; i + lanes <= k; i += lanes)
         {
-            var a0 = Vector512.Load(w0 + i); var a1 = Vector512.Load(w1 + i); var a2 = Vector512.Load(w2 + i); var a3 = Vector512.Load(w3 + i);
-            var b = Vector512.Load(x0 + i);
-            c00 = Vector512.FusedMultiplyAdd(a0, b, c00); c10 = Vector512.FusedMultiplyAdd(a1, b, c10);
-            c20 = Vector512.FusedMultiplyAdd(a2, b, c20); c30 = Vector512.FusedMultiplyAdd(a3, b, c30);
-            b = Vector512.Load(x1 + i);
-            c01 = Vector512.FusedMultiplyAdd(a0, b, c01); c11 = Vector512.FusedMultiplyAdd(a1, b, c11);
-            c21 = Vector512.FusedMultiplyAdd(a2, b, c21); c31 = Vector512.FusedMultiplyAdd(a3, b, c31);
-            b = Vector512.Load(x2 + i);
-            c02 = Vector512.FusedMultiplyAdd(a0, b, c02); c12 = Vector512.FusedMultiplyAdd(a1, b, c12);
-            c22 = Vector512.FusedMultiplyAdd(a2, b, c22); c32 = Vector512.FusedMultiplyAdd(a3, b, c32);
-            b = Vector512.Load(x3 + i);
-            c03 = Vector512.FusedMultiplyAdd(a0, b, c03); c13 = Vector512.FusedMultiplyAdd(a1, b, c13);
-            c23 = Vector512.FusedMultiplyAdd(a2, b, c23); c33 = Vector512.FusedMultiplyAdd(a3, b, c33);
+            var a0 = S.Load(w0 + i); var a1 = S.Load(w1 + i); var a2 = S.Load(w2 + i); var a3 = S.Load(w3 + i);
+            var b = S.Load(x0 + i);
+            c00 = S.Fma(a0, b, c00); c10 = S.Fma(a1, b, c10); c20 = S.Fma(a2, b, c20); c30 = S.Fma(a3, b, c30);
+            b = S.Load(x1 + i);
+            c01 = S.Fma(a0, b, c01); c11 = S.Fma(a1, b, c11); c21 = S.Fma(a2, b, c21); c31 = S.Fma(a3, b, c31);
+            b = S.Load(x2 + i);
+            c02 = S.Fma(a0, b, c02); c12 = S.Fma(a1, b, c12); c22 = S.Fma(a2, b, c22); c32 = S.Fma(a3, b, c32);
+            b = S.Load(x3 + i);
+            c03 = S.Fma(a0, b, c03); c13 = S.Fma(a1, b, c13); c23 = S.Fma(a2, b, c23); c33 = S.Fma(a3, b, c33);
         }
         Span<float> s = stackalloc float[16];
-        s[0] = Vector512.Sum(c00); s[1] = Vector512.Sum(c10); s[2] = Vector512.Sum(c20); s[3] = Vector512.Sum(c30);
-        s[4] = Vector512.Sum(c01); s[5] = Vector512.Sum(c11); s[6] = Vector512.Sum(c21); s[7] = Vector512.Sum(c31);
-        s[8] = Vector512.Sum(c02); s[9] = Vector512.Sum(c12); s[10] = Vector512.Sum(c22); s[11] = Vector512.Sum(c32);
-        s[12] = Vector512.Sum(c03); s[13] = Vector512.Sum(c13); s[14] = Vector512.Sum(c23); s[15] = Vector512.Sum(c33);
+        s[0] = S.Sum(c00); s[1] = S.Sum(c10); s[2] = S.Sum(c20); s[3] = S.Sum(c30);
+        s[4] = S.Sum(c01); s[5] = S.Sum(c11); s[6] = S.Sum(c21); s[7] = S.Sum(c31);
+        s[8] = S.Sum(c02); s[9] = S.Sum(c12); s[10] = S.Sum(c22); s[11] = S.Sum(c32);
+        s[12] = S.Sum(c03); s[13] = S.Sum(c13); s[14] = S.Sum(c23); s[15] = S.Sum(c33);
         for (; i < k; i++)
         {
             float a0 = w0[i], a1 = w1[i], a2 = w2[i], a3 = w3[i];
@@ -181,13 +314,53 @@ public static unsafe class Gemm
                 y[(long)t * yStride + j] = s[t * 4 + j] + (bias == null ? 0 : bias[j]);
     }
 
-    /// <summary>Σ a[i]·b[i] over k floats (Vector512, scalar tail).</summary>
-    internal static float DotF32(float* a, float* b, int k)
+    /// <summary>4 rows (panel) × 2 tokens: 8 accumulators + 5 operands fit AVX2's 16 registers.</summary>
+    private static void Micro4x2<S, V>(float* w, int k, float* x, float* y, int yStride, float* bias)
+        where S : struct, ISimd<V> where V : struct
     {
-        var s = Vector512<float>.Zero;
-        int i = 0;
-        for (; i + 16 <= k; i += 16) s = Vector512.FusedMultiplyAdd(Vector512.Load(a + i), Vector512.Load(b + i), s);
-        float r = Vector512.Sum(s);
+        float* w0 = w, w1 = w + k, w2 = w + 2L * k, w3 = w + 3L * k;
+        float* x0 = x, x1 = x + k;
+        var c00 = S.Zero; var c01 = c00; var c10 = c00; var c11 = c00;
+        var c20 = c00; var c21 = c00; var c30 = c00; var c31 = c00;
+        int i = 0, lanes = S.Lanes;
+        for (; i + lanes <= k; i += lanes)
+        {
+            var a0 = S.Load(w0 + i); var a1 = S.Load(w1 + i); var a2 = S.Load(w2 + i); var a3 = S.Load(w3 + i);
+            var b = S.Load(x0 + i);
+            c00 = S.Fma(a0, b, c00); c10 = S.Fma(a1, b, c10); c20 = S.Fma(a2, b, c20); c30 = S.Fma(a3, b, c30);
+            b = S.Load(x1 + i);
+            c01 = S.Fma(a0, b, c01); c11 = S.Fma(a1, b, c11); c21 = S.Fma(a2, b, c21); c31 = S.Fma(a3, b, c31);
+        }
+        Span<float> s = stackalloc float[8];
+        s[0] = S.Sum(c00); s[1] = S.Sum(c10); s[2] = S.Sum(c20); s[3] = S.Sum(c30);
+        s[4] = S.Sum(c01); s[5] = S.Sum(c11); s[6] = S.Sum(c21); s[7] = S.Sum(c31);
+        for (; i < k; i++)
+        {
+            float a0 = w0[i], a1 = w1[i], a2 = w2[i], a3 = w3[i];
+            float b0 = x0[i], b1 = x1[i];
+            s[0] += a0 * b0; s[1] += a1 * b0; s[2] += a2 * b0; s[3] += a3 * b0;
+            s[4] += a0 * b1; s[5] += a1 * b1; s[6] += a2 * b1; s[7] += a3 * b1;
+        }
+        for (int t = 0; t < 2; t++)
+            for (int j = 0; j < 4; j++)
+                y[(long)t * yStride + j] = s[t * 4 + j] + (bias == null ? 0 : bias[j]);
+    }
+
+    /// <summary>Σ a[i]·b[i] over k floats at the hardware's best width (scalar tail).</summary>
+    internal static float DotF32(float* a, float* b, int k) => Simd.Best switch
+    {
+        SimdWidth.V512 => DotF32<Simd512, Vector512<float>>(a, b, k),
+        SimdWidth.V256 => DotF32<Simd256, Vector256<float>>(a, b, k),
+        _ => DotF32<Simd128, Vector128<float>>(a, b, k),
+    };
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float DotF32<S, V>(float* a, float* b, int k) where S : struct, ISimd<V> where V : struct
+    {
+        var s = S.Zero;
+        int i = 0, lanes = S.Lanes;
+        for (; i + lanes <= k; i += lanes) s = S.Fma(S.Load(a + i), S.Load(b + i), s);
+        float r = S.Sum(s);
         for (; i < k; i++) r += a[i] * b[i];
         return r;
     }
@@ -195,47 +368,47 @@ public static unsafe class Gemm
     /// <summary>Loads weights of one stored dtype widened to f32; a struct type argument so each dtype gets its own compiled loop.</summary>
     private interface IRowLoader
     {
-        static abstract Vector512<float> Load16(byte* row, int i);
+        /// <summary>Bytes per stored element.</summary>
+        static abstract int Size { get; }
+        /// <summary>Whether rows are read in the pair layout (<see cref="LoadPairs"/>).</summary>
+        static abstract bool Paired { get; }
+        static abstract V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct;
+        static abstract void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct;
         static abstract float Scalar(byte* row, int i);
     }
 
     private readonly struct Bf16Rows : IRowLoader
     {
+        public static int Size => 2;
+        public static bool Paired => true;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Load16(byte* row, int i) =>
-            Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load((ushort*)row + i).ToVector512Unsafe()), 16).AsSingle();
+        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadBf16((ushort*)row + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
+            S.LoadBf16Pairs((ushort*)row + i, out even, out odd);
         public static float Scalar(byte* row, int i) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[i] << 16);
     }
 
     private readonly struct F16Rows : IRowLoader
     {
+        public static int Size => 2;
+        public static bool Paired => true;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Load16(byte* row, int i) => HalfToSingle(Vector256.Load((ushort*)row + i));
+        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadF16((ushort*)row + i);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
+            S.LoadF16Pairs((ushort*)row + i, out even, out odd);
         public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
     }
 
     private readonly struct F32Rows : IRowLoader
     {
+        public static int Size => 4;
+        public static bool Paired => false;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Load16(byte* row, int i) => Vector512.Load((float*)row + i);
+        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.Load((float*)row + i);
+        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
+            throw new NotSupportedException("f32 rows are not paired");
         public static float Scalar(byte* row, int i) => ((float*)row)[i];
     }
-
-    /// <summary>
-    /// IEEE half → single for 16 lanes without F16C (not exposed by .NET): place exponent and
-    /// mantissa 13 bits up and multiply by 2^112, which rescales the exponent bias and turns
-    /// subnormal halves into the right normal singles; infinities and NaNs get an all-ones exponent.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> HalfToSingle(Vector256<ushort> h)
-    {
-        var u = Vector512.WidenLower(h.ToVector512Unsafe());
-        var sign = Vector512.ShiftLeft(u & Vector512.Create(0x8000u), 16);
-        var em = u & Vector512.Create(0x7FFFu);
-        var scaled = Vector512.ShiftLeft(em, 13).AsSingle() * Vector512.Create(5.192296858534828e33f); // 2^112
-        var infNan = Vector512.GreaterThanOrEqual(em, Vector512.Create(0x7C00u));
-        var special = Vector512.ShiftLeft(em, 13) | Vector512.Create(0x7F800000u);
-        return (Vector512.ConditionalSelect(infNan, special, scaled.AsUInt32()) | sign).AsSingle();
-    }
-
 }

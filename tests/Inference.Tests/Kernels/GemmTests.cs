@@ -41,21 +41,72 @@ public unsafe class GemmTests
             }
     }
 
-    [Fact]
-    public void HalfToSingleIsExactForEveryHalf()
+    /// <summary>Every vector width converts every one of the 65536 halves exactly as the runtime's (Half)→float does.</summary>
+    [Theory]
+    [InlineData(SimdWidth.V512)]
+    [InlineData(SimdWidth.V256)]
+    [InlineData(SimdWidth.V128)]
+    public void HalfToSingleIsExactForEveryHalf(SimdWidth width)
     {
         var halves = new ushort[65536];
         for (int i = 0; i < halves.Length; i++) halves[i] = (ushort)i;
+        var singles = new float[16];
         fixed (ushort* h = halves)
+        fixed (float* f = singles)
             for (int i = 0; i < halves.Length; i += 16)
             {
-                var v = Gemm.HalfToSingle(Vector256.Load(h + i));
+                switch (width)
+                {
+                    case SimdWidth.V512: Simd512.LoadF16(h + i).Store(f); break;
+                    case SimdWidth.V256: Simd256.LoadF16(h + i).Store(f); Simd256.LoadF16(h + i + 8).Store(f + 8); break;
+                    default: for (int q = 0; q < 16; q += 4) Simd128.LoadF16(h + i + q).Store(f + q); break;
+                }
                 for (int j = 0; j < 16; j++)
                 {
                     float expected = (float)BitConverter.UInt16BitsToHalf(halves[i + j]);
-                    if (float.IsNaN(expected)) Assert.True(float.IsNaN(v[j]), $"half 0x{i + j:X4} should be NaN");
-                    else Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(v[j]));
+                    if (float.IsNaN(expected)) Assert.True(float.IsNaN(singles[j]), $"half 0x{i + j:X4} should be NaN");
+                    else Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(singles[j]));
                 }
+            }
+    }
+
+    /// <summary>
+    /// Each width's kernels (not only the one this CPU runs natively: the others are emulated, slowly
+    /// but exactly) against a double-precision reference; and within one width a token's row is
+    /// bit-identical whether computed alone (GEMV) or inside a tile (micro-kernel, tails).
+    /// </summary>
+    [Theory]
+    [InlineData(SimdWidth.V512, DType.BF16, 37, 53, 9)]
+    [InlineData(SimdWidth.V512, DType.F16, 21, 130, 70)]
+    [InlineData(SimdWidth.V256, DType.BF16, 37, 53, 9)]
+    [InlineData(SimdWidth.V256, DType.F16, 21, 130, 70)]
+    [InlineData(SimdWidth.V256, DType.F32, 45, 77, 5)]
+    [InlineData(SimdWidth.V128, DType.BF16, 19, 45, 7)]
+    [InlineData(SimdWidth.V128, DType.F16, 19, 45, 3)]
+    public void EveryWidthMatchesTheReferenceAndDecodesAsItBatches(SimdWidth width, DType dtype, int rows, int cols, int tokens)
+    {
+        var rng = new Random(rows + cols * 3 + tokens + (int)width);
+        var wf = Random(rng, rows * cols);
+        var bytes = SafetensorsWriter.Encode(wf, dtype);
+        var x = Random(rng, tokens * cols);
+        var bias = Random(rng, rows);
+        float[] batched = new float[tokens * rows], single = new float[tokens * rows], stored = new float[rows * cols];
+        var panel = new float[Gemm.PanelFloats(cols)];
+        fixed (byte* wp = bytes)
+        fixed (float* xp = x, bp = bias, yb = batched, ys = single, sp = stored, pp = panel)
+        {
+            var w = new WeightMatrix(wp, rows, cols, dtype);
+            for (int r = 0; r < rows; r++) Widen.Row(w.Row(r), dtype, sp + (long)r * cols, cols);
+            Gemm.Rows(width, w, xp, tokens, yb, bp, 0, rows, pp);
+            for (int t = 0; t < tokens; t++) Gemm.Rows(width, w, xp + (long)t * cols, 1, ys + (long)t * rows, bp, 0, rows, pp);
+        }
+        Assert.Equal(single, batched);
+        for (int t = 0; t < tokens; t++)
+            for (int r = 0; r < rows; r++)
+            {
+                double expected = bias[r];
+                for (int k = 0; k < cols; k++) expected += (double)stored[r * cols + k] * x[t * cols + k];
+                Assert.True(Math.Abs(batched[t * rows + r] - expected) < 1e-4 * Math.Sqrt(cols), $"y[{t},{r}] = {batched[t * rows + r]}, expected {expected}");
             }
     }
 

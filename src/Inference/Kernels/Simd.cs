@@ -1,0 +1,235 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace PiServe.Inference.Kernels;
+
+/// <summary>The vector width the kernels run at.</summary>
+public enum SimdWidth { V128 = 128, V256 = 256, V512 = 512 }
+
+public static class Simd
+{
+    /// <summary>
+    /// The widest vector the hardware executes natively: 512 with AVX-512 (Zen 4/5, recent Xeons),
+    /// 256 with AVX2 only (Zen 2/3, older Xeons), 128 elsewhere (Arm NEON). A Vector512 on an
+    /// AVX2-only CPU is emulated in software (several times slower than two Vector256s), so every
+    /// kernel is compiled for each width and dispatched once per call on this value.
+    /// </summary>
+    public static SimdWidth Best { get; } =
+        Vector512.IsHardwareAccelerated ? SimdWidth.V512 :
+        Vector256.IsHardwareAccelerated ? SimdWidth.V256 : SimdWidth.V128;
+}
+
+/// <summary>
+/// The vector operations the kernels need, over one vector type V of float lanes. Kernels are
+/// generic over a struct implementing this, so the JIT compiles one specialised copy per width
+/// with every call inlined (no interface dispatch in the loops).
+/// </summary>
+internal unsafe interface ISimd<V> where V : struct
+{
+    static abstract int Lanes { get; }
+    static abstract V Zero { get; }
+    static abstract V Load(float* p);
+    static abstract void Store(V v, float* p);
+    static abstract V Broadcast(float a);
+    static abstract V Add(V a, V b);
+    static abstract V Subtract(V a, V b);
+    static abstract V Multiply(V a, V b);
+    /// <summary>a·b + c.</summary>
+    static abstract V Fma(V a, V b, V c);
+    static abstract float Sum(V v);
+    /// <summary>Lanes bf16 values from p widened to f32 (bf16 is the top half of an f32).</summary>
+    static abstract V LoadBf16(ushort* p);
+    /// <summary>Lanes IEEE halves from p widened to f32, exactly (see <see cref="HalfBits"/>).</summary>
+    static abstract V LoadF16(ushort* p);
+    /// <summary>
+    /// 2·Lanes bf16 values from p, split by parity: even = elements 0, 2, 4, …; odd = 1, 3, 5, ….
+    /// A 32-bit lane holds one pair, so this costs one shift and one AND per 2·Lanes weights,
+    /// against a widening shuffle and a shift per Lanes for <see cref="LoadBf16"/>.
+    /// </summary>
+    static abstract void LoadBf16Pairs(ushort* p, out V even, out V odd);
+    /// <summary>2·Lanes halves split by parity like <see cref="LoadBf16Pairs"/>, converted exactly.</summary>
+    static abstract void LoadF16Pairs(ushort* p, out V even, out V odd);
+}
+
+/// <summary>
+/// IEEE half → single with integer and float ops, because .NET exposes no F16C: place exponent and
+/// mantissa 13 bits up and multiply by 2^112, which rescales the exponent bias and turns subnormal
+/// halves into the right normal singles; infinities and NaNs get an all-ones exponent.
+/// </summary>
+internal static class HalfBits
+{
+    public const uint SignMask = 0x8000, MagnitudeMask = 0x7FFF, InfNanMin = 0x7C00, SingleExponent = 0x7F800000;
+    public const float Rebias = 5.192296858534828e33f; // 2^112
+    /// <summary>
+    /// For a half in the top 16 bits of a 32-bit lane: an arithmetic shift right by 3 puts its
+    /// exponent and mantissa 13 bits above a single's and smears the sign into bits 28–31; this mask
+    /// keeps the sign bit and the 15 magnitude bits (and drops whatever the low half held).
+    /// </summary>
+    public const uint HighHalfMask = 0x8FFFE000, HighHalfExponent = 0x7C000000;
+}
+
+internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
+{
+    public static int Lanes => 16;
+    public static Vector512<float> Zero => Vector512<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Load(float* p) => Vector512.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector512<float> v, float* p) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Broadcast(float a) => Vector512.Create(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Subtract(Vector512<float> a, Vector512<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadBf16(ushort* p) =>
+        Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> LoadF16(ushort* p) => HalfToSingle(Vector256.Load(p));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadBf16Pairs(ushort* p, out Vector512<float> even, out Vector512<float> odd)
+    {
+        var u = Vector512.Load((uint*)p);
+        even = Vector512.ShiftLeft(u, 16).AsSingle();
+        odd = (u & Vector512.Create(0xFFFF0000u)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadF16Pairs(ushort* p, out Vector512<float> even, out Vector512<float> odd)
+    {
+        var u = Vector512.Load((uint*)p);
+        even = HighHalfToSingle(Vector512.ShiftLeft(u, 16));
+        odd = HighHalfToSingle(u);
+    }
+
+    /// <summary>The half in the top 16 bits of each lane → single, exactly (see <see cref="HalfBits.HighHalfMask"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HighHalfToSingle(Vector512<uint> t)
+    {
+        var m = Vector512.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector512.Create(HalfBits.HighHalfMask);
+        var scaled = m.AsSingle() * Vector512.Create(HalfBits.Rebias);
+        var infNan = Vector512.Equals(t & Vector512.Create(HalfBits.HighHalfExponent), Vector512.Create(HalfBits.HighHalfExponent));
+        return Vector512.ConditionalSelect(infNan.AsSingle(), (m | Vector512.Create(HalfBits.SingleExponent)).AsSingle(), scaled);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> HalfToSingle(Vector256<ushort> h)
+    {
+        var u = Vector512.WidenLower(h.ToVector512Unsafe());
+        var sign = Vector512.ShiftLeft(u & Vector512.Create(HalfBits.SignMask), 16);
+        var em = u & Vector512.Create(HalfBits.MagnitudeMask);
+        var scaled = Vector512.ShiftLeft(em, 13).AsSingle() * Vector512.Create(HalfBits.Rebias);
+        var infNan = Vector512.GreaterThanOrEqual(em, Vector512.Create(HalfBits.InfNanMin));
+        var special = Vector512.ShiftLeft(em, 13) | Vector512.Create(HalfBits.SingleExponent);
+        return (Vector512.ConditionalSelect(infNan, special, scaled.AsUInt32()) | sign).AsSingle();
+    }
+}
+
+internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
+{
+    public static int Lanes => 8;
+    public static Vector256<float> Zero => Vector256<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Load(float* p) => Vector256.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector256<float> v, float* p) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Broadcast(float a) => Vector256.Create(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Subtract(Vector256<float> a, Vector256<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadBf16(ushort* p) =>
+        Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> LoadF16(ushort* p) => HalfToSingle(Vector128.Load(p));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadBf16Pairs(ushort* p, out Vector256<float> even, out Vector256<float> odd)
+    {
+        var u = Vector256.Load((uint*)p);
+        even = Vector256.ShiftLeft(u, 16).AsSingle();
+        odd = (u & Vector256.Create(0xFFFF0000u)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadF16Pairs(ushort* p, out Vector256<float> even, out Vector256<float> odd)
+    {
+        var u = Vector256.Load((uint*)p);
+        even = HighHalfToSingle(Vector256.ShiftLeft(u, 16));
+        odd = HighHalfToSingle(u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> HighHalfToSingle(Vector256<uint> t)
+    {
+        var m = Vector256.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector256.Create(HalfBits.HighHalfMask);
+        var scaled = m.AsSingle() * Vector256.Create(HalfBits.Rebias);
+        var infNan = Vector256.Equals(t & Vector256.Create(HalfBits.HighHalfExponent), Vector256.Create(HalfBits.HighHalfExponent));
+        return Vector256.ConditionalSelect(infNan.AsSingle(), (m | Vector256.Create(HalfBits.SingleExponent)).AsSingle(), scaled);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> HalfToSingle(Vector128<ushort> h)
+    {
+        var u = Vector256.WidenLower(h.ToVector256Unsafe());
+        var sign = Vector256.ShiftLeft(u & Vector256.Create(HalfBits.SignMask), 16);
+        var em = u & Vector256.Create(HalfBits.MagnitudeMask);
+        var scaled = Vector256.ShiftLeft(em, 13).AsSingle() * Vector256.Create(HalfBits.Rebias);
+        var infNan = Vector256.GreaterThanOrEqual(em, Vector256.Create(HalfBits.InfNanMin));
+        var special = Vector256.ShiftLeft(em, 13) | Vector256.Create(HalfBits.SingleExponent);
+        return (Vector256.ConditionalSelect(infNan, special, scaled.AsUInt32()) | sign).AsSingle();
+    }
+}
+
+internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
+{
+    public static int Lanes => 4;
+    public static Vector128<float> Zero => Vector128<float>.Zero;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Load(float* p) => Vector128.Load(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static void Store(Vector128<float> v, float* p) => v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Broadcast(float a) => Vector128.Create(a);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Add(Vector128<float> a, Vector128<float> b) => a + b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Subtract(Vector128<float> a, Vector128<float> b) => a - b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> v) => Vector128.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadBf16(ushort* p) =>
+        Vector128.ShiftLeft(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16()), 16).AsSingle();
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> LoadF16(ushort* p)
+    {
+        var u = Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16());
+        var sign = Vector128.ShiftLeft(u & Vector128.Create(HalfBits.SignMask), 16);
+        var em = u & Vector128.Create(HalfBits.MagnitudeMask);
+        var scaled = Vector128.ShiftLeft(em, 13).AsSingle() * Vector128.Create(HalfBits.Rebias);
+        var infNan = Vector128.GreaterThanOrEqual(em, Vector128.Create(HalfBits.InfNanMin));
+        var special = Vector128.ShiftLeft(em, 13) | Vector128.Create(HalfBits.SingleExponent);
+        return (Vector128.ConditionalSelect(infNan, special, scaled.AsUInt32()) | sign).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadBf16Pairs(ushort* p, out Vector128<float> even, out Vector128<float> odd)
+    {
+        var u = Vector128.Load((uint*)p);
+        even = Vector128.ShiftLeft(u, 16).AsSingle();
+        odd = (u & Vector128.Create(0xFFFF0000u)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadF16Pairs(ushort* p, out Vector128<float> even, out Vector128<float> odd)
+    {
+        var u = Vector128.Load((uint*)p);
+        even = HighHalfToSingle(Vector128.ShiftLeft(u, 16));
+        odd = HighHalfToSingle(u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HighHalfToSingle(Vector128<uint> t)
+    {
+        var m = Vector128.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector128.Create(HalfBits.HighHalfMask);
+        var scaled = m.AsSingle() * Vector128.Create(HalfBits.Rebias);
+        var infNan = Vector128.Equals(t & Vector128.Create(HalfBits.HighHalfExponent), Vector128.Create(HalfBits.HighHalfExponent));
+        return Vector128.ConditionalSelect(infNan.AsSingle(), (m | Vector128.Create(HalfBits.SingleExponent)).AsSingle(), scaled);
+    }
+}

@@ -1,11 +1,14 @@
+using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Kernels;
 
 namespace PiServe.Inference.Cache;
 
 /// <summary>
-/// Keys (after rotation) and values of one sequence, per layer head-major [kvHead][position][headDim]
-/// in f32, in native memory that grows by doubling. Head-major keeps one head's keys contiguous, so
-/// attention streams them sequentially instead of striding across the other heads. Memory is accounted exactly: BytesPerToken is what
+/// Keys (after rotation) and values of one sequence, per layer head-major [kvHead][position][headDim],
+/// in native memory that grows by doubling. Head-major keeps one head's keys contiguous, so attention
+/// streams them sequentially instead of striding across the other heads. Elements are f32 (exact) or
+/// f16/bf16 (half the memory and half the bytes attention reads per step; written rounded to nearest
+/// even, read back widened, accumulated in f32). Memory is accounted exactly: BytesPerToken is what
 /// every cached position costs, AllocatedBytes what is reserved now.
 /// </summary>
 public sealed unsafe class KvCache : IDisposable
@@ -13,19 +16,21 @@ public sealed unsafe class KvCache : IDisposable
     private readonly NativeBuffer[] _keys;
     private readonly NativeBuffer[] _values;
 
-    public KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64)
+    public KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, DType elementType = DType.F32)
     {
         Layers = layers;
         KvHeads = kvHeads;
         HeadDim = headDim;
         KvDim = kvHeads * headDim;
+        ElementType = elementType;
+        ElementSize = DTypes.SizeOf(elementType);
         Capacity = Math.Max(1, initialCapacity);
         _keys = new NativeBuffer[layers];
         _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
         {
-            _keys[l] = new NativeBuffer((long)Capacity * KvDim);
-            _values[l] = new NativeBuffer((long)Capacity * KvDim);
+            _keys[l] = Allocate(Capacity);
+            _values[l] = Allocate(Capacity);
         }
     }
 
@@ -33,18 +38,33 @@ public sealed unsafe class KvCache : IDisposable
     public int KvHeads { get; }
     public int HeadDim { get; }
     public int KvDim { get; }
-    /// <summary>Floats between the same position of consecutive kv heads.</summary>
+    /// <summary>The stored element type: F32, F16 or BF16.</summary>
+    public DType ElementType { get; }
+    public int ElementSize { get; }
+    /// <summary>Elements between the same position of consecutive kv heads.</summary>
     public long HeadStride => (long)Capacity * HeadDim;
     public int Capacity { get; private set; }
     /// <summary>Positions [0, Length) hold valid keys and values.</summary>
     public int Length { get; set; }
 
-    /// <summary>Keys and values of every layer, f32: 2 · layers · kvHeads · headDim · 4 bytes.</summary>
-    public long BytesPerToken => 2L * Layers * KvDim * sizeof(float);
+    /// <summary>Keys and values of every layer: 2 · layers · kvHeads · headDim · element size.</summary>
+    public long BytesPerToken => 2L * Layers * KvDim * ElementSize;
     public long AllocatedBytes => Capacity * BytesPerToken;
     public long UsedBytes => Length * BytesPerToken;
 
-    public static long BytesPerTokenFor(Checkpoints.ModelConfig c) => 2L * c.NumLayers * c.KvDim * sizeof(float);
+    public static long BytesPerTokenFor(ModelConfig c, DType elementType = DType.F32) => 2L * c.NumLayers * c.KvDim * DTypes.SizeOf(elementType);
+
+    /// <summary>The element types a cache can hold.</summary>
+    public static DType ParseElementType(string name) => name.ToLowerInvariant() switch
+    {
+        "f32" or "float32" => DType.F32,
+        "f16" or "float16" => DType.F16,
+        "bf16" or "bfloat16" => DType.BF16,
+        _ => throw new ArgumentException($"KV cache dtype '{name}' is not one of f32, f16, bf16"),
+    };
+
+    private NativeBuffer Allocate(int capacity) =>
+        new(((long)capacity * KvDim * ElementSize + sizeof(float) - 1) / sizeof(float));
 
     public void EnsureCapacity(int positions)
     {
@@ -62,20 +82,63 @@ public sealed unsafe class KvCache : IDisposable
     /// <summary>A buffer for the new capacity holding each head's first Length positions.</summary>
     private NativeBuffer Relayout(NativeBuffer old, int capacity)
     {
-        var b = new NativeBuffer((long)capacity * KvDim);
-        long bytes = (long)Length * HeadDim * sizeof(float);
+        var b = Allocate(capacity);
+        long bytes = (long)Length * HeadDim * ElementSize;
         for (int h = 0; h < KvHeads; h++)
-            Buffer.MemoryCopy(old.Ptr + h * HeadStride, b.Ptr + (long)h * capacity * HeadDim, bytes, bytes);
+            Buffer.MemoryCopy((byte*)old.Ptr + h * HeadStride * ElementSize, (byte*)b.Ptr + (long)h * capacity * HeadDim * ElementSize, bytes, bytes);
         old.Dispose();
         return b;
     }
 
-    /// <summary>Key row of a head at a position.</summary>
-    public float* KeyRow(int layer, int head, int position) => _keys[layer].Ptr + head * HeadStride + (long)position * HeadDim;
-    public float* ValueRow(int layer, int head, int position) => _values[layer].Ptr + head * HeadStride + (long)position * HeadDim;
+    /// <summary>Stores one head's key and value (f32, headDim each) at a position, rounding to the element type.</summary>
+    public void Write(int layer, int head, int position, float* key, float* value)
+    {
+        long offset = (head * HeadStride + (long)position * HeadDim) * ElementSize;
+        Store(key, (byte*)_keys[layer].Ptr + offset);
+        Store(value, (byte*)_values[layer].Ptr + offset);
+    }
 
-    public float* Keys(int layer) => _keys[layer].Ptr;
-    public float* Values(int layer) => _values[layer].Ptr;
+    private void Store(float* src, byte* dst)
+    {
+        switch (ElementType)
+        {
+            case DType.F32:
+                Buffer.MemoryCopy(src, dst, HeadDim * 4L, HeadDim * 4L);
+                break;
+            case DType.F16:
+                System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(src, HeadDim), new Span<Half>(dst, HeadDim));
+                break;
+            default:
+                for (int i = 0; i < HeadDim; i++) ((ushort*)dst)[i] = ToBf16(src[i]);
+                break;
+        }
+    }
+
+    /// <summary>f32 → bf16, rounding to nearest even; NaN stays NaN.</summary>
+    public static ushort ToBf16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if (float.IsNaN(f)) return (ushort)((u >> 16) | 0x40);
+        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+
+    /// <summary>One layer's keys and values as attention reads them.</summary>
+    public KvLayer Layer(int layer) => new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType);
+
+    /// <summary>Key of a head at a position, widened to f32 (tests and diagnostics).</summary>
+    public float Key(int layer, int head, int position, int i) => Element(_keys[layer], head, position, i);
+    public float Value(int layer, int head, int position, int i) => Element(_values[layer], head, position, i);
+
+    private float Element(NativeBuffer b, int head, int position, int i)
+    {
+        byte* row = (byte*)b.Ptr + (head * HeadStride + (long)position * HeadDim) * ElementSize;
+        return ElementType switch
+        {
+            DType.F32 => ((float*)row)[i],
+            DType.F16 => (float)((Half*)row)[i],
+            _ => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[i] << 16),
+        };
+    }
 
     public void Dispose()
     {

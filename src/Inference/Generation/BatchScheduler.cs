@@ -110,7 +110,7 @@ public sealed class BatchScheduler : IDisposable
     public int RunningCount { get { lock (_lock) return _running.Count; } }
     public long ReservedKvBytes => Interlocked.Read(ref _reservedBytes);
     public long KvBudgetBytes => _options.KvCacheBudgetBytes;
-    public long KvBytesPerToken => KvCache.BytesPerTokenFor(_model.Config);
+    public long KvBytesPerToken => _model.KvBytesPerToken;
     /// <summary>Decode steps run, and sequences they advanced (batching gain = tokens / steps).</summary>
     public long DecodeSteps, DecodedTokens;
 

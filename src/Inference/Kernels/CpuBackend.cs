@@ -164,13 +164,13 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// the softmax is accumulated tile by tile (running max and sum, rescaling the partial output),
     /// so no score row longer than a tile is ever materialised. Tiles start at absolute positions,
     /// so a query's result does not depend on how many tokens the forward processes (cached decoding
-    /// stays bit-identical to a full recompute).
+    /// stays bit-identical to a full recompute). f16/bf16 caches are read in the pair layout (see
+    /// <see cref="Gemm"/>): queries are permuted into it and the output permuted back, once per item.
     /// </summary>
-    public void Attention(float* q, float* k, float* v, long headStride, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
+    public void Attention(float* q, KvLayer kv, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
     {
         var work = t_attention ??= new AttentionWork();
-        work.Q = q; work.K = k; work.V = v; work.Output = output;
-        work.HeadStride = headStride;
+        work.Q = q; work.Kv = kv; work.Output = output;
         (work.N, work.StartPos, work.Heads, work.KvHeads, work.HeadDim, work.Window) = (n, startPos, heads, kvHeads, headDim, window ?? -1);
         Parallel(work, (long)n * kvHeads * (startPos + n) * headDim * 2 * (heads / kvHeads));
     }
@@ -181,39 +181,63 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// </summary>
     private sealed class AttentionWork : ParallelWork
     {
-        public float* Q, K, V, Output;
-        public long HeadStride;
+        public float* Q, Output;
+        public KvLayer Kv;
         public int N, StartPos, Heads, KvHeads, HeadDim, Window;
 
         public override void Run(int part, int parts)
         {
-            float* qp = Q, kp = K, vp = V, op = Output;
-            long headStride = HeadStride;
-            int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads;
+            switch (Simd.Best)
+            {
+                case SimdWidth.V512: Run<Simd512, Vector512<float>>(part, parts); break;
+                case SimdWidth.V256: Run<Simd256, Vector256<float>>(part, parts); break;
+                default: Run<Simd128, Vector128<float>>(part, parts); break;
+            }
+        }
+
+        private void Run<S, V>(int part, int parts) where S : struct, ISimd<V> where V : struct
+        {
+            switch (Kv.ElementType)
+            {
+                case Checkpoints.DType.BF16: Run<Bf16Rows, S, V>(part, parts); break;
+                case Checkpoints.DType.F16: Run<F16Rows, S, V>(part, parts); break;
+                default: Run<F32Rows, S, V>(part, parts); break;
+            }
+        }
+
+        private void Run<T, S, V>(int part, int parts) where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+        {
+            float* qp = Q, op = Output;
+            byte* keys = Kv.Keys, values = Kv.Values;
+            long headStride = Kv.HeadStride;
+            int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads, lanes = S.Lanes;
             int? window = Window >= 0 ? Window : null;
             float scale = 1f / MathF.Sqrt(headDim);
-            float* scratch = Scratch(group * (KeyTile + headDim + 2));
+            float* scratch = Scratch(group * (KeyTile + 2 * headDim + 2));
+            float* scores = scratch, acc = scratch + group * KeyTile, qPairs = acc + group * headDim, m = qPairs + group * headDim, l = m + group;
             for (int item = part; item < N * kvHeads; item += parts)
             {
                 int t = item / kvHeads, g = item % kvHeads;
                 int i = startPos + t;
                 int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
-                float* scores = scratch, acc = scratch + group * KeyTile, m = acc + group * headDim, l = m + group;
                 for (int h = 0; h < group; h++) { m[h] = float.NegativeInfinity; l[h] = 0; }
                 new Span<float>(acc, group * headDim).Clear();
-                float* qg = (float*)qp + ((long)t * heads + g * group) * headDim;
-                float* kg = (float*)kp + g * headStride, vg = (float*)vp + g * headStride;
+                float* qg = qp + ((long)t * heads + g * group) * headDim;
+                if (T.Paired)
+                {
+                    for (int h = 0; h < group; h++) Gemm.ToPairLayout(qg + (long)h * headDim, qPairs + (long)h * headDim, headDim, lanes);
+                    qg = qPairs;
+                }
+                byte* kg = keys + g * headStride * T.Size, vg = values + g * headStride * T.Size;
+                long rowBytes = (long)headDim * T.Size;
 
                 // Tiles aligned to absolute positions (multiples of KeyTile), clipped to [j0, i].
                 for (int tileStart = j0 / KeyTile * KeyTile; tileStart <= i; tileStart += KeyTile)
                 {
                     int from = Math.Max(tileStart, j0), to = Math.Min(tileStart + KeyTile - 1, i), count = to - from + 1;
-                    for (int jj = 0; jj < count; jj++)
-                    {
-                        float* kr = kg + (long)(from + jj) * headDim;
-                        for (int h = 0; h < group; h++)
-                            scores[h * KeyTile + jj] = Gemm.DotF32(qg + (long)h * headDim, kr, headDim) * scale;
-                    }
+                    byte* kTile = kg + from * rowBytes;
+                    for (int h = 0; h < group; h++)
+                        Scores<T, S, V>(kTile, rowBytes, count, qg + (long)h * headDim, headDim, scale, scores + h * KeyTile);
                     for (int h = 0; h < group; h++)
                     {
                         var sc = new Span<float>(scores + h * KeyTile, count);
@@ -229,41 +253,134 @@ public sealed unsafe class CpuBackend : IComputeBackend
                             TensorPrimitives.Multiply(a, correction, a);
                         }
                     }
-                    for (int jj = 0; jj < count; jj++)
-                    {
-                        float* vr = vg + (long)(from + jj) * headDim;
-                        for (int h = 0; h < group; h++)
-                            Axpy(scores[h * KeyTile + jj], vr, acc + h * headDim, headDim);
-                    }
+                    byte* vTile = vg + from * rowBytes;
+                    for (int h = 0; h < group; h++)
+                        AccumulateValues<T, S, V>(vTile, rowBytes, count, scores + h * KeyTile, acc + h * headDim, headDim);
                 }
                 for (int h = 0; h < group; h++)
                 {
-                    float* o = (float*)op + ((long)t * heads + g * group + h) * headDim;
-                    TensorPrimitives.Multiply(new ReadOnlySpan<float>(acc + h * headDim, headDim), 1f / l[h], new Span<float>(o, headDim));
+                    float* o = op + ((long)t * heads + g * group + h) * headDim;
+                    var a = new Span<float>(acc + h * headDim, headDim);
+                    TensorPrimitives.Multiply(a, 1f / l[h], a);
+                    if (T.Paired) Gemm.FromPairLayout(acc + h * headDim, o, headDim, lanes);
+                    else a.CopyTo(new Span<float>(o, headDim));
                 }
             }
         }
     }
 
-    /// <summary>y += a·x.</summary>
-    private static void Axpy(float a, float* x, float* y, int n)
+    /// <summary>
+    /// scores[j] = scale · q·key_j for the count keys of a tile, four keys at a time so four
+    /// accumulation chains run in parallel; each key's sum is formed exactly as <see cref="Gemm.Dot1"/> forms it.
+    /// </summary>
+    private static void Scores<T, S, V>(byte* keys, long rowBytes, int count, float* q, int headDim, float scale, float* scores)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        switch (Simd.Best)
+        int jj = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
+        for (; jj + 4 <= count; jj += 4)
         {
-            case SimdWidth.V512 when (n & 15) == 0: Axpy<Simd512, Vector512<float>>(a, x, y, n); break;
-            case SimdWidth.V256 when (n & 7) == 0: Axpy<Simd256, Vector256<float>>(a, x, y, n); break;
-            default:
-                var ys = new Span<float>(y, n);
-                TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(x, n), a, ys, ys);
-                break;
+            byte* r0 = keys + jj * rowBytes, r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes;
+            var s0 = S.Zero; var s1 = s0; var s2 = s0; var s3 = s0;
+            int i = 0;
+            for (; i + step <= headDim; i += step)
+            {
+                var qe = S.Load(q + i);
+                var qo = T.Paired ? S.Load(q + i + lanes) : qe;
+                s0 = Gemm.Step<T, S, V>(r0, i, qe, qo, s0); s1 = Gemm.Step<T, S, V>(r1, i, qe, qo, s1);
+                s2 = Gemm.Step<T, S, V>(r2, i, qe, qo, s2); s3 = Gemm.Step<T, S, V>(r3, i, qe, qo, s3);
+            }
+            if (T.Paired && i + lanes <= headDim)
+            {
+                var qv = S.Load(q + i);
+                s0 = S.Fma(T.Load<S, V>(r0, i), qv, s0); s1 = S.Fma(T.Load<S, V>(r1, i), qv, s1);
+                s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
+                i += lanes;
+            }
+            float a0 = S.Sum(s0), a1 = S.Sum(s1), a2 = S.Sum(s2), a3 = S.Sum(s3);
+            for (; i < headDim; i++)
+            {
+                float qi = q[i];
+                a0 += T.Scalar(r0, i) * qi; a1 += T.Scalar(r1, i) * qi; a2 += T.Scalar(r2, i) * qi; a3 += T.Scalar(r3, i) * qi;
+            }
+            scores[jj] = a0 * scale; scores[jj + 1] = a1 * scale; scores[jj + 2] = a2 * scale; scores[jj + 3] = a3 * scale;
         }
+        for (; jj < count; jj++) scores[jj] = Gemm.Dot1<T, S, V>(keys + jj * rowBytes, q, headDim) * scale;
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy<S, V>(float a, float* x, float* y, int n) where S : struct, ISimd<V> where V : struct
+    /// <summary>
+    /// acc += Σ_j p[j]·value_j over the count values of a tile (acc in the pair layout when the rows
+    /// are paired). Loops run keys innermost with a slice of acc held in registers (up to eight
+    /// vectors, so eight independent FMA chains), instead of a load and store of acc per key; each
+    /// element still adds the keys in order, so results equal a per-key axpy's bit for bit.
+    /// </summary>
+    private static void AccumulateValues<T, S, V>(byte* values, long rowBytes, int count, float* p, float* acc, int headDim)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        var av = S.Broadcast(a);
-        for (int i = 0; i < n; i += S.Lanes) S.Store(S.Fma(av, S.Load(x + i), S.Load(y + i)), y + i);
+        int lanes = S.Lanes, i = 0;
+        if (T.Paired)
+        {
+            for (; i + 8 * lanes <= headDim; i += 8 * lanes)
+            {
+                V a0 = S.Load(acc + i), a1 = S.Load(acc + i + lanes), a2 = S.Load(acc + i + 2 * lanes), a3 = S.Load(acc + i + 3 * lanes);
+                V a4 = S.Load(acc + i + 4 * lanes), a5 = S.Load(acc + i + 5 * lanes), a6 = S.Load(acc + i + 6 * lanes), a7 = S.Load(acc + i + 7 * lanes);
+                byte* row = values;
+                for (int j = 0; j < count; j++, row += rowBytes)
+                {
+                    var pv = S.Broadcast(p[j]);
+                    T.LoadPairs<S, V>(row, i, out var e0, out var o0);
+                    a0 = S.Fma(pv, e0, a0); a1 = S.Fma(pv, o0, a1);
+                    T.LoadPairs<S, V>(row, i + 2 * lanes, out var e1, out var o1);
+                    a2 = S.Fma(pv, e1, a2); a3 = S.Fma(pv, o1, a3);
+                    T.LoadPairs<S, V>(row, i + 4 * lanes, out var e2, out var o2);
+                    a4 = S.Fma(pv, e2, a4); a5 = S.Fma(pv, o2, a5);
+                    T.LoadPairs<S, V>(row, i + 6 * lanes, out var e3, out var o3);
+                    a6 = S.Fma(pv, e3, a6); a7 = S.Fma(pv, o3, a7);
+                }
+                S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
+                S.Store(a4, acc + i + 4 * lanes); S.Store(a5, acc + i + 5 * lanes); S.Store(a6, acc + i + 6 * lanes); S.Store(a7, acc + i + 7 * lanes);
+            }
+            for (; i + 2 * lanes <= headDim; i += 2 * lanes)
+            {
+                V a0 = S.Load(acc + i), a1 = S.Load(acc + i + lanes);
+                byte* row = values;
+                for (int j = 0; j < count; j++, row += rowBytes)
+                {
+                    var pv = S.Broadcast(p[j]);
+                    T.LoadPairs<S, V>(row, i, out var e, out var o);
+                    a0 = S.Fma(pv, e, a0); a1 = S.Fma(pv, o, a1);
+                }
+                S.Store(a0, acc + i); S.Store(a1, acc + i + lanes);
+            }
+        }
+        else
+        {
+            for (; i + 4 * lanes <= headDim; i += 4 * lanes)
+            {
+                V a0 = S.Load(acc + i), a1 = S.Load(acc + i + lanes), a2 = S.Load(acc + i + 2 * lanes), a3 = S.Load(acc + i + 3 * lanes);
+                byte* row = values;
+                for (int j = 0; j < count; j++, row += rowBytes)
+                {
+                    var pv = S.Broadcast(p[j]);
+                    a0 = S.Fma(pv, T.Load<S, V>(row, i), a0); a1 = S.Fma(pv, T.Load<S, V>(row, i + lanes), a1);
+                    a2 = S.Fma(pv, T.Load<S, V>(row, i + 2 * lanes), a2); a3 = S.Fma(pv, T.Load<S, V>(row, i + 3 * lanes), a3);
+                }
+                S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
+            }
+        }
+        for (; i + lanes <= headDim; i += lanes)
+        {
+            var a = S.Load(acc + i);
+            byte* row = values;
+            for (int j = 0; j < count; j++, row += rowBytes) a = S.Fma(S.Broadcast(p[j]), T.Load<S, V>(row, i), a);
+            S.Store(a, acc + i);
+        }
+        for (; i < headDim; i++)
+        {
+            float a = acc[i];
+            byte* row = values;
+            for (int j = 0; j < count; j++, row += rowBytes) a += p[j] * T.Scalar(row, i);
+            acc[i] = a;
+        }
     }
 
     public void SwiGlu(float* gate, float* up, long count) => SwiGluInPlace(gate, up, count);

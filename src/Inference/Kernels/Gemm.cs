@@ -82,7 +82,7 @@ public static unsafe class Gemm
     /// x → pair layout: each whole block of 2·lanes floats becomes its even elements then its odd
     /// ones (the order <see cref="ISimd{V}.LoadBf16Pairs"/> yields weights in); the tail is copied.
     /// </summary>
-    internal static void ToPairLayout(float* src, float* dst, int k, int lanes)
+    public static void ToPairLayout(float* src, float* dst, int k, int lanes)
     {
         int block = 2 * lanes, i = 0;
         for (; i + block <= k; i += block)
@@ -90,6 +90,19 @@ public static unsafe class Gemm
             {
                 dst[i + j] = src[i + 2 * j];
                 dst[i + lanes + j] = src[i + 2 * j + 1];
+            }
+        for (; i < k; i++) dst[i] = src[i];
+    }
+
+    /// <summary>The inverse of <see cref="ToPairLayout"/>.</summary>
+    public static void FromPairLayout(float* src, float* dst, int k, int lanes)
+    {
+        int block = 2 * lanes, i = 0;
+        for (; i + block <= k; i += block)
+            for (int j = 0; j < lanes; j++)
+            {
+                dst[i + 2 * j] = src[i + j];
+                dst[i + 2 * j + 1] = src[i + lanes + j];
             }
         for (; i < k; i++) dst[i] = src[i];
     }
@@ -132,7 +145,7 @@ public static unsafe class Gemm
     /// (xe, xo: the even and odd halves of x's block), or Lanes f32 weights (xe only).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static V Step<T, S, V>(byte* row, int i, V xe, V xo, V acc)
+    internal static V Step<T, S, V>(byte* row, int i, V xe, V xo, V acc)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         if (!T.Paired) return S.Fma(T.Load<S, V>(row, i), xe, acc);
@@ -201,7 +214,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>One row, in the same per-lane order as <see cref="Dot8"/>.</summary>
-    private static float Dot1<T, S, V>(byte* p, float* x, int k)
+    internal static float Dot1<T, S, V>(byte* p, float* x, int k)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         var s = S.Zero;
@@ -363,52 +376,5 @@ public static unsafe class Gemm
         float r = S.Sum(s);
         for (; i < k; i++) r += a[i] * b[i];
         return r;
-    }
-
-    /// <summary>Loads weights of one stored dtype widened to f32; a struct type argument so each dtype gets its own compiled loop.</summary>
-    private interface IRowLoader
-    {
-        /// <summary>Bytes per stored element.</summary>
-        static abstract int Size { get; }
-        /// <summary>Whether rows are read in the pair layout (<see cref="LoadPairs"/>).</summary>
-        static abstract bool Paired { get; }
-        static abstract V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct;
-        static abstract void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct;
-        static abstract float Scalar(byte* row, int i);
-    }
-
-    private readonly struct Bf16Rows : IRowLoader
-    {
-        public static int Size => 2;
-        public static bool Paired => true;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadBf16((ushort*)row + i);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
-            S.LoadBf16Pairs((ushort*)row + i, out even, out odd);
-        public static float Scalar(byte* row, int i) => BitConverter.UInt32BitsToSingle((uint)((ushort*)row)[i] << 16);
-    }
-
-    private readonly struct F16Rows : IRowLoader
-    {
-        public static int Size => 2;
-        public static bool Paired => true;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadF16((ushort*)row + i);
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
-            S.LoadF16Pairs((ushort*)row + i, out even, out odd);
-        public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
-    }
-
-    private readonly struct F32Rows : IRowLoader
-    {
-        public static int Size => 4;
-        public static bool Paired => false;
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.Load((float*)row + i);
-        public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
-            throw new NotSupportedException("f32 rows are not paired");
-        public static float Scalar(byte* row, int i) => ((float*)row)[i];
     }
 }

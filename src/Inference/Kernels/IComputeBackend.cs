@@ -34,12 +34,11 @@ public unsafe interface IComputeBackend
     void ApplyRope(float* x, int n, int heads, int headDim, int rotaryDim, float* cos, float* sin);
 
     /// <summary>
-    /// Causal attention of n queries at positions startPos.. over keys/values [0, startPos+n) of the
-    /// cache, query head h reading kv head h / (heads/kvHeads); with a window W a query at i sees
-    /// keys j with i − j &lt; W. The cache is head-major: the key of kv head g at position j is
-    /// k + g·headStride + j·headDim (values likewise).
+    /// Causal attention of n queries at positions startPos.. over keys/values [0, startPos+n) of one
+    /// layer of the cache, query head h reading kv head h / (heads/kvHeads); with a window W a query
+    /// at i sees keys j with i − j &lt; W. The cache is head-major (see <see cref="KvLayer"/>).
     /// </summary>
-    void Attention(float* q, float* k, float* v, long headStride, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
+    void Attention(float* q, KvLayer kv, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
 
     /// <summary>gate = silu(gate)·up, elementwise over count values.</summary>
     void SwiGlu(float* gate, float* up, long count);
@@ -57,4 +56,16 @@ public readonly unsafe struct Projection(WeightMatrix w, float* y, float* bias)
     public WeightMatrix W { get; } = w;
     public float* Y { get; } = y;
     public float* Bias { get; } = bias;
+}
+
+/// <summary>
+/// One layer of a KV cache as attention reads it: head-major, the key of kv head g at position j is
+/// element g·HeadStride + j·headDim of Keys (values likewise), elements of type ElementType (F32, F16, BF16).
+/// </summary>
+public readonly unsafe struct KvLayer(byte* keys, byte* values, long headStride, Checkpoints.DType elementType)
+{
+    public byte* Keys { get; } = keys;
+    public byte* Values { get; } = values;
+    public long HeadStride { get; } = headStride;
+    public Checkpoints.DType ElementType { get; } = elementType;
 }

@@ -114,7 +114,21 @@ public sealed unsafe class LlamaModel : IDisposable
     public RopeScaling ResolveRope(JsonObject? ropeScalingOverride) =>
         ropeScalingOverride is null ? Rope : RopeScalingFactory.Create(Config, ropeScalingOverride);
 
-    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity);
+    /// <summary>
+    /// The element type of the KV caches this model creates: F32 (default, exact) or F16/BF16 (half the
+    /// memory and attention traffic; the accuracy cost is in docs/PERFORMANCE.md).
+    /// </summary>
+    public DType KvCacheType
+    {
+        get => _kvCacheType;
+        set => _kvCacheType = value is DType.F32 or DType.F16 or DType.BF16 ? value : throw new ArgumentException($"KV cache dtype {value} is not one of F32, F16, BF16");
+    }
+    private DType _kvCacheType = DType.F32;
+
+    /// <summary>Bytes each cached position costs with this model's KV cache type.</summary>
+    public long KvBytesPerToken => KvCache.BytesPerTokenFor(Config, KvCacheType);
+
+    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, KvCacheType);
 
     /// <summary>
     /// Runs tokens at positions [startPos, startPos + n) through the decoder with the given rope
@@ -173,15 +187,13 @@ public sealed unsafe class LlamaModel : IDisposable
             foreach (var seg in segments)
             {
                 // Append this segment's keys and values to its (head-major) cache, then attend over it.
-                long bytes = (long)c.HeadDim * sizeof(float);
                 for (int t = 0; t < seg.Count; t++)
                     for (int g = 0; g < c.NumKvHeads; g++)
                     {
                         long src = (long)(row + t) * kvDim + (long)g * c.HeadDim;
-                        Buffer.MemoryCopy(s.K + src, seg.Cache.KeyRow(l, g, seg.StartPos + t), bytes, bytes);
-                        Buffer.MemoryCopy(s.V + src, seg.Cache.ValueRow(l, g, seg.StartPos + t), bytes, bytes);
+                        seg.Cache.Write(l, g, seg.StartPos + t, s.K + src, s.V + src);
                     }
-                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Keys(l), seg.Cache.Values(l), seg.Cache.HeadStride, s.Att + (long)row * c.QueryDim,
+                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Layer(l), s.Att + (long)row * c.QueryDim,
                     seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
                 row += seg.Count;
             }

@@ -1,3 +1,4 @@
+using PiServe.Inference.Checkpoints;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Generation;
@@ -102,5 +103,64 @@ public class InferenceSessionTests
         }
         Assert.Equal(1, batched[2].RebuildCount);
         foreach (var s in batched.Concat(alone)) s.Dispose();
+    }
+}
+
+public unsafe class KvCacheElementTypeTests
+{
+    [Theory]
+    [InlineData(DType.F32, 4)]
+    [InlineData(DType.F16, 2)]
+    [InlineData(DType.BF16, 2)]
+    public void StoresRoundedValuesThatSurviveGrowth(DType type, int elementSize)
+    {
+        using var cache = new KvCache(layers: 2, kvHeads: 3, headDim: 20, initialCapacity: 2, elementType: type);
+        Assert.Equal(2L * 2 * 3 * 20 * elementSize, cache.BytesPerToken);
+        var rng = new Random(5);
+        var keys = new float[5, 3, 20];
+        var key = new float[20];
+        var value = new float[20];
+        for (int pos = 0; pos < 5; pos++)
+        {
+            cache.EnsureCapacity(pos + 1); // grows 2 → 4 → 8 with positions already written
+            for (int h = 0; h < 3; h++)
+            {
+                for (int i = 0; i < 20; i++) { key[i] = keys[pos, h, i] = (float)(rng.NextDouble() * 200 - 100); value[i] = -key[i]; }
+                fixed (float* k = key, v = value) cache.Write(1, h, pos, k, v);
+            }
+            cache.Length = pos + 1;
+        }
+        for (int pos = 0; pos < 5; pos++)
+            for (int h = 0; h < 3; h++)
+                for (int i = 0; i < 20; i++)
+                {
+                    float x = keys[pos, h, i];
+                    float expected = type switch
+                    {
+                        DType.F32 => x,
+                        DType.F16 => (float)(Half)x,
+                        _ => (float)(BFloat16Reference(x)),
+                    };
+                    Assert.Equal(expected, cache.Key(1, h, pos, i));
+                    Assert.Equal(-expected, cache.Value(1, h, pos, i));
+                }
+    }
+
+    /// <summary>Round to nearest even at bit 16, computed through double arithmetic instead of bit tricks.</summary>
+    private static float BFloat16Reference(float x)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(x);
+        float down = BitConverter.UInt32BitsToSingle(u & 0xFFFF0000), up = BitConverter.UInt32BitsToSingle((u & 0xFFFF0000) + 0x10000);
+        double dd = Math.Abs((double)x - down), du = Math.Abs((double)up - x);
+        if (dd < du) return down;
+        if (du < dd) return up;
+        return ((u >> 16) & 1) == 0 ? down : up;
+    }
+
+    [Fact]
+    public void UnknownElementTypesAreRefused()
+    {
+        Assert.Throws<ArgumentException>(() => KvCache.ParseElementType("int8"));
+        Assert.Equal(DType.BF16, KvCache.ParseElementType("bfloat16"));
     }
 }

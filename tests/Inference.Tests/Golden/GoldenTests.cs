@@ -116,3 +116,50 @@ public class GoldenTests(ITestOutputHelper output)
         }
     }
 }
+
+/// <summary>
+/// The KV cache in f16 or bf16 (half the memory and attention traffic): the accuracy cost against the
+/// float64 reference, and cached decoding still equal to a full recompute (both read the same rounded cache).
+/// </summary>
+public class HalfPrecisionKvCacheTests(ITestOutputHelper output)
+{
+    /// <summary>
+    /// Bounds at twice the worst case measured over all fixtures (f16 1.2e-2, bf16 8.9e-2 max |Δ logprob|,
+    /// on the random-weight fixture models whose logits are large and sharp; see docs/PERFORMANCE.md):
+    /// rounding keys and values to 11 or 8 significant bits. A cache that returned wrong rows would be off by whole nats.
+    /// </summary>
+    public static IEnumerable<object[]> Cases() =>
+        GoldenFixtures.All.SelectMany(c => new[] { new object[] { c.ToString(), "f16", 2.5e-2 }, new object[] { c.ToString(), "bf16", 0.18 } });
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void LogProbsStayNearTheReference(string id, string kvType, double tolerance)
+    {
+        var g = GoldenFixtures.Get(id);
+        using var model = Model.LlamaModel.Load(GoldenFixtures.ModelDir(g.Model));
+        model.KvCacheType = KvCache.ParseElementType(kvType);
+        var result = Scoring.Score(model, g.Tokens, model.ResolveRope(g.RopeScaling));
+        double max = 0;
+        for (int i = 1; i < g.Tokens.Length; i++)
+            max = Math.Max(max, Math.Abs(result.LogProbs[i]!.Value - g.LogProbs[i]!.Value));
+        output.WriteLine($"{id} kv {kvType}: max |Δ logprob| {max:E2}");
+        Assert.True(max <= tolerance, $"{id} with a {kvType} KV cache: max |Δ logprob| {max:E2} > {tolerance:E0}");
+        Assert.True(max > 0 || g.Tokens.Length < 3, "a rounded cache that changes nothing means it was not used");
+    }
+
+    [Theory]
+    [InlineData("f16")]
+    [InlineData("bf16")]
+    public void CachedDecodingEqualsFullRecompute(string kvType)
+    {
+        foreach (var g in GoldenFixtures.All.Where(c => c.RopeScaling is null).Take(3))
+        {
+            using var model = Model.LlamaModel.Load(GoldenFixtures.ModelDir(g.Model));
+            model.KvCacheType = KvCache.ParseElementType(kvType);
+            var rope = model.ResolveRope(null);
+            var cached = GreedyGenerator.Generate(model, g.Tokens, g.MaxTokens, KvCachePolicy.Exact, rope);
+            var full = GreedyGenerator.GenerateWithoutCache(model, g.Tokens, g.MaxTokens, rope);
+            Assert.Equal(full.Tokens, cached.Tokens);
+        }
+    }
+}

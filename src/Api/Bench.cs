@@ -46,13 +46,17 @@ public static class Bench
             if (generate > 0)
                 decodeTps = Math.Max(decodeTps, Decode(1));
         }
-        if (depth > 0 && generate > 0) depthTps = Decode(depth);
+        double depthPrefillSeconds = 0;
+        if (depth > 0) depthTps = Decode(depth);
 
         double Decode(int context)
         {
             using var session = new InferenceSession(model, prefillChunk: 512, initialCapacity: context + generate);
-            var logits = session.Prefill(RandomTokens(context));
             var clock = Stopwatch.StartNew();
+            var logits = session.Prefill(RandomTokens(context));
+            if (context == depth) depthPrefillSeconds = clock.Elapsed.TotalSeconds;
+            if (generate == 0) return 0;
+            clock.Restart();
             for (int i = 0; i < generate; i++) logits = session.Append(GreedyGenerator.ArgMax(logits));
             return generate / clock.Elapsed.TotalSeconds;
         }
@@ -72,7 +76,8 @@ public static class Bench
             ["prefill_tokens_per_second"] = Math.Round(prefillTps, 1),
             ["decode_tokens_per_second"] = Math.Round(decodeTps, 1),
             ["depth"] = depth,
-            ["decode_tokens_per_second_at_depth"] = depth > 0 ? Math.Round(depthTps, 1) : null,
+            ["decode_tokens_per_second_at_depth"] = depth > 0 && generate > 0 ? Math.Round(depthTps, 1) : null,
+            ["depth_prefill_seconds"] = depth > 0 ? Math.Round(depthPrefillSeconds, 1) : null,
             ["weight_bytes"] = weightBytes,
             ["decode_effective_gb_per_second"] = Math.Round(decodeTps * weightBytes / 1e9, 2),
             ["bandwidth_gb_per_second"] = Math.Round(bandwidthGbs, 1),

@@ -44,6 +44,11 @@ public sealed unsafe class KvCache : IDisposable
     /// <summary>Elements between the same position of consecutive kv heads.</summary>
     public long HeadStride => (long)Capacity * HeadDim;
     public int Capacity { get; private set; }
+    /// <summary>
+    /// Whether any f16 element written so far is an infinity or NaN (an f32 beyond ±65504 overflows
+    /// to infinity). Until one is, attention widens the cache with the cheaper finite-only conversion.
+    /// </summary>
+    public bool HoldsNonFinite { get; private set; }
     /// <summary>Positions [0, Length) hold valid keys and values.</summary>
     public int Length { get; set; }
 
@@ -107,6 +112,9 @@ public sealed unsafe class KvCache : IDisposable
                 break;
             case DType.F16:
                 System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(new ReadOnlySpan<float>(src, HeadDim), new Span<Half>(dst, HeadDim));
+                if (!HoldsNonFinite)
+                    for (int i = 0; i < HeadDim; i++)
+                        if ((((ushort*)dst)[i] & 0x7C00) == 0x7C00) { HoldsNonFinite = true; break; }
                 break;
             default:
                 for (int i = 0; i < HeadDim; i++) ((ushort*)dst)[i] = ToBf16(src[i]);
@@ -123,7 +131,7 @@ public sealed unsafe class KvCache : IDisposable
     }
 
     /// <summary>One layer's keys and values as attention reads them.</summary>
-    public KvLayer Layer(int layer) => new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType);
+    public KvLayer Layer(int layer) => new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType, finite: !HoldsNonFinite);
 
     /// <summary>Key of a head at a position, widened to f32 (tests and diagnostics).</summary>
     public float Key(int layer, int head, int position, int i) => Element(_keys[layer], head, position, i);

@@ -159,13 +159,15 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private const int KeyTile = 64;
 
     /// <summary>
-    /// Tiled online-softmax (flash-attention style) causal attention. One work item per (query
-    /// token, kv head): each key/value row is loaded once for all query heads of its GQA group, and
-    /// the softmax is accumulated tile by tile (running max and sum, rescaling the partial output),
-    /// so no score row longer than a tile is ever materialised. Tiles start at absolute positions,
-    /// so a query's result does not depend on how many tokens the forward processes (cached decoding
-    /// stays bit-identical to a full recompute). f16/bf16 caches are read in the pair layout (see
-    /// <see cref="Gemm"/>): queries are permuted into it and the output permuted back, once per item.
+    /// Tiled online-softmax (flash-attention style) causal attention. A work item is a block of up to
+    /// <see cref="QueryBlock"/> consecutive query tokens × one kv head: each tile of keys and values is
+    /// widened once into f32 (in the pair layout for f16/bf16 caches, see <see cref="Gemm"/>) and
+    /// shared by every query of the block and every query head of the GQA group, and the softmax is
+    /// accumulated tile by tile (running max and sum, rescaling the partial output), so no score row
+    /// longer than a tile is ever materialised: memory is O(block · tile), never O(n²). Tiles start at
+    /// absolute positions and every query runs the same operations on the same widened rows whatever
+    /// block it is in, so a query's result does not depend on how many tokens the forward processes
+    /// (cached decoding stays bit-identical to a full recompute).
     /// </summary>
     public void Attention(float* q, KvLayer kv, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
     {
@@ -175,9 +177,12 @@ public sealed unsafe class CpuBackend : IComputeBackend
         Parallel(work, (long)n * kvHeads * (startPos + n) * headDim * 2 * (heads / kvHeads));
     }
 
+    /// <summary>Query tokens per attention work item in prefill: each widened key/value tile serves all of them.</summary>
+    private const int QueryBlock = 16;
+
     /// <summary>
-    /// Work items are (query token, kv head) pairs, dealt out cyclically (item p, p + parts, ...):
-    /// under the causal mask later tokens cost more, so contiguous slices would be unbalanced in prefill.
+    /// Work items are (query block, kv head) pairs, dealt out cyclically (item p, p + parts, ...):
+    /// under the causal mask later blocks cost more, so contiguous slices would be unbalanced in prefill.
     /// </summary>
     private sealed class AttentionWork : ParallelWork
     {
@@ -199,72 +204,106 @@ public sealed unsafe class CpuBackend : IComputeBackend
         {
             switch (Kv.ElementType)
             {
-                case Checkpoints.DType.BF16: Run<Bf16Rows, S, V>(part, parts); break;
-                case Checkpoints.DType.F16: Run<F16Rows, S, V>(part, parts); break;
-                default: Run<F32Rows, S, V>(part, parts); break;
+                case Checkpoints.DType.BF16: Run<Bf16Rows, PairedF32Rows, S, V>(part, parts); break;
+                case Checkpoints.DType.F16 when Kv.Finite: Run<FiniteF16Rows, PairedF32Rows, S, V>(part, parts); break;
+                case Checkpoints.DType.F16: Run<F16Rows, PairedF32Rows, S, V>(part, parts); break;
+                default: Run<F32Rows, F32Rows, S, V>(part, parts); break;
             }
         }
 
-        private void Run<T, S, V>(int part, int parts) where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+        /// <summary>T: the cache's stored rows; W: the widened tile's rows (pair-layout f32 for f16/bf16, the cache itself for f32).</summary>
+        private void Run<T, W, S, V>(int part, int parts)
+            where T : struct, IRowLoader where W : struct, IRowLoader where S : struct, ISimd<V> where V : struct
         {
             float* qp = Q, op = Output;
-            byte* keys = Kv.Keys, values = Kv.Values;
             long headStride = Kv.HeadStride;
             int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads, lanes = S.Lanes;
-            int? window = Window >= 0 ? Window : null;
+            int window = Window;
             float scale = 1f / MathF.Sqrt(headDim);
-            float* scratch = Scratch(group * (KeyTile + 2 * headDim + 2));
-            float* scores = scratch, acc = scratch + group * KeyTile, qPairs = acc + group * headDim, m = qPairs + group * headDim, l = m + group;
-            for (int item = part; item < N * kvHeads; item += parts)
+            int states = QueryBlock * group;
+            bool paired = T.Paired; // f32 caches are read in place
+            float* scratch = Scratch(states * (KeyTile + 2 * headDim + 2) + (paired ? 2 * KeyTile * headDim : 0));
+            float* scores = scratch, acc = scores + states * KeyTile, qs = acc + states * headDim, m = qs + states * headDim, l = m + states;
+            float* kWide = l + states, vWide = kWide + KeyTile * headDim;
+            long rowBytes = (long)headDim * T.Size, wideRowBytes = (long)headDim * W.Size;
+            int blocks = (N + QueryBlock - 1) / QueryBlock;
+            for (int item = part; item < blocks * kvHeads; item += parts)
             {
-                int t = item / kvHeads, g = item % kvHeads;
-                int i = startPos + t;
-                int j0 = window is { } w ? Math.Max(0, i - w + 1) : 0;
-                for (int h = 0; h < group; h++) { m[h] = float.NegativeInfinity; l[h] = 0; }
-                new Span<float>(acc, group * headDim).Clear();
-                float* qg = qp + ((long)t * heads + g * group) * headDim;
-                if (T.Paired)
-                {
-                    for (int h = 0; h < group; h++) Gemm.ToPairLayout(qg + (long)h * headDim, qPairs + (long)h * headDim, headDim, lanes);
-                    qg = qPairs;
-                }
-                byte* kg = keys + g * headStride * T.Size, vg = values + g * headStride * T.Size;
-                long rowBytes = (long)headDim * T.Size;
-
-                // Tiles aligned to absolute positions (multiples of KeyTile), clipped to [j0, i].
-                for (int tileStart = j0 / KeyTile * KeyTile; tileStart <= i; tileStart += KeyTile)
-                {
-                    int from = Math.Max(tileStart, j0), to = Math.Min(tileStart + KeyTile - 1, i), count = to - from + 1;
-                    byte* kTile = kg + from * rowBytes;
-                    for (int h = 0; h < group; h++)
-                        Scores<T, S, V>(kTile, rowBytes, count, qg + (long)h * headDim, headDim, scale, scores + h * KeyTile);
+                int b = item / kvHeads, g = item % kvHeads;
+                int t0 = b * QueryBlock, tn = Math.Min(QueryBlock, N - t0);
+                int iFirst = startPos + t0, iLast = iFirst + tn - 1;
+                int jFirst = window >= 0 ? Math.Max(0, iFirst - window + 1) : 0; // the first key any query of the block sees
+                for (int x = 0; x < tn * group; x++) { m[x] = float.NegativeInfinity; l[x] = 0; }
+                new Span<float>(acc, tn * group * headDim).Clear();
+                for (int t = 0; t < tn; t++)
                     for (int h = 0; h < group; h++)
                     {
-                        var sc = new Span<float>(scores + h * KeyTile, count);
-                        float mNew = Math.Max(m[h], TensorPrimitives.Max(sc));
-                        float correction = MathF.Exp(m[h] - mNew); // 0 on the first tile (m = -inf)
-                        TensorPrimitives.Subtract(sc, mNew, sc);
-                        TensorPrimitives.Exp(sc, sc);
-                        l[h] = l[h] * correction + TensorPrimitives.Sum(sc);
-                        m[h] = mNew;
-                        if (correction != 1f)
+                        float* q = qp + ((long)(t0 + t) * heads + g * group + h) * headDim;
+                        float* dst = qs + (long)(t * group + h) * headDim;
+                        if (T.Paired) Gemm.ToPairLayout(q, dst, headDim, lanes);
+                        else Buffer.MemoryCopy(q, dst, headDim * 4L, headDim * 4L);
+                    }
+                byte* kg = Kv.Keys + g * headStride * T.Size, vg = Kv.Values + g * headStride * T.Size;
+                // Widening a tile pays off when several (query, head) pairs read it; a lone decode
+                // query of a non-GQA model reads the cache directly (same values, same order).
+                bool widen = paired && tn * group >= 4;
+
+                // Tiles aligned to absolute positions (multiples of KeyTile); each query clips them to its [j0, i].
+                for (int tileStart = jFirst / KeyTile * KeyTile; tileStart <= iLast; tileStart += KeyTile)
+                {
+                    int tileFrom = Math.Max(tileStart, jFirst), tileTo = Math.Min(tileStart + KeyTile - 1, iLast);
+                    byte* kTile, vTile;
+                    if (widen)
+                    {
+                        for (int j = tileFrom; j <= tileTo; j++)
                         {
-                            var a = new Span<float>(acc + h * headDim, headDim);
-                            TensorPrimitives.Multiply(a, correction, a);
+                            Gemm.WidenPairs<T, S, V>(kg + j * rowBytes, kWide + (long)(j - tileFrom) * headDim, headDim);
+                            Gemm.WidenPairs<T, S, V>(vg + j * rowBytes, vWide + (long)(j - tileFrom) * headDim, headDim);
+                        }
+                        kTile = (byte*)kWide; vTile = (byte*)vWide;
+                    }
+                    else { kTile = kg + tileFrom * rowBytes; vTile = vg + tileFrom * rowBytes; }
+                    long stride = widen ? wideRowBytes : rowBytes;
+
+                    for (int t = 0; t < tn; t++)
+                    {
+                        int i = iFirst + t, j0 = window >= 0 ? Math.Max(0, i - window + 1) : 0;
+                        int from = Math.Max(tileFrom, j0), to = Math.Min(tileTo, i), count = to - from + 1;
+                        if (count <= 0) continue;
+                        byte* kr = kTile + (from - tileFrom) * stride, vr = vTile + (from - tileFrom) * stride;
+                        for (int h = 0; h < group; h++)
+                        {
+                            int x = t * group + h;
+                            float* sc = scores + x * KeyTile, a = acc + (long)x * headDim;
+                            if (widen) Scores<W, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
+                            else Scores<T, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
+                            var span = new Span<float>(sc, count);
+                            float mNew = Math.Max(m[x], TensorPrimitives.Max(span));
+                            float correction = MathF.Exp(m[x] - mNew); // 0 on the first tile (m = -inf)
+                            TensorPrimitives.Subtract(span, mNew, span);
+                            TensorPrimitives.Exp(span, span);
+                            l[x] = l[x] * correction + TensorPrimitives.Sum(span);
+                            m[x] = mNew;
+                            if (correction != 1f)
+                            {
+                                var av = new Span<float>(a, headDim);
+                                TensorPrimitives.Multiply(av, correction, av);
+                            }
+                            if (widen) AccumulateValues<W, S, V>(vr, stride, count, sc, a, headDim);
+                            else AccumulateValues<T, S, V>(vr, stride, count, sc, a, headDim);
                         }
                     }
-                    byte* vTile = vg + from * rowBytes;
+                }
+                for (int t = 0; t < tn; t++)
                     for (int h = 0; h < group; h++)
-                        AccumulateValues<T, S, V>(vTile, rowBytes, count, scores + h * KeyTile, acc + h * headDim, headDim);
-                }
-                for (int h = 0; h < group; h++)
-                {
-                    float* o = op + ((long)t * heads + g * group + h) * headDim;
-                    var a = new Span<float>(acc + h * headDim, headDim);
-                    TensorPrimitives.Multiply(a, 1f / l[h], a);
-                    if (T.Paired) Gemm.FromPairLayout(acc + h * headDim, o, headDim, lanes);
-                    else a.CopyTo(new Span<float>(o, headDim));
-                }
+                    {
+                        int x = t * group + h;
+                        float* o = op + ((long)(t0 + t) * heads + g * group + h) * headDim;
+                        var av = new Span<float>(acc + (long)x * headDim, headDim);
+                        TensorPrimitives.Multiply(av, 1f / l[x], av);
+                        if (T.Paired) Gemm.FromPairLayout(acc + (long)x * headDim, o, headDim, lanes);
+                        else av.CopyTo(new Span<float>(o, headDim));
+                    }
             }
         }
     }

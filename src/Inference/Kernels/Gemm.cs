@@ -238,6 +238,10 @@ public static unsafe class Gemm
         }
     }
 
+    /// <summary>A stored row widened to f32 in the pair layout (whole blocks of 2·Lanes split by parity, the tail in place).</summary>
+    internal static void WidenPairs<T, S, V>(byte* row, float* dst, int k)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct => WidenRow<T, S, V>(row, dst, k);
+
     private static void WidenRow<T, S, V>(byte* row, float* dst, int k)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {

@@ -61,9 +61,11 @@ public readonly unsafe struct Projection(WeightMatrix w, float* y, float* bias)
 /// <summary>
 /// One layer of a KV cache as attention reads it: head-major, the key of kv head g at position j is
 /// element g·HeadStride + j·headDim of Keys (values likewise), elements of type ElementType (F32, F16, BF16).
+/// Finite: no stored element is an infinity or NaN (lets f16 be widened with fewer operations).
 /// </summary>
-public readonly unsafe struct KvLayer(byte* keys, byte* values, long headStride, Checkpoints.DType elementType)
+public readonly unsafe struct KvLayer(byte* keys, byte* values, long headStride, Checkpoints.DType elementType, bool finite = false)
 {
+    public bool Finite { get; } = finite;
     public byte* Keys { get; } = keys;
     public byte* Values { get; } = values;
     public long HeadStride { get; } = headStride;

@@ -38,6 +38,19 @@ internal readonly unsafe struct F16Rows : IRowLoader
     public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
 }
 
+/// <summary>f16 rows known to hold no infinity or NaN (a KV cache that scanned what it stored): the cheaper exact conversion.</summary>
+internal readonly unsafe struct FiniteF16Rows : IRowLoader
+{
+    public static int Size => 2;
+    public static bool Paired => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadF16((ushort*)row + i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
+        S.LoadFiniteF16Pairs((ushort*)row + i, out even, out odd);
+    public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
+}
+
 internal readonly unsafe struct F32Rows : IRowLoader
 {
     public static int Size => 4;
@@ -46,5 +59,25 @@ internal readonly unsafe struct F32Rows : IRowLoader
     public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.Load((float*)row + i);
     public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
         throw new NotSupportedException("f32 rows are not paired");
+    public static float Scalar(byte* row, int i) => ((float*)row)[i];
+}
+
+/// <summary>
+/// f32 rows already widened into the pair layout (each whole block of 2·Lanes floats: its even
+/// elements, then its odd ones; the tail in place): the same values and order as reading the
+/// f16/bf16 row they came from with its own loader, from plain loads.
+/// </summary>
+internal readonly unsafe struct PairedF32Rows : IRowLoader
+{
+    public static int Size => 4;
+    public static bool Paired => true;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.Load((float*)row + i);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct
+    {
+        even = S.Load((float*)row + i);
+        odd = S.Load((float*)row + i + S.Lanes);
+    }
     public static float Scalar(byte* row, int i) => ((float*)row)[i];
 }

@@ -49,6 +49,12 @@ internal unsafe interface ISimd<V> where V : struct
     static abstract void LoadBf16Pairs(ushort* p, out V even, out V odd);
     /// <summary>2·Lanes halves split by parity like <see cref="LoadBf16Pairs"/>, converted exactly.</summary>
     static abstract void LoadF16Pairs(ushort* p, out V even, out V odd);
+    /// <summary>
+    /// <see cref="LoadF16Pairs"/> for halves known to be finite (no infinity or NaN among them): exact
+    /// for those, in half the operations (no special-value select). Callers must know, e.g. from a
+    /// scan when the values were written.
+    /// </summary>
+    static abstract void LoadFiniteF16Pairs(ushort* p, out V even, out V odd);
 }
 
 /// <summary>
@@ -104,6 +110,18 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
 
     /// <summary>The half in the top 16 bits of each lane → single, exactly (see <see cref="HalfBits.HighHalfMask"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadFiniteF16Pairs(ushort* p, out Vector512<float> even, out Vector512<float> odd)
+    {
+        var u = Vector512.Load((uint*)p);
+        even = FiniteHighHalfToSingle(Vector512.ShiftLeft(u, 16));
+        odd = FiniteHighHalfToSingle(u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> FiniteHighHalfToSingle(Vector512<uint> t) =>
+        (Vector512.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector512.Create(HalfBits.HighHalfMask)).AsSingle() * Vector512.Create(HalfBits.Rebias);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> HighHalfToSingle(Vector512<uint> t)
     {
         var m = Vector512.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector512.Create(HalfBits.HighHalfMask);
@@ -158,6 +176,18 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
         even = HighHalfToSingle(Vector256.ShiftLeft(u, 16));
         odd = HighHalfToSingle(u);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadFiniteF16Pairs(ushort* p, out Vector256<float> even, out Vector256<float> odd)
+    {
+        var u = Vector256.Load((uint*)p);
+        even = FiniteHighHalfToSingle(Vector256.ShiftLeft(u, 16));
+        odd = FiniteHighHalfToSingle(u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> FiniteHighHalfToSingle(Vector256<uint> t) =>
+        (Vector256.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector256.Create(HalfBits.HighHalfMask)).AsSingle() * Vector256.Create(HalfBits.Rebias);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> HighHalfToSingle(Vector256<uint> t)
@@ -223,6 +253,18 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
         even = HighHalfToSingle(Vector128.ShiftLeft(u, 16));
         odd = HighHalfToSingle(u);
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void LoadFiniteF16Pairs(ushort* p, out Vector128<float> even, out Vector128<float> odd)
+    {
+        var u = Vector128.Load((uint*)p);
+        even = FiniteHighHalfToSingle(Vector128.ShiftLeft(u, 16));
+        odd = FiniteHighHalfToSingle(u);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> FiniteHighHalfToSingle(Vector128<uint> t) =>
+        (Vector128.ShiftRightArithmetic(t.AsInt32(), 3).AsUInt32() & Vector128.Create(HalfBits.HighHalfMask)).AsSingle() * Vector128.Create(HalfBits.Rebias);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> HighHalfToSingle(Vector128<uint> t)

@@ -71,6 +71,57 @@ public unsafe class GemmTests
     }
 
     /// <summary>
+    /// The pair loads split 2·Lanes halves by parity and convert each exactly; the finite-only variant
+    /// agrees with them on every finite half (infinities and NaNs replaced by zero for it).
+    /// </summary>
+    [Theory]
+    [InlineData(SimdWidth.V512)]
+    [InlineData(SimdWidth.V256)]
+    [InlineData(SimdWidth.V128)]
+    public void PairLoadsConvertEveryHalfExactly(SimdWidth width)
+    {
+        var halves = new ushort[65536];
+        var finite = new ushort[65536];
+        for (int i = 0; i < halves.Length; i++)
+        {
+            halves[i] = (ushort)i;
+            finite[i] = (i & 0x7C00) == 0x7C00 ? (ushort)0 : (ushort)i;
+        }
+        var exact = new float[32];
+        var fast = new float[32];
+        int lanes = (int)width / 32;
+        fixed (ushort* h = halves, f = finite)
+        fixed (float* e = exact, q = fast)
+            for (int i = 0; i < halves.Length; i += 2 * lanes)
+            {
+                switch (width)
+                {
+                    case SimdWidth.V512:
+                        Simd512.LoadF16Pairs(h + i, out var e0, out var o0); e0.Store(e); o0.Store(e + lanes);
+                        Simd512.LoadFiniteF16Pairs(f + i, out var e1, out var o1); e1.Store(q); o1.Store(q + lanes);
+                        break;
+                    case SimdWidth.V256:
+                        Simd256.LoadF16Pairs(h + i, out var e2, out var o2); e2.Store(e); o2.Store(e + lanes);
+                        Simd256.LoadFiniteF16Pairs(f + i, out var e3, out var o3); e3.Store(q); o3.Store(q + lanes);
+                        break;
+                    default:
+                        Simd128.LoadF16Pairs(h + i, out var e4, out var o4); e4.Store(e); o4.Store(e + lanes);
+                        Simd128.LoadFiniteF16Pairs(f + i, out var e5, out var o5); e5.Store(q); o5.Store(q + lanes);
+                        break;
+                }
+                for (int j = 0; j < 2 * lanes; j++)
+                {
+                    int element = i + (j < lanes ? 2 * j : 2 * (j - lanes) + 1); // even lanes first, then odd
+                    float expected = (float)BitConverter.UInt16BitsToHalf(halves[element]);
+                    if (float.IsNaN(expected)) Assert.True(float.IsNaN(exact[j]), $"half 0x{element:X4} should be NaN");
+                    else Assert.Equal(BitConverter.SingleToUInt32Bits(expected), BitConverter.SingleToUInt32Bits(exact[j]));
+                    float expectedFinite = (float)BitConverter.UInt16BitsToHalf(finite[element]);
+                    Assert.Equal(BitConverter.SingleToUInt32Bits(expectedFinite), BitConverter.SingleToUInt32Bits(fast[j]));
+                }
+            }
+    }
+
+    /// <summary>
     /// Each width's kernels (not only the one this CPU runs natively: the others are emulated, slowly
     /// but exactly) against a double-precision reference; and within one width a token's row is
     /// bit-identical whether computed alone (GEMV) or inside a tile (micro-kernel, tails).

@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """Summarise tools/bench/side_by_side.sh results into the markdown table of docs/PERFORMANCE.md.
 
-    /usr/bin/python3 tools/bench/side_by_side_table.py /tmp/side-by-side/results.jsonl [--write docs/PERFORMANCE.md]
+    /usr/bin/python3 tools/bench/side_by_side_table.py /tmp/side-by-side/results.jsonl [--bandwidth-gbs B] [--write docs/PERFORMANCE.md]
 
 Per (shape, dtype, test): the median tokens/s of each engine over the alternating rounds, the ratio
 PiServe / llama.cpp, and for decode rows the fraction of the bandwidth ceiling: the bytes one decode
-step must read (all weights, plus the f16 KV cache of the context for tg128@D) over the read bandwidth
-PiServe's bench measured in the same runs. With --write the table replaces the text between the
+step must read (all weights, plus the f16 KV cache of the context for tg128@D) over the machine's
+bandwidth: --bandwidth-gbs (e.g. STREAM triad measured on a quiet machine), else the median of the
+read bandwidth PiServe's bench measured in the same runs (noisier: it shares the host with them). With --write the table replaces the text between the
 side-by-side markers of the given file.
 """
 import json
@@ -19,7 +20,7 @@ TEST_ORDER = ["pp512", "pp2048", "tg128", "tg128@4096", "tg128@16384"]
 SHAPE_NAMES = {"small": "134M (small)", "1b": "1.1B (1b, TinyLlama shape)", "tiny": "tiny"}
 
 
-def main(path, write=None):
+def main(path, write=None, bandwidth_gbs=None):
     runs = defaultdict(list)
     meta = defaultdict(list)
     for line in open(path):
@@ -42,7 +43,7 @@ def main(path, write=None):
         ceiling = ""
         if test.startswith("tg"):
             m = meta[(shape, dtype)]
-            bandwidth = statistics.median(x["bandwidth_gb_per_second"] for x in m) * 1e9
+            bandwidth = (bandwidth_gbs or statistics.median(x["bandwidth_gb_per_second"] for x in m)) * 1e9
             depth = int(test.split("@")[1]) if "@" in test else 0
             step_bytes = m[0]["weight_bytes"] + depth * m[0]["kv_bytes_per_token"]
             limit = bandwidth / step_bytes
@@ -60,8 +61,9 @@ def main(path, write=None):
         *rows,
         "",
         f"Medians of {max(len(v) for v in runs.values())} alternating runs per engine and row. Ceiling: bytes one decode step reads "
-        f"(weights + f16 KV of the context) over the read bandwidth measured by `bench` in these runs "
-        f"(median {statistics.median(bw):.1f} GB/s, range {min(bw):.1f}–{max(bw):.1f})." if bw else "",
+        + (f"(weights + f16 KV of the context) over {bandwidth_gbs:g} GB/s (STREAM triad, 2 threads, quiet machine); "
+         if bandwidth_gbs else "(weights + f16 KV of the context) over the read bandwidth measured by `bench` in these runs; ")
+        + (f"`bench`'s own read probe during these runs: median {statistics.median(bw):.1f} GB/s, range {min(bw):.1f}–{max(bw):.1f}." if bw else ""),
     ])
     print(table)
     if write:
@@ -75,4 +77,5 @@ if __name__ == "__main__":
     if not args:
         sys.exit(__doc__)
     write = args[args.index("--write") + 1] if "--write" in args else None
-    main(args[0], write)
+    bandwidth = float(args[args.index("--bandwidth-gbs") + 1]) if "--bandwidth-gbs" in args else None
+    main(args[0], write, bandwidth)

@@ -25,6 +25,11 @@ public sealed class PiServeOptions
     public string DataDirectory { get; set; } = "piserve-data";
     /// <summary>Evaluation jobs run at once (interactive completions keep priority over all of them).</summary>
     public int EvalWorkers { get; set; } = 1;
+    /// <summary>
+    /// Element type of the KV cache for every model without its own: f32 (exact), f16 or bf16 (half
+    /// the memory and attention traffic; accuracy cost in docs/PERFORMANCE.md). As vLLM's --kv-cache-dtype.
+    /// </summary>
+    public string KvCacheDType { get; set; } = "f32";
 }
 
 public sealed class DatasetOptions
@@ -38,6 +43,8 @@ public sealed class ModelOptions
 {
     public string Id { get; set; } = "";
     public string Path { get; set; } = "";
+    /// <summary>This model's KV cache element type (f32, f16, bf16); empty: PiServe:KvCacheDType.</summary>
+    public string KvCacheDType { get; set; } = "";
     // RopeScaling (optional, same keys as config.json's rope_scaling) is read from the section as
     // JSON by the registry: the options binder cannot bind arbitrary JSON objects.
 }

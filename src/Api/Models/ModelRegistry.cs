@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
 using PiServe.Api.Hosting;
+using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Generation;
 using PiServe.Inference.Kernels;
@@ -33,7 +34,7 @@ public sealed class ModelRegistry : IDisposable
                 : [];
             if (folders.Count == 0) log.LogWarning("No models configured (PiServe:Models) and none shipped in {Folder}", shipped);
             foreach (string folder in folders)
-                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o, observers, log);
+                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o.KvCacheDType, o, observers, log);
             return;
         }
 
@@ -52,7 +53,8 @@ public sealed class ModelRegistry : IDisposable
                 return full;
             }
             var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
-            if (!Load(id, m.Path, Resolve, ropeOverride, o, observers, log))
+            string kvType = string.IsNullOrWhiteSpace(m.KvCacheDType) ? o.KvCacheDType : m.KvCacheDType;
+            if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log))
                 log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
         }
     }
@@ -62,7 +64,7 @@ public sealed class ModelRegistry : IDisposable
         string.IsNullOrWhiteSpace(o.ShippedModels) ? System.IO.Path.Combine(AppContext.BaseDirectory, "models") : o.ShippedModels);
 
     /// <summary>Loads one model under <paramref name="id"/>; false if the id is taken. Load failures are kept with the model.</summary>
-    private bool Load(string id, string path, Func<string> resolve, JsonObject? ropeOverride, PiServeOptions o,
+    private bool Load(string id, string path, Func<string> resolve, JsonObject? ropeOverride, string kvCacheType, PiServeOptions o,
                       ISchedulerObserverFactory? observers, ILogger log)
     {
         var served = new ServedModel(id, path);
@@ -73,6 +75,8 @@ public sealed class ModelRegistry : IDisposable
             var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
             try
             {
+                try { model.KvCacheType = KvCache.ParseElementType(kvCacheType); }
+                catch (ArgumentException e) { throw new ArgumentException($"PiServe KvCacheDType: {e.Message}"); }
                 var tokenizer = TokenizerLoader.Load(full);
                 // Checkpoints may pad the embedding past the tokenizer; the reverse means the
                 // tokenizer can produce ids the model has no row for.

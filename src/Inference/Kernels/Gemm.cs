@@ -114,6 +114,7 @@ public static unsafe class Gemm
         switch (w.DType)
         {
             case DType.BF16: Gemv<Bf16Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
+            case DType.F16 when w.Finite: Gemv<FiniteF16Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
             case DType.F16: Gemv<F16Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
             default: Gemv<F32Rows, S, V>(w, x, y, yStride, bias, r0, r1); break;
         }
@@ -233,6 +234,7 @@ public static unsafe class Gemm
         switch (w.DType)
         {
             case DType.BF16: WidenRow<Bf16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            case DType.F16 when w.Finite: WidenRow<FiniteF16Rows, S, V>(w.Row(r), dst, w.Cols); break;
             case DType.F16: WidenRow<F16Rows, S, V>(w.Row(r), dst, w.Cols); break;
             default: Buffer.MemoryCopy(w.Row(r), dst, (long)w.Cols * 4, (long)w.Cols * 4); break;
         }
@@ -363,14 +365,7 @@ public static unsafe class Gemm
                 y[(long)t * yStride + j] = s[t * 4 + j] + (bias == null ? 0 : bias[j]);
     }
 
-    /// <summary>Σ a[i]·b[i] over k floats at the hardware's best width (scalar tail).</summary>
-    internal static float DotF32(float* a, float* b, int k) => Simd.Best switch
-    {
-        SimdWidth.V512 => DotF32<Simd512, Vector512<float>>(a, b, k),
-        SimdWidth.V256 => DotF32<Simd256, Vector256<float>>(a, b, k),
-        _ => DotF32<Simd128, Vector128<float>>(a, b, k),
-    };
-
+    /// <summary>Σ a[i]·b[i] over k floats (lanes, then one horizontal sum, then the scalar tail).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float DotF32<S, V>(float* a, float* b, int k) where S : struct, ISimd<V> where V : struct
     {

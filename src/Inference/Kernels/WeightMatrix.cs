@@ -1,17 +1,39 @@
+using System.Runtime.Intrinsics;
 using PiServe.Inference.Checkpoints;
 
 namespace PiServe.Inference.Kernels;
 
-/// <summary>A [Rows, Cols] row-major weight matrix in its stored dtype (memory-mapped, never copied).</summary>
-public readonly unsafe struct WeightMatrix(byte* data, int rows, int cols, DType dtype)
+/// <summary>
+/// A [Rows, Cols] row-major weight matrix in its stored dtype (memory-mapped, never copied).
+/// Finite: known to hold no infinity or NaN, which lets f16 rows be widened with the cheaper exact
+/// conversion (<see cref="ISimd{V}.LoadFiniteF16Pairs"/>); false unless checked.
+/// </summary>
+public readonly unsafe struct WeightMatrix(byte* data, int rows, int cols, DType dtype, bool finite = false)
 {
     public byte* Data { get; } = data;
     public int Rows { get; } = rows;
     public int Cols { get; } = cols;
     public DType DType { get; } = dtype;
+    public bool Finite { get; } = finite;
 
-    public static WeightMatrix From(TensorView t) =>
-        new(t.Data, checked((int)t.Shape[0]), t.Shape.Length > 1 ? checked((int)t.Shape[1]) : 1, t.DType);
+    /// <summary>The tensor as a matrix; f16 tensors are scanned once for infinities and NaNs.</summary>
+    public static WeightMatrix From(TensorView t)
+    {
+        int rows = checked((int)t.Shape[0]), cols = t.Shape.Length > 1 ? checked((int)t.Shape[1]) : 1;
+        return new(t.Data, rows, cols, t.DType, t.DType == DType.F16 && NoInfOrNaN((ushort*)t.Data, (long)rows * cols));
+    }
 
     public byte* Row(int r) => Data + (long)r * Cols * DTypes.SizeOf(DType);
+
+    /// <summary>Whether none of the halves has the all-ones exponent of an infinity or NaN.</summary>
+    public static bool NoInfOrNaN(ushort* h, long count)
+    {
+        long i = 0;
+        var exponent = Vector256.Create((ushort)0x7C00);
+        for (; i + 16 <= count; i += 16)
+            if (Vector256.EqualsAny(Vector256.Load(h + i) & exponent, exponent)) return false;
+        for (; i < count; i++)
+            if ((h[i] & 0x7C00) == 0x7C00) return false;
+        return true;
+    }
 }

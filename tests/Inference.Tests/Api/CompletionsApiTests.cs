@@ -46,6 +46,11 @@ public class CompletionsApiTests(HostFixture fixture)
         string Error(string id) => data.Single(m => m!["id"]!.GetValue<string>() == id)!["error"]!.GetValue<string>();
         Assert.Contains("tokenizer.json has 32000 tokens but config.json vocab_size is 256", Error("mismatch"));
         Assert.Contains("outside PiServe:ModelsRoot", Error("escape"));
+        // PiServe:Models:N:KvCacheDType: an f16 cache costs half per token; an unknown type fails that model only.
+        var f16 = data.Single(m => m!["id"]!.GetValue<string>() == "tiny-f16-kv")!;
+        Assert.Equal("loaded", f16["status"]!.GetValue<string>());
+        Assert.Equal(2L * 2 * 2 * 16 * 2, f16["kv_bytes_per_token"]!.GetValue<long>());
+        Assert.Contains("KV cache dtype 'int8' is not one of f32, f16, bf16", Error("bad-kv"));
     }
 
     [Fact]

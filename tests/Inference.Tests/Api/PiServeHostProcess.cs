@@ -59,6 +59,8 @@ public sealed class PiServeHostProcess : IAsyncDisposable
             "--PiServe:Models:1:Id=broken", "--PiServe:Models:1:Path=broken",
             "--PiServe:Models:2:Id=mismatch", "--PiServe:Models:2:Path=mismatch",
             "--PiServe:Models:3:Id=escape", "--PiServe:Models:3:Path=../outside",
+            "--PiServe:Models:4:Id=tiny-f16-kv", "--PiServe:Models:4:Path=tiny", "--PiServe:Models:4:KvCacheDType=f16",
+            "--PiServe:Models:5:Id=bad-kv", "--PiServe:Models:5:Path=tiny", "--PiServe:Models:5:KvCacheDType=int8",
             "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
             .. extraArgs,
         ];

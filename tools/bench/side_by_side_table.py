@@ -50,9 +50,11 @@ def main(path, write=None, bandwidth_gbs=None):
             ceiling = f"{limit:.0f} | {m_ours / limit:.2f} | {m_theirs / limit:.2f}"
         else:
             ceiling = "– | – | –"
-        spread = lambda v: f"{min(v):.0f}–{max(v):.0f}" if len(v) > 1 else ""
-        rows.append(f"| {SHAPE_NAMES.get(shape, shape)} | {dtype} | {test} | **{m_ours:.1f}** ({spread(ours)}) | "
-                    f"{m_theirs:.1f} ({spread(theirs)}) | **{m_ours / m_theirs:.2f}** | {ceiling} |")
+        def spread(v):
+            digits = 0 if max(v) >= 100 else 1
+            return f" ({min(v):.{digits}f}–{max(v):.{digits}f})" if len(v) > 1 else ""
+        rows.append(f"| {SHAPE_NAMES.get(shape, shape)} | {dtype} | {test} | **{m_ours:.1f}**{spread(ours)} | "
+                    f"{m_theirs:.1f}{spread(theirs)} | **{m_ours / m_theirs:.2f}** | {ceiling} |")
 
     bw = [x["bandwidth_gb_per_second"] for v in meta.values() for x in v]
     table = "\n".join([
@@ -60,7 +62,7 @@ def main(path, write=None, bandwidth_gbs=None):
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Medians of {max(len(v) for v in runs.values())} alternating runs per engine and row. Ceiling: bytes one decode step reads "
+        f"Medians of up to {max(len(v) for v in runs.values())} alternating runs per engine and row. Ceiling: bytes one decode step reads "
         + (f"(weights + f16 KV of the context) over {bandwidth_gbs:g} GB/s (STREAM triad, 2 threads, quiet machine); "
          if bandwidth_gbs else "(weights + f16 KV of the context) over the read bandwidth measured by `bench` in these runs; ")
         + (f"`bench`'s own read probe during these runs: median {statistics.median(bw):.1f} GB/s, range {min(bw):.1f}–{max(bw):.1f}." if bw else ""),

@@ -38,17 +38,20 @@ internal readonly unsafe struct F16Rows : IRowLoader
     public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
 }
 
-/// <summary>f16 rows known to hold no infinity or NaN (a KV cache that scanned what it stored): the cheaper exact conversion.</summary>
+/// <summary>
+/// f16 rows known to hold no infinity or NaN (weights scanned at load, a KV cache that scanned what it
+/// stored): pairs take the cheaper exact conversion; single vectors and scalars as <see cref="F16Rows"/>.
+/// </summary>
 internal readonly unsafe struct FiniteF16Rows : IRowLoader
 {
-    public static int Size => 2;
-    public static bool Paired => true;
+    public static int Size => F16Rows.Size;
+    public static bool Paired => F16Rows.Paired;
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => S.LoadF16((ushort*)row + i);
+    public static V Load<S, V>(byte* row, int i) where S : struct, ISimd<V> where V : struct => F16Rows.Load<S, V>(row, i);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void LoadPairs<S, V>(byte* row, int i, out V even, out V odd) where S : struct, ISimd<V> where V : struct =>
         S.LoadFiniteF16Pairs((ushort*)row + i, out even, out odd);
-    public static float Scalar(byte* row, int i) => (float)((Half*)row)[i];
+    public static float Scalar(byte* row, int i) => F16Rows.Scalar(row, i);
 }
 
 internal readonly unsafe struct F32Rows : IRowLoader

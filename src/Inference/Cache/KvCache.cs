@@ -117,17 +117,9 @@ public sealed unsafe class KvCache : IDisposable
                         if ((((ushort*)dst)[i] & 0x7C00) == 0x7C00) { HoldsNonFinite = true; break; }
                 break;
             default:
-                for (int i = 0; i < HeadDim; i++) ((ushort*)dst)[i] = ToBf16(src[i]);
+                for (int i = 0; i < HeadDim; i++) ((ushort*)dst)[i] = DTypes.ToBf16(src[i]);
                 break;
         }
-    }
-
-    /// <summary>f32 → bf16, rounding to nearest even; NaN stays NaN.</summary>
-    public static ushort ToBf16(float f)
-    {
-        uint u = BitConverter.SingleToUInt32Bits(f);
-        if (float.IsNaN(f)) return (ushort)((u >> 16) | 0x40);
-        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
     }
 
     /// <summary>One layer's keys and values as attention reads them.</summary>

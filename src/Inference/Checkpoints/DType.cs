@@ -7,6 +7,14 @@ public static class DTypes
 {
     public static int SizeOf(DType t) => t == DType.F32 ? 4 : 2;
 
+    /// <summary>f32 → bf16 bits, rounding to nearest even; NaN stays NaN (rounding would carry it into the sign).</summary>
+    public static ushort ToBf16(float f)
+    {
+        uint u = BitConverter.SingleToUInt32Bits(f);
+        if (float.IsNaN(f)) return (ushort)((u >> 16) | 0x40);
+        return (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+    }
+
     /// <summary>safetensors spelling → DType; null for dtypes safetensors knows but we do not compute with.</summary>
     public static DType? FromSafetensors(string s) => s switch
     {

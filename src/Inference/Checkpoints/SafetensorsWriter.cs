@@ -47,9 +47,7 @@ public static class SafetensorsWriter
                     BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), (Half)values[i]);
                     break;
                 default:
-                    uint bits = BitConverter.SingleToUInt32Bits(values[i]);
-                    bits += 0x7FFF + ((bits >> 16) & 1);
-                    BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), (ushort)(bits >> 16));
+                    BitConverter.TryWriteBytes(bytes.AsSpan(i * 2), DTypes.ToBf16(values[i]));
                     break;
             }
         }

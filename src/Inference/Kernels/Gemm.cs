@@ -233,18 +233,15 @@ public static unsafe class Gemm
     {
         switch (w.DType)
         {
-            case DType.BF16: WidenRow<Bf16Rows, S, V>(w.Row(r), dst, w.Cols); break;
-            case DType.F16 when w.Finite: WidenRow<FiniteF16Rows, S, V>(w.Row(r), dst, w.Cols); break;
-            case DType.F16: WidenRow<F16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            case DType.BF16: WidenPairs<Bf16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            case DType.F16 when w.Finite: WidenPairs<FiniteF16Rows, S, V>(w.Row(r), dst, w.Cols); break;
+            case DType.F16: WidenPairs<F16Rows, S, V>(w.Row(r), dst, w.Cols); break;
             default: Buffer.MemoryCopy(w.Row(r), dst, (long)w.Cols * 4, (long)w.Cols * 4); break;
         }
     }
 
     /// <summary>A stored row widened to f32 in the pair layout (whole blocks of 2·Lanes split by parity, the tail in place).</summary>
     internal static void WidenPairs<T, S, V>(byte* row, float* dst, int k)
-        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct => WidenRow<T, S, V>(row, dst, k);
-
-    private static void WidenRow<T, S, V>(byte* row, float* dst, int k)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         int lanes = S.Lanes, i = 0;

@@ -110,14 +110,14 @@ def main():
     print("perplexity by window", flush=True)
     ppl = []
     for label, model, rope in PERPLEXITY_RUNS:
-        r = ev(models(model), "perplexity", {"windows": WINDOWS, "stride": 256}, rope=rope, dataset=heldout)
+        r = ev(models(model), "perplexity", {"windows": WINDOWS, "stride": 256, "beyond_window": True}, rope=rope, dataset=heldout)
         ppl.append({"label": label, "model": model, "rope_scaling": rope,
                     "ppl": {w["window"]: w["ppl"] for w in r["windows"]}, "tokens": {w["window"]: w["tokens"] for w in r["windows"]}})
 
     print("fine-tuning steps", flush=True)
     curve = [{"step": 0, "ppl": ppl[1]["ppl"]}]
     for step in FT_STEPS:
-        r = ev(step_checkpoint(args.work, step), "perplexity", {"windows": WINDOWS, "stride": 256}, dataset=heldout)
+        r = ev(step_checkpoint(args.work, step), "perplexity", {"windows": WINDOWS, "stride": 256, "beyond_window": True}, dataset=heldout)
         curve.append({"step": step, "ppl": {w["window"]: w["ppl"] for w in r["windows"]}})
     recipe = json.load(open(os.path.join(ROOT, "models", "kjv-pi-1024", "recipe.json")))
     curve.append({"step": recipe["steps"], "ppl": ppl[-1]["ppl"]})
@@ -125,7 +125,7 @@ def main():
     print("passkey", flush=True)
     passkey = []
     for label, model, rope in PASSKEY_RUNS:
-        r = ev(models(model), "passkey", {"lengths": [L, 2 * L, 4 * L], "depths": args.depths, "trials": args.trials, "seed": 0}, rope=rope)
+        r = ev(models(model), "passkey", {"lengths": [L, 2 * L, 4 * L], "depths": args.depths, "trials": args.trials, "seed": 0, "beyond_window": True}, rope=rope)
         by_length = {}
         for p in r["points"]:
             s = by_length.setdefault(p["length"], [0, 0])

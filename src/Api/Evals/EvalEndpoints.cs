@@ -54,6 +54,8 @@ public static class EvalEndpoints
             .Accepts<AttentionScoresRequest>("application/json").Produces<JsonObject>().Produces<ErrorBody>(400).Produces<ErrorBody>(404);
         app.MapPost("/v1/models/{id}/variants", CreateVariant).WithTags("Evaluations").WithName("CreateModelVariant")
             .Accepts<VariantRequest>("application/json").Produces<JsonObject>(201).Produces<ErrorBody>(400).Produces<ErrorBody>(404);
+        app.MapDelete("/v1/models/{id}", DeleteVariant).WithTags("Evaluations").WithName("DeleteModelVariant")
+            .Produces<JsonObject>().Produces<ErrorBody>(403).Produces<ErrorBody>(404).Produces<ErrorBody>(409);
         app.MapGet("/v1/datasets", (Eval.Datasets.DatasetCatalog catalog) => Results.Json(new JsonObject
         {
             ["object"] = "list",
@@ -104,10 +106,31 @@ public static class EvalEndpoints
         }
     }
 
+    /// <summary>DELETE /v1/models/{id}: removes a variant here and from the store; configured models are refused (403, as OpenAI refuses base models).</summary>
+    private static IResult DeleteVariant(string id, ModelRegistry registry, EvalJobRunner runner)
+    {
+        try
+        {
+            registry.RemoveVariant(id);
+        }
+        catch (KeyNotFoundException e)
+        {
+            throw new ApiException(404, e.Message, "model", code: "model_not_found");
+        }
+        catch (InvalidOperationException e)
+        {
+            bool configured = registry.Find(id)?.BaseModelId is null;
+            throw new ApiException(configured ? 403 : 409, e.Message, "model");
+        }
+        runner.Store.DeleteVariant(id);
+        return Results.Json(new JsonObject { ["id"] = id, ["object"] = "model", ["deleted"] = true });
+    }
+
     private static async Task<IResult> CreateVariant(string id, HttpContext http, ModelRegistry registry, EvalJobRunner runner)
     {
         var r = await RequestBody.ReadAsync<VariantRequest>(http.Request, http.RequestAborted);
-        if (string.IsNullOrWhiteSpace(r.Id)) throw ApiException.BadParam("id", "'id' (the new model id) is required");
+        if (string.IsNullOrEmpty(r.Id)) throw ApiException.BadParam("id", "'id' (the new model id) is required");
+        if (Eval.Models.ModelIds.Problem(r.Id) is { } badId) throw ApiException.BadParam("id", badId);
         var baseModel = registry.Find(id) ?? throw new ApiException(404, $"The model '{id}' does not exist", "model", code: "model_not_found");
         if (!baseModel.IsLoaded) throw new ApiException(503, $"The model '{id}' failed to load: {baseModel.Error}", "model", type: "server_error");
         if (registry.Find(r.Id) is not null) throw ApiException.BadParam("id", $"a model with id '{r.Id}' already exists");

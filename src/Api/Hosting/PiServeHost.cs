@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.Json;
 using PiServe.Api.Evals;
 using PiServe.Api.Hubs;
@@ -36,6 +37,7 @@ public static class PiServeHost
     public static WebApplication UsePiServe(this WebApplication app)
     {
         app.UseMiddleware<ApiErrorMiddleware>();
+        app.UseStatusCodePages(ApiErrorMiddleware.WriteStatusBodyAsync);
         // The page at / (wwwroot: playground and evaluations, no build step).
         app.UseDefaultFiles();
         app.UseStaticFiles();
@@ -47,6 +49,7 @@ public static class PiServeHost
         health.MapGet("/live", () => Results.Ok(new { status = "live" }));
         health.MapGet("/ready", (ModelRegistry registry) =>
         {
+            // Model errors name files relative to the models root (ModelRegistry): readiness is open without a key.
             var models = registry.All.Select(m => new { id = m.Id, status = m.Status, error = m.Error }).ToList();
             return registry.AllLoaded
                 ? Results.Ok(new { status = "ready", models })
@@ -88,9 +91,34 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         }
         catch (Exception e)
         {
-            log.LogError(e, "Unhandled error on {Method} {Path}", http.Request.Method, http.Request.Path);
-            await WriteAsync(http, new ApiException(500, "internal server error: " + e.Message, type: "server_error"));
+            // The detail goes to the log, under the request id the client is given: an exception's
+            // message can carry paths and internals that are no business of the caller.
+            log.LogError(e, "Unhandled error on {Method} {Path} (request {RequestId})", http.Request.Method, http.Request.Path, http.TraceIdentifier);
+            await WriteAsync(http, new ApiException(500,
+                $"The server had an error while processing your request (request id {http.TraceIdentifier}); the details are in the server log",
+                type: "server_error"));
         }
+    }
+
+    /// <summary>
+    /// A response the framework ends with an error status and no body (415 from the endpoint's
+    /// Accepts metadata, 404 for an unknown path, 405 for a wrong method) gets OpenAI's error JSON too.
+    /// </summary>
+    public static Task WriteStatusBodyAsync(StatusCodeContext context)
+    {
+        var http = context.HttpContext;
+        int status = http.Response.StatusCode;
+        string message = status switch
+        {
+            404 => $"no route for {http.Request.Method} {http.Request.Path}",
+            405 => $"method {http.Request.Method} is not allowed on {http.Request.Path}",
+            415 => $"Content-Type must be application/json, got '{http.Request.ContentType ?? "none"}'",
+            _ => $"HTTP {status}",
+        };
+        string? code = status switch { 404 => "not_found", 405 => "method_not_allowed", 415 => "unsupported_media_type", _ => null };
+        var error = new ApiException(status, message, code: code);
+        http.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(http.Response.Body, error.Body, CompletionsEndpoints.Json);
     }
 
     public static async Task WriteAsync(HttpContext http, ApiException e)

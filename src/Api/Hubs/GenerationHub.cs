@@ -23,13 +23,19 @@ public sealed class GenerationHub(CompletionService service) : Hub
 {
     public const string Path = "/hubs/generation";
 
-    public async IAsyncEnumerable<TokenStreamEvent> StreamCompletion(CompletionRequest request, [EnumeratorCancellation] CancellationToken cancellation)
+    /// <remarks>
+    /// The argument is taken as raw JSON and read like an HTTP body, so a mistyped field is reported by
+    /// name (SignalR's own binding would only say "an error on the server").
+    /// </remarks>
+    public async IAsyncEnumerable<TokenStreamEvent> StreamCompletion(System.Text.Json.JsonElement request, [EnumeratorCancellation] CancellationToken cancellation)
     {
         PreparedCompletion p;
         System.Threading.Channels.ChannelReader<Inference.Generation.GenerationEvent> events;
         try
         {
-            p = service.Prepare(request, cancellation);
+            if (request.ValueKind != System.Text.Json.JsonValueKind.Object)
+                throw new ApiException(400, $"the request must be a JSON object, got {request.ValueKind.ToString().ToLowerInvariant()}");
+            p = service.Prepare(RequestBody.Read<CompletionRequest>(request), cancellation);
             events = CompletionService.Submit(p.Model, p.Job);
         }
         catch (ApiException e)

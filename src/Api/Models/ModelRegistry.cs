@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
 using PiServe.Api.Hosting;
+using PiServe.Eval.Models;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Generation;
@@ -20,6 +21,8 @@ namespace PiServe.Api.Models;
 public sealed class ModelRegistry : IDisposable
 {
     private readonly Dictionary<string, ServedModel> _models = new(StringComparer.Ordinal);
+    /// <summary>Folders whose absolute paths are cut from the errors models report (the log keeps them whole).</summary>
+    private readonly List<string> _roots = [];
 
     public ModelRegistry(IOptions<PiServeOptions> options, IConfiguration configuration, ILogger<ModelRegistry> log, ISchedulerObserverFactory? observers = null)
     {
@@ -29,6 +32,7 @@ public sealed class ModelRegistry : IDisposable
             // Nothing configured: serve the models shipped with the executable (models/ next to it),
             // so a fresh clone answers completions with no configuration and no download.
             string shipped = ShippedModelsFolder(o);
+            _roots.Add(shipped);
             var folders = Directory.Exists(shipped)
                 ? Directory.GetDirectories(shipped).Where(d => File.Exists(System.IO.Path.Combine(d, "config.json"))).Order(StringComparer.Ordinal).ToList()
                 : [];
@@ -39,6 +43,7 @@ public sealed class ModelRegistry : IDisposable
         }
 
         string root = System.IO.Path.GetFullPath(o.ModelsRoot);
+        _roots.Add(root);
         var sections = configuration.GetSection($"{PiServeOptions.Section}:Models").GetChildren().ToList();
         for (int i = 0; i < o.Models.Count; i++)
         {
@@ -49,7 +54,7 @@ public sealed class ModelRegistry : IDisposable
             {
                 string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, m.Path));
                 if (!full.StartsWith(root.TrimEnd(System.IO.Path.DirectorySeparatorChar) + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal) && full != root)
-                    throw new ArgumentException($"PiServe:Models:{index}:Path '{m.Path}' resolves to {full}, outside PiServe:ModelsRoot ({root})");
+                    throw new ArgumentException($"PiServe:Models:{index}:Path '{m.Path}' lies outside PiServe:ModelsRoot");
                 return full;
             }
             var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
@@ -71,6 +76,9 @@ public sealed class ModelRegistry : IDisposable
         if (!_models.TryAdd(id, served)) return false;
         try
         {
+            if (ModelIds.Problem(id) is { } bad) throw new ArgumentException($"model id '{id}': {bad}");
+            if (_models.Keys.FirstOrDefault(k => k != id && string.Equals(k, id, StringComparison.OrdinalIgnoreCase)) is { } other)
+                throw new ArgumentException($"model id '{id}' differs from '{other}' only in case");
             string full = resolve();
             var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
             try
@@ -106,10 +114,30 @@ public sealed class ModelRegistry : IDisposable
         catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
                                       or ArgumentException or IOException or UnauthorizedAccessException)
         {
-            served.Failed(e.Message);
+            served.Failed(Relative(e.Message));
             log.LogError("Model {Id} failed to load: {Error}", id, e.Message);
         }
+        catch (Exception e)
+        {
+            // Whatever a model folder holds, it may fail only that model: the loaders turn every
+            // corruption they know into one of the errors above, and anything they miss still must
+            // not take the host (and every other model) down at start-up.
+            served.Failed(Relative($"unexpected {e.GetType().Name} while loading: {e.Message}"));
+            log.LogError(e, "Model {Id} failed to load", id);
+        }
         return true;
+    }
+
+    /// <summary>An error message with the models root (and shipped folder) written as relative paths.</summary>
+    private string Relative(string message)
+    {
+        foreach (string root in _roots)
+        {
+            string trimmed = root.TrimEnd(System.IO.Path.DirectorySeparatorChar);
+            message = message.Replace(trimmed + System.IO.Path.DirectorySeparatorChar, "", StringComparison.Ordinal)
+                             .Replace(trimmed, ".", StringComparison.Ordinal);
+        }
+        return message;
     }
 
     public IReadOnlyCollection<ServedModel> All { get { lock (_models) return _models.Values.ToList(); } }
@@ -124,16 +152,37 @@ public sealed class ModelRegistry : IDisposable
     /// </summary>
     public ServedModel RegisterVariant(string baseId, string id, JsonObject ropeScaling, int? contextWindow = null)
     {
-        if (string.IsNullOrWhiteSpace(id)) throw new ArgumentException("the variant id is empty");
+        if (ModelIds.Problem(id) is { } bad) throw new ArgumentException(bad);
         lock (_models)
         {
-            if (_models.ContainsKey(id)) throw new ArgumentException($"a model with id '{id}' already exists");
+            if (_models.Keys.FirstOrDefault(k => string.Equals(k, id, StringComparison.OrdinalIgnoreCase)) is { } taken)
+                throw new ArgumentException(taken == id ? $"a model with id '{id}' already exists" : $"the id '{id}' differs from the existing model '{taken}' only in case");
             var baseModel = _models.GetValueOrDefault(baseId) ?? throw new ArgumentException($"the model '{baseId}' does not exist");
             if (!baseModel.IsLoaded) throw new ArgumentException($"the model '{baseId}' is not loaded: {baseModel.Error}");
             var variant = new ServedModel(id, baseModel.Path);
             variant.LoadedVariant(baseModel, ropeScaling, contextWindow);
             _models.Add(id, variant);
             return variant;
+        }
+    }
+
+    /// <summary>
+    /// Removes a variant (configured models stay: they own weights and a scheduler). Requests already
+    /// running on it finish; the shared weights belong to the base model. Throws
+    /// <see cref="KeyNotFoundException"/> (no such model) or <see cref="InvalidOperationException"/>
+    /// (a configured model, or a variant other variants are built on).
+    /// </summary>
+    public ServedModel RemoveVariant(string id)
+    {
+        lock (_models)
+        {
+            var model = _models.GetValueOrDefault(id) ?? throw new KeyNotFoundException($"The model '{id}' does not exist");
+            if (model.BaseModelId is null)
+                throw new InvalidOperationException($"'{id}' is a configured model, not a variant: only variants can be deleted");
+            if (_models.Values.FirstOrDefault(m => m.BaseModelId == id) is { } child)
+                throw new InvalidOperationException($"the variant '{child.Id}' is built on '{id}': delete it first");
+            _models.Remove(id);
+            return model;
         }
     }
 

@@ -20,6 +20,7 @@ public sealed class ApiException(int status, string message, string? param = nul
     public string Type { get; } = type ?? status switch
     {
         401 => "authentication_error",
+        403 => "permission_error",
         404 => "not_found_error",
         413 => "invalid_request_error",
         429 => "rate_limit_exceeded",

@@ -31,7 +31,7 @@ public static class ChatEndpoints
         var messages = new List<ChatMessage>(r.Messages.Count);
         for (int i = 0; i < r.Messages.Count; i++)
         {
-            var m = r.Messages[i];
+            var m = r.Messages[i] ?? throw ApiException.BadParam($"messages[{i}]", $"messages[{i}] must be an object with 'role' and 'content', got null");
             if (m.Role is null || !Roles.Contains(m.Role))
                 throw ApiException.BadParam($"messages[{i}].role", $"messages[{i}].role must be one of {string.Join(", ", Roles)}");
             messages.Add(new ChatMessage(m.Role, ContentText(m.Content, i)));
@@ -102,16 +102,41 @@ public static class ChatEndpoints
             [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), logprobs, finish)], finalUsage!), CompletionsEndpoints.Json);
     }
 
-    /// <summary>A message's content: a string, or the text parts of an array of content parts.</summary>
-    private static string? ContentText(JsonNode? content, int index) => content switch
+    /// <summary>
+    /// A message's content: a string, null, or OpenAI's array of content parts, of which only text
+    /// parts ({"type":"text","text":"..."}) are accepted, joined with newlines as vLLM joins them for
+    /// templates that take string content.
+    /// </summary>
+    private static string? ContentText(JsonNode? content, int index)
     {
-        null => null,
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        JsonArray parts => string.Concat(parts.Select((p, j) =>
-            p?["type"]?.GetValue<string>() == "text" && p["text"] is JsonValue tv && tv.TryGetValue(out string? t) ? t
-                : throw ApiException.BadParam($"messages[{index}].content[{j}]", "only {\"type\":\"text\",\"text\":...} content parts are supported"))),
-        _ => throw ApiException.BadParam($"messages[{index}].content", "content must be a string or an array of text parts"),
-    };
+        switch (content)
+        {
+            case null:
+                return null;
+            case JsonValue v when v.TryGetValue(out string? s):
+                return s;
+            case JsonArray parts:
+                var text = new StringBuilder();
+                for (int j = 0; j < parts.Count; j++)
+                {
+                    string param = $"messages[{index}].content[{j}]";
+                    if (parts[j] is not JsonObject part)
+                        throw ApiException.BadParam(param, $"{param} must be a content part object such as {{\"type\":\"text\",\"text\":\"...\"}}");
+                    string? type = part["type"] is JsonValue tv && tv.TryGetValue(out string? t) ? t : null;
+                    if (type != "text")
+                        throw ApiException.BadParam(param, type is null
+                            ? $"{param}.type is missing or not a string"
+                            : $"{param}.type '{type}' is not supported: this model takes text parts only");
+                    if (part["text"] is not JsonValue textValue || !textValue.TryGetValue(out string? partText))
+                        throw ApiException.BadParam(param, $"{param}.text must be a string");
+                    if (j > 0) text.Append('\n');
+                    text.Append(partText);
+                }
+                return text.ToString();
+            default:
+                throw ApiException.BadParam($"messages[{index}].content", $"messages[{index}].content must be a string or an array of text parts");
+        }
+    }
 
     private static ChatTokenLogprob TokenLogprob(Inference.Generation.TokenEvent t, ITokenizer tokenizer)
     {

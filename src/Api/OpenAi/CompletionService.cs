@@ -119,10 +119,12 @@ public sealed class CompletionService(ModelRegistry registry)
         };
 
         int window = model.ContextWindowFor(rope);
-        if (prompt.Length + maxTokens > window)
+        // In long: prompt + max_tokens near int.MaxValue must not wrap around and pass this check.
+        long needed = (long)prompt.Length + maxTokens;
+        if (needed > window)
             throw new ApiException(413,
-                $"This model's context window is {window} tokens, but the prompt ({prompt.Length} tokens) plus max_tokens ({maxTokens}) needs {prompt.Length + maxTokens}",
-                "max_tokens", code: "context_length_exceeded");
+                $"This model's context window is {window} tokens, but the prompt ({prompt.Length} tokens) plus max_tokens ({maxTokens}) needs {needed}",
+                prompt.Length > window ? "prompt" : "max_tokens", code: "context_length_exceeded");
 
         return new CompletionJob
         {

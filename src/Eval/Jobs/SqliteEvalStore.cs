@@ -200,6 +200,9 @@ public sealed class SqliteEvalStore
         """, ("$id", v.Id), ("$base", v.BaseModel), ("$rope", v.RopeScaling.ToJsonString()), ("$window", v.ContextWindow),
         ("$job", v.JobId), ("$now", Now()));
 
+    /// <summary>Forgets a variant, so it is not restored at the next start.</summary>
+    public void DeleteVariant(string id) => Write("DELETE FROM model_variants WHERE id = $id", ("$id", id));
+
     public List<Variant> Variants()
     {
         using var c = Open();

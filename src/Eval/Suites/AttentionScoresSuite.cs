@@ -24,7 +24,7 @@ public sealed class AttentionScoresSuite : EvalSuite
     {
         string? text = p.OptionalString("text");
         int layers = model.Config.NumLayers;
-        return new Settings(text, p.Int("document", 0, 0), p.Int("max_tokens", 1024, 2, 1 << 20), p.OptionalInt("bucket_size", 1),
+        return new Settings(text, p.Int("document", 0, 0), p.Int("max_tokens", 1024, 2, EvalLimits.MaxLength), p.OptionalInt("bucket_size", 1),
             p.OptionalIntList("layers", 0, layers - 1, distinctSorted: true), p.Bool("include_extrapolation", true),
             p.Int("theory_points", 64, 2, 100_000), p.OptionalInt("theory_max_distance", 1));
     }

@@ -13,6 +13,22 @@ public sealed class EvalRequestException(int status, string message, string? par
 }
 
 /// <summary>
+/// Bounds on what one job may ask for, so that a request cannot queue days of work or lengths no
+/// machine can hold. Lengths (perplexity windows, passkey lengths, GovReport inputs) stay inside the
+/// model's context window unless the request sets "beyond_window": true — measuring past the window
+/// is the point of the extrapolation experiments — and then up to <see cref="MaxLength"/>.
+/// </summary>
+public static class EvalLimits
+{
+    /// <summary>Entries in one grid list (windows, lengths, n̂ candidates).</summary>
+    public const int MaxGridEntries = 64;
+    /// <summary>The longest sequence any job may process: 128k tokens (the PI and LongRoPE papers' longest perplexity windows).</summary>
+    public const int MaxLength = 1 << 17;
+    /// <summary>Units (windows × documents, trials, candidates) of one job.</summary>
+    public const int MaxUnits = 100_000;
+}
+
+/// <summary>
 /// Reads a job's "parameters" object: typed values with defaults and ranges, and a normalized copy
 /// (every parameter with its value in force) that the job stores and reports. Unknown names are refused
 /// so a typo does not silently run with a default.
@@ -116,6 +132,50 @@ public sealed class EvalParameters
         return v;
     }
 
+    /// <summary>
+    /// A list of sequence lengths (at most <see cref="EvalLimits.MaxGridEntries"/>), each at least
+    /// <paramref name="min"/> and inside the context window <paramref name="window"/>, or inside
+    /// <see cref="EvalLimits.MaxLength"/> when the request sets "beyond_window".
+    /// </summary>
+    public int[]? OptionalLengthList(string name, int min, int window)
+    {
+        bool beyond = BeyondWindow();
+        var v = OptionalIntList(name, min, int.MaxValue, distinctSorted: true);
+        if (v is null) return null;
+        if (v.Length > EvalLimits.MaxGridEntries)
+            throw EvalRequestException.Bad(P(name), $"'{name}' has {v.Length} distinct entries, at most {EvalLimits.MaxGridEntries} are allowed per job");
+        foreach (int length in v) CheckLength(name, length, window, beyond);
+        return v;
+    }
+
+    /// <summary>One sequence length, bounded as <see cref="OptionalLengthList"/> bounds each entry.</summary>
+    public int? OptionalLength(string name, int min, int window)
+    {
+        bool beyond = BeyondWindow();
+        int? v = OptionalInt(name, min);
+        if (v is { } length) CheckLength(name, length, window, beyond);
+        return v;
+    }
+
+    /// <summary>"beyond_window": true lets lengths exceed the model's context window, up to <see cref="EvalLimits.MaxLength"/>.</summary>
+    public bool BeyondWindow() => Bool("beyond_window", false);
+
+    private static void CheckLength(string name, int length, int window, bool beyond)
+    {
+        if (beyond && length > EvalLimits.MaxLength)
+            throw EvalRequestException.Bad(P(name), $"'{name}' {length} is longer than the {EvalLimits.MaxLength} tokens any job may process");
+        if (!beyond && length > window)
+            throw EvalRequestException.Bad(P(name),
+                $"'{name}' {length} exceeds the model's context window ({window} tokens); set \"beyond_window\": true to measure past it (up to {EvalLimits.MaxLength})");
+    }
+
+    /// <summary>Refuses a job whose unit count (a product of grid sizes) exceeds <see cref="EvalLimits.MaxUnits"/>.</summary>
+    public static void CheckUnits(string name, long units, string what)
+    {
+        if (units > EvalLimits.MaxUnits)
+            throw EvalRequestException.Bad(P(name), $"{what} make {units} units of work, more than the {EvalLimits.MaxUnits} one job may run");
+    }
+
     /// <summary>Reads an arbitrary JSON value (copied into the normalized parameters as given).</summary>
     public JsonNode? RawValue(string name)
     {
@@ -136,6 +196,8 @@ public sealed class EvalParameters
                 throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be {Range(min, max)}, got {i}");
             return i;
         }
+        if (TryNumber(node, out double big) && big == Math.Floor(big) && double.IsFinite(big))
+            throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be {Range(min, max)}, got {node.ToJsonString()}, which is out of range");
         throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be an integer, got {node.ToJsonString()}");
     }
 

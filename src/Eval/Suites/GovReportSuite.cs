@@ -28,8 +28,8 @@ public sealed class GovReportSuite : EvalSuite
 
     private static Settings Parse(EvalParameters p, IEvalModel model, RopeScaling rope)
     {
-        int maxNew = p.Int("max_new_tokens", 1000, 1, 1 << 20);
-        int? maxInput = p.OptionalInt("max_input_tokens", 1);
+        int maxNew = p.Int("max_new_tokens", 1000, 1, EvalLimits.MaxLength);
+        int? maxInput = p.OptionalLength("max_input_tokens", 1, model.ContextWindow(rope));
         if (maxInput is null)
         {
             // What fits the context window next to the prompt's own words and the summary.

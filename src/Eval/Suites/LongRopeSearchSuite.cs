@@ -34,16 +34,18 @@ public sealed class LongRopeSearchSuite : EvalSuite
     {
         var c = model.Config;
         int configured = c.OriginalMaxPositionEmbeddings ?? c.MaxPositionEmbeddings;
-        int original = p.Int("original_length", configured, 2);
+        int original = p.Int("original_length", configured, 2, EvalLimits.MaxLength);
         if (c.OriginalMaxPositionEmbeddings is { } top && original != top)
             throw EvalRequestException.Bad(EvalParameters.P("original_length"),
                 $"config.json sets original_max_position_embeddings = {top}, which LongRoPE always uses; 'original_length' cannot differ");
-        int target = p.Int("target_length", 2 * original, 3);
+        // The target lies past the window by design (that is what the search extends to): bounded only by EvalLimits.MaxLength.
+        int target = p.Int("target_length", Math.Min(2 * original, EvalLimits.MaxLength), 3, EvalLimits.MaxLength);
         if (target <= original)
             throw EvalRequestException.Bad(EvalParameters.P("target_length"),
                 $"'target_length' ({target}) must exceed the original context ({original}): the long factors only apply past it");
         int population = p.Int("population", 8, 3, 4096);
         int generations = p.Int("generations", 3, 1, 1000);
+        EvalParameters.CheckUnits("generations", (long)population * generations, "population × generations");
         int parents = p.Int("parents", Math.Max(2, population / 2), 1, population - 1);
         double mutation = p.Double("mutation_probability", 0.3, 0, 1);
         double crossover = p.Double("crossover_probability", 0.3, 0, 1);
@@ -53,6 +55,8 @@ public sealed class LongRopeSearchSuite : EvalSuite
         double maxFactor = p.Double("max_factor", Math.Round(1.25 * scale, 2), 1, 1e6);
         bool searchNHat = p.Bool("search_n_hat", true);
         var nHats = p.OptionalIntList("n_hat_candidates", 0, original - 1, distinctSorted: true);
+        if (nHats is { Length: > EvalLimits.MaxGridEntries })
+            throw EvalRequestException.Bad(EvalParameters.P("n_hat_candidates"), $"at most {EvalLimits.MaxGridEntries} distinct n̂ candidates per job, got {nHats.Length}");
         if (nHats is null)
         {
             nHats = searchNHat ? DefaultNHats.Where(n => n < original).ToArray() : [0];
@@ -62,7 +66,8 @@ public sealed class LongRopeSearchSuite : EvalSuite
         double attention = p.OptionalDouble("attention_factor", 1e-6, 100) ?? Math.Sqrt(1 + Math.Log(scale) / Math.Log(original));
         p.Set("attention_factor", attention);
         string? registerAs = p.OptionalString("register_as");
-        if (registerAs is { Length: 0 }) throw EvalRequestException.Bad(EvalParameters.P("register_as"), "'register_as' must not be empty");
+        if (registerAs is not null && Models.ModelIds.Problem(registerAs) is { } badId)
+            throw EvalRequestException.Bad(EvalParameters.P("register_as"), $"'register_as': {badId}");
         return new Settings(target, original, p.Int("samples", 3, 1, 1000), population, generations, parents, mutation, crossover,
             mutationScale, seed, maxFactor, nHats, attention, registerAs, p.OptionalInt("max_documents", 1), p.Bool("skip_malformed", false));
     }

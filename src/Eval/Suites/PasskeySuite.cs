@@ -38,14 +38,17 @@ public sealed class PasskeySuite : EvalSuite
 
     private static Settings Parse(EvalParameters p, IEvalModel model, RopeScaling rope)
     {
-        int? target = p.OptionalInt("target_length", 16);
-        var lengths = p.OptionalIntList("lengths", 16, 1 << 24, distinctSorted: true);
+        int window = model.ContextWindow(rope);
+        int? target = p.OptionalLength("target_length", 16, window);
+        var lengths = p.OptionalLengthList("lengths", 16, window);
         if (target is not null && lengths is not null)
             throw EvalRequestException.Bad(EvalParameters.P("lengths"), "give either 'target_length' or 'lengths', not both");
         lengths ??= [target ?? model.ContextWindow(rope)];
         if (target is null && !p.Has("lengths")) p.Set("target_length", lengths[0]);
-        return new Settings(lengths, p.Int("depths", 32, 1, 1000), p.Int("trials", 10, 1, 10000), p.Int("seed", 0),
+        var settings = new Settings(lengths, p.Int("depths", 32, 1, 1000), p.Int("trials", 10, 1, 10000), p.Int("seed", 0),
             p.Int("max_new_tokens", 10, 1, 256));
+        EvalParameters.CheckUnits("trials", (long)lengths.Length * settings.Depths * settings.Trials, "lengths × depths × trials");
+        return settings;
     }
 
     protected override void Read(EvalParameters p, IEvalModel model, RopeScaling rope) => Parse(p, model, rope);

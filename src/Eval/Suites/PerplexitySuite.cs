@@ -20,7 +20,7 @@ public sealed class PerplexitySuite : EvalSuite
 
     private static Settings Parse(EvalParameters p, IEvalModel model, RopeScaling rope)
     {
-        var windows = p.OptionalIntList("windows", 2, 1 << 24, distinctSorted: true);
+        var windows = p.OptionalLengthList("windows", 2, model.ContextWindow(rope));
         if (windows is null)
         {
             windows = [model.ContextWindow(rope)];
@@ -28,7 +28,7 @@ public sealed class PerplexitySuite : EvalSuite
         }
         int stride = p.Int("stride", 256, 1);
         bool nonOverlapping = p.Bool("non_overlapping", false);
-        return new Settings(windows, stride, nonOverlapping, p.OptionalInt("max_documents", 1), p.OptionalInt("max_tokens", 2),
+        return new Settings(windows, stride, nonOverlapping, p.OptionalInt("max_documents", 1), p.OptionalInt("max_tokens", 2, EvalLimits.MaxLength * 64),
             p.Bool("skip_malformed", false));
     }
 

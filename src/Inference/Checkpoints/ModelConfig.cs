@@ -71,12 +71,17 @@ public sealed record ModelConfig
         if (modelType is not ("llama" or "mistral"))
             throw new CheckpointFormatException(FileName, "model_type", $"'{modelType}' is not supported (supported: llama, mistral)");
 
-        int hidden = ReqInt(c, "hidden_size");
-        int heads = ReqInt(c, "num_attention_heads");
+        // Shape fields are checked for sign and size before any arithmetic uses them: a zero divides,
+        // and a huge one overflows the int products (heads × head_dim, rows × columns) further on.
+        int hidden = Bounded(ReqInt(c, "hidden_size"), "hidden_size", MaxDimension);
+        int heads = Bounded(ReqInt(c, "num_attention_heads"), "num_attention_heads", MaxHeads);
         int kvHeads = OptInt(c, "num_key_value_heads") ?? heads;
         if (kvHeads <= 0 || heads % kvHeads != 0)
             throw new CheckpointFormatException(FileName, "num_key_value_heads", $"{kvHeads} must be positive and divide num_attention_heads ({heads})");
         int headDim = OptInt(c, "head_dim") ?? 0;
+        if (headDim < 0 || (long)headDim * heads > MaxDimension)
+            throw new CheckpointFormatException(FileName, "head_dim",
+                $"{headDim} must be positive and head_dim × num_attention_heads at most {MaxDimension}, got {(long)headDim * heads}");
         if (headDim == 0)
         {
             if (hidden % heads != 0)
@@ -110,12 +115,12 @@ public sealed record ModelConfig
         {
             ModelType = modelType,
             HiddenSize = hidden,
-            IntermediateSize = ReqInt(c, "intermediate_size"),
-            NumLayers = ReqInt(c, "num_hidden_layers"),
+            IntermediateSize = Bounded(ReqInt(c, "intermediate_size"), "intermediate_size", MaxDimension),
+            NumLayers = Bounded(ReqInt(c, "num_hidden_layers"), "num_hidden_layers", MaxLayers),
             NumHeads = heads,
             NumKvHeads = kvHeads,
             HeadDim = headDim,
-            VocabSize = ReqInt(c, "vocab_size"),
+            VocabSize = Bounded(ReqInt(c, "vocab_size"), "vocab_size", MaxVocab),
             RmsNormEps = OptDouble(c, "rms_norm_eps") ?? 1e-6,
             MaxPositionEmbeddings = OptInt(c, "max_position_embeddings") ?? (mistral ? 4096 * 32 : 2048),
             OriginalMaxPositionEmbeddings = OptInt(c, "original_max_position_embeddings"),
@@ -127,13 +132,13 @@ public sealed record ModelConfig
             MlpBias = !mistral && (OptBool(c, "mlp_bias") ?? false),
             SlidingWindow = window,
             HiddenAct = act,
-            BosTokenId = OptInt(c, "bos_token_id"),
+            BosTokenId = c["bos_token_id"] is { } bos ? TokenId(bos, "bos_token_id") : null,
             EosTokenIds = c["eos_token_id"] switch
             {
                 null => [],
-                JsonArray a => a.Select((n, i) => JsonNumbers.TryGetDouble(n, out double id) && id == Math.Floor(id) ? (int)id
-                    : throw new CheckpointFormatException(FileName, $"eos_token_id[{i}]", "must be an integer")).ToArray(),
-                JsonValue v when JsonNumbers.TryGetDouble(v, out double id) && id == Math.Floor(id) => [(int)id],
+                JsonArray a => a.Select((n, i) => n is null ? throw new CheckpointFormatException(FileName, $"eos_token_id[{i}]", "must be a token id")
+                    : TokenId(n, $"eos_token_id[{i}]")).ToArray(),
+                JsonValue v when JsonNumbers.TryGetDouble(v, out _) => [TokenId(v, "eos_token_id")],
                 _ => throw new CheckpointFormatException(FileName, "eos_token_id", "must be an integer or an array of integers"),
             },
             TorchDtype = OptString(c, "torch_dtype") ?? OptString(c, "dtype"),
@@ -157,6 +162,19 @@ public sealed record ModelConfig
         return config;
     }
 
+    /// <summary>
+    /// Upper bounds far above any published checkpoint (the largest hidden size is ~16k, vocabularies
+    /// ~256k, depths ~128) that keep every size computed from them inside int and long arithmetic.
+    /// </summary>
+    public const int MaxDimension = 1 << 20, MaxHeads = 1 << 12, MaxLayers = 1 << 12, MaxVocab = 1 << 24;
+
+    private static int Bounded(int value, string name, int max)
+    {
+        if (value <= 0) throw new CheckpointFormatException(FileName, name, $"must be positive, got {value}");
+        if (value > max) throw new CheckpointFormatException(FileName, name, $"{value} is larger than PiServe supports ({max})");
+        return value;
+    }
+
     private static JsonNode Req(JsonObject c, string name) =>
         c[name] ?? throw new CheckpointFormatException(FileName, name, "required field is missing");
 
@@ -168,9 +186,19 @@ public sealed record ModelConfig
 
     private static int? OptInt(JsonObject c, string name) => c[name] is null ? null : ToInt(c[name]!, name);
 
+    private static int TokenId(JsonNode n, string name)
+    {
+        int id = ToInt(n, name);
+        return id >= 0 ? id : throw new CheckpointFormatException(FileName, name, $"must be a token id (non-negative), got {id}");
+    }
+
     private static int ToInt(JsonNode n, string name)
     {
-        if (JsonNumbers.TryGetDouble(n, out double d) && d == Math.Floor(d) && Math.Abs(d) < int.MaxValue) return (int)d;
+        if (JsonNumbers.TryGetDouble(n, out double d) && d == Math.Floor(d) && double.IsFinite(d))
+        {
+            if (d >= int.MinValue && d <= int.MaxValue) return (int)d;
+            throw new CheckpointFormatException(FileName, name, $"{n.ToJsonString()} is too large (at most {int.MaxValue})");
+        }
         throw new CheckpointFormatException(FileName, name, $"must be an integer, got {n.ToJsonString()}");
     }
 

@@ -29,6 +29,9 @@ public sealed unsafe class SafetensorsFile : IDisposable
     private readonly byte* _base;
     private readonly Dictionary<string, TensorView> _tensors = new(StringComparer.Ordinal);
 
+    /// <summary>No tensor can be larger than this (2^56 bytes = 64 PiB); keeps byte counts far from long overflow.</summary>
+    private const long MaxTensorBytes = 1L << 56;
+
     public string Path { get; }
     public string FileName { get; }
     public IReadOnlyDictionary<string, TensorView> Tensors => _tensors;
@@ -112,7 +115,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
                     if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out long dim) || dim < 0)
                         throw new CheckpointFormatException(FileName, field + ".shape", "dimensions must be non-negative integers");
                     shape[k++] = dim;
-                    elements = checked(elements * dim);
+                    // A shape such as [2^40, 2^40] has more bytes than any file: refuse it before it overflows.
+                    if (dim != 0 && elements > MaxTensorBytes / dim)
+                        throw new CheckpointFormatException(FileName, field + ".shape",
+                            $"[{string.Join(", ", shapeEl.EnumerateArray().Select(x => x.GetRawText()))}] has more elements than any file can hold");
+                    elements *= dim;
                 }
 
                 if (!t.TryGetProperty("data_offsets", out var offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2
@@ -123,6 +130,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 if (end > dataLength)
                     throw new CheckpointFormatException(FileName, field + ".data_offsets",
                         $"[{begin}, {end}] lies outside the data section ({dataLength} bytes): the file is truncated or the header is wrong");
+                if (elements > MaxTensorBytes / DTypes.SizeOf(dtype))
+                    throw new CheckpointFormatException(FileName, field + ".shape", $"[{string.Join(", ", shape)}] × {dtypeText} is larger than any file can hold");
                 long expected = elements * DTypes.SizeOf(dtype);
                 if (end - begin != expected)
                     throw new CheckpointFormatException(FileName, field,

@@ -22,8 +22,8 @@ public sealed record CompletionJob
     public RopeScaling? Rope { get; init; }
     public KvCachePolicy Policy { get; init; } = KvCachePolicy.Exact;
     public CancellationToken Cancellation { get; init; }
-    /// <summary>Reserved KV capacity for the request: prompt + max_tokens positions.</summary>
-    public int PlannedLength => Prompt.Length + MaxTokens;
+    /// <summary>Reserved KV capacity for the request: prompt + max_tokens positions (checked: never wraps negative).</summary>
+    public int PlannedLength => checked(Prompt.Length + MaxTokens);
 }
 
 public sealed record TopLogprob(int TokenId, string Token, float Logprob);
@@ -117,12 +117,17 @@ public sealed class BatchScheduler : IDisposable
     /// <summary>Queues a request; its events arrive on the returned reader, ending with a FinishEvent or ErrorEvent.</summary>
     public ChannelReader<GenerationEvent> Submit(CompletionJob job)
     {
-        long bytes = job.PlannedLength * KvBytesPerToken;
-        if (bytes > _options.KvCacheBudgetBytes)
+        if (job.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(job), $"max_tokens must be non-negative, got {job.MaxTokens}");
+        // Lengths and byte counts in long with overflow checks: a wrapped product would pass the
+        // budget check and leave a negative reservation that stops limiting anyone.
+        long planned = (long)job.Prompt.Length + job.MaxTokens;
+        long bytes = planned <= int.MaxValue && planned <= long.MaxValue / Math.Max(1, KvBytesPerToken)
+            ? planned * KvBytesPerToken : long.MaxValue;
+        if (planned > int.MaxValue || bytes > _options.KvCacheBudgetBytes)
         {
             _observer?.Rejected("kv_budget");
             throw new KvBudgetExceededException(
-                $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {bytes} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+                $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {(bytes == long.MaxValue ? "more than 2^63" : bytes.ToString())} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
         }
         var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         lock (_lock)
@@ -228,8 +233,9 @@ public sealed class BatchScheduler : IDisposable
         try
         {
             session = new InferenceSession(_model, job.Rope, job.Policy, job.PlannedLength, _options.PrefillChunk, initialCapacity: job.PlannedLength);
-            var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize),
-                _tokenizer.CreateStreamingDecoder(skipSpecialTokens: true), new StopStrings(job.Stop));
+            var decoder = _tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
+            decoder.Prime(job.Prompt); // completion text continues the prompt's (" of the", not "of the")
+            var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize), decoder, new StopStrings(job.Stop));
             ReadOnlySpan<float> logits = job.PromptLogprobs ? PrefillWithPromptLogprobs(running) : session.Prefill(job.Prompt);
             lock (_lock) _running.Add(running);
             if (job.MaxTokens == 0) { running.FinishReason = "length"; return; }

@@ -112,7 +112,7 @@ public sealed unsafe class LlamaModel : IDisposable
     /// entirely on this loaded model (same weights). Throws <see cref="RopeScalingException"/>.
     /// </summary>
     public RopeScaling ResolveRope(JsonObject? ropeScalingOverride) =>
-        ropeScalingOverride is null ? Rope : RopeScalingFactory.Create(Config, ropeScalingOverride);
+        ropeScalingOverride is null ? Rope : RopeScalingFactory.CreateOverride(Config, ropeScalingOverride);
 
     /// <summary>
     /// The element type of the KV caches this model creates: F32 (default, exact) or F16/BF16 (half the

@@ -29,12 +29,7 @@ public static class RopeScalingFactory
             "default" => new DefaultRope(d, theta),
             "linear" => new LinearRopeScaling(d, theta, Factor(ropeScaling), PositiveInt(ropeScaling, "original_max_position_embeddings")),
             "dynamic" => new DynamicNtkRopeScaling(d, theta, Factor(ropeScaling), config.MaxPositionEmbeddings),
-            "yarn" => new YarnRopeScaling(d, theta, Factor(ropeScaling),
-                PositiveInt(ropeScaling, "original_max_position_embeddings") ?? config.MaxPositionEmbeddings,
-                PositiveNumber(ropeScaling, "attention_factor"),
-                PositiveNumber(ropeScaling, "beta_fast") ?? 32, PositiveNumber(ropeScaling, "beta_slow") ?? 1,
-                Number(ropeScaling, "mscale"), Number(ropeScaling, "mscale_all_dim"),
-                Bool(ropeScaling, "truncate") ?? true),
+            "yarn" => Yarn(config, ropeScaling),
             "longrope" => LongRope(config, ropeScaling),
             "llama3" => Llama3(config, ropeScaling),
             _ => throw new RopeScalingException(ropeScaling.ContainsKey("type") ? "type" : "rope_type",
@@ -43,6 +38,46 @@ public static class RopeScalingFactory
 
         int? nHat = NonNegativeInt(ropeScaling, "n_hat");
         return nHat is > 0 ? new UnscaledPrefixRope(family, nHat.Value) : family;
+    }
+
+    private static readonly Dictionary<string, string[]> KeysByType = new(StringComparer.Ordinal)
+    {
+        ["default"] = [],
+        ["linear"] = ["factor", "original_max_position_embeddings"],
+        ["dynamic"] = ["factor", "original_max_position_embeddings"],
+        ["yarn"] = ["factor", "original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"],
+        ["longrope"] = ["short_factor", "long_factor", "original_max_position_embeddings", "attention_factor", "factor"],
+        ["llama3"] = ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"],
+    };
+
+    /// <summary>
+    /// Creates an override given by a caller (a request, a variant, configuration), refusing keys its
+    /// family does not read: a misspelt "beta_fsat" would otherwise be silently ignored. A checkpoint's
+    /// own config.json goes through <see cref="Create"/> and keeps transformers' tolerance of extra keys.
+    /// </summary>
+    public static RopeScaling CreateOverride(ModelConfig config, JsonObject ropeScaling)
+    {
+        var rope = Create(config, ropeScaling);
+        string ropeType = Str(ropeScaling, "type") ?? Str(ropeScaling, "rope_type")!;
+        if (ropeType == "su") ropeType = "longrope";
+        var known = KeysByType[ropeType];
+        foreach (var (key, _) in ropeScaling)
+            if (key is not ("type" or "rope_type" or "n_hat") && !known.Contains(key))
+                throw new RopeScalingException(key, $"unknown key for rope_type {ropeType} (known: {string.Join(", ", ["rope_type", .. known, "n_hat"])})");
+        return rope;
+    }
+
+    private static YarnRopeScaling Yarn(ModelConfig config, JsonObject s)
+    {
+        double betaFast = PositiveNumber(s, "beta_fast") ?? 32, betaSlow = PositiveNumber(s, "beta_slow") ?? 1;
+        // beta_fast counts the rotations of the dimension where extrapolation starts, beta_slow where
+        // interpolation ends: reversed, the ramp runs backwards (transformers only warns).
+        if (betaFast < betaSlow)
+            throw new RopeScalingException("beta_fast", $"must be at least beta_slow ({betaFast} < {betaSlow})");
+        return new YarnRopeScaling(config.RotaryDim, config.RopeTheta, Factor(s),
+            PositiveInt(s, "original_max_position_embeddings") ?? config.MaxPositionEmbeddings,
+            PositiveNumber(s, "attention_factor"), betaFast, betaSlow,
+            Number(s, "mscale"), Number(s, "mscale_all_dim"), Bool(s, "truncate") ?? true);
     }
 
     private static LongRopeScaling LongRope(ModelConfig config, JsonObject s)
@@ -70,8 +105,20 @@ public static class RopeScalingFactory
         return new Llama3RopeScaling(config.RotaryDim, config.RopeTheta, Factor(s), low, high, original);
     }
 
-    private static double Factor(JsonObject s) =>
-        PositiveNumber(s, "factor") ?? throw new RopeScalingException("factor", "required for this rope type");
+    /// <summary>
+    /// The scaling factor: at least 1, as transformers' rope validation asks (a factor below 1 shrinks
+    /// the context window, and 1e-30 would shrink it to nothing and be reported as a length problem).
+    /// </summary>
+    private static double Factor(JsonObject s)
+    {
+        double factor = PositiveNumber(s, "factor") ?? throw new RopeScalingException("factor", "required for this rope type");
+        if (factor < 1) throw new RopeScalingException("factor", $"must be at least 1, got {factor}");
+        if (factor > MaxFactor) throw new RopeScalingException("factor", $"must be at most {MaxFactor}, got {factor}");
+        return factor;
+    }
+
+    /// <summary>Far beyond any published extension (LongRoPE's 2048k is a factor of 512 over 4k).</summary>
+    public const double MaxFactor = 65536;
 
     private static float[] Factors(JsonObject s, string name, int expectedLength)
     {

@@ -261,4 +261,86 @@ public class CheckpointValidationTests : IDisposable
         File.WriteAllText(_dir.File(Checkpoint.IndexFile), """{"weight_map":{"model.norm.weight":"../etc/passwd"}}""");
         Assert.Contains("must be a plain file name inside the checkpoint folder", LoadFails().Message);
     }
+    // Corruptions that once escaped as DivideByZero/Overflow exceptions and took the whole host down
+    // (issue 13): each must become a CheckpointFormatException naming the file and the field.
+
+    [Theory]
+    [InlineData("num_attention_heads", 0)]
+    [InlineData("num_attention_heads", -4)]
+    [InlineData("num_key_value_heads", 0)]
+    [InlineData("hidden_size", 0)]
+    [InlineData("head_dim", -8)]
+    [InlineData("num_hidden_layers", 0)]
+    [InlineData("vocab_size", -1)]
+    public void ConfigNonPositiveShapeFields(string field, int value)
+    {
+        EditConfig(c => c[field] = value);
+        var e = LoadFails();
+        Assert.Equal("config.json", e.File);
+        Assert.Contains($"config.json: {field}", e.Message);
+    }
+
+    [Theory]
+    [InlineData("hidden_size", 2147483647L)]
+    [InlineData("intermediate_size", 1073741824L)]
+    [InlineData("num_hidden_layers", 100000000L)]
+    [InlineData("vocab_size", 2000000000L)]
+    [InlineData("head_dim", 1000000000L)]
+    public void ConfigShapesTooLargeForThisMachine(string field, long value)
+    {
+        EditConfig(c => c[field] = value);
+        var e = LoadFails();
+        Assert.Equal("config.json", e.File);
+        Assert.Contains(field, e.Message);
+    }
+
+    [Fact]
+    public void ConfigIntegerTooLargeSaysSo()
+    {
+        EditConfig(c => c["hidden_size"] = 2147483648L);
+        var e = LoadFails();
+        Assert.Contains("config.json: hidden_size", e.Message);
+        Assert.Contains("too large", e.Message);
+    }
+
+    [Theory]
+    [InlineData(1L << 60)]
+    [InlineData(long.MaxValue)]
+    [InlineData(-1L)]
+    public void HeaderLengthAbsurd(long length)
+    {
+        var bytes = File.ReadAllBytes(Weights);
+        BitConverter.TryWriteBytes(bytes.AsSpan(0, 8), length);
+        File.WriteAllBytes(Weights, bytes);
+        var e = LoadFails();
+        Assert.Equal("model.safetensors", e.File);
+        Assert.Contains("header length", e.Message);
+    }
+
+    [Theory]
+    [InlineData("[0, 9223372036854775807]")]
+    [InlineData("[9223372036854775807, 9223372036854775807]")]
+    [InlineData("[0, 18446744073709551621]")]
+    [InlineData("[-5, 10]")]
+    [InlineData("[0.5, 10]")]
+    [InlineData("[0, 1e300]")]
+    public void DataOffsetsAbsurd(string offsets)
+    {
+        EditHeader(h => h["model.norm.weight"]!["data_offsets"] = JsonNode.Parse(offsets));
+        var e = LoadFails();
+        Assert.Equal("model.safetensors", e.File);
+        Assert.Contains("tensor 'model.norm.weight'.data_offsets", e.Message);
+    }
+
+    [Theory]
+    [InlineData("[1099511627776, 1099511627776]")]
+    [InlineData("[9223372036854775807, 2]")]
+    [InlineData("[4294967296, 4294967296, 4294967296]")]
+    public void ShapeWhoseSizeOverflows(string shape)
+    {
+        EditHeader(h => h["model.norm.weight"]!["shape"] = JsonNode.Parse(shape));
+        var e = LoadFails();
+        Assert.Equal("model.safetensors", e.File);
+        Assert.Contains("tensor 'model.norm.weight'", e.Message);
+    }
 }

@@ -64,6 +64,15 @@ public static class PiServeHost
 
         // Load the models before the first request: failures are logged and reported, the host stays up.
         app.Services.GetRequiredService<ModelRegistry>();
+        // Every family the dashboard queries exists from the start, at zero (the exposition listens already).
+        app.Lifetime.ApplicationStarted.Register(() =>
+        {
+            var metrics = app.Services.GetRequiredService<Metrics.PiServeMetrics>();
+            var options = app.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<PiServeOptions>>().Value;
+            foreach (var m in app.Services.GetRequiredService<ModelRegistry>().All.Where(m => m.IsLoaded && m.BaseModelId is null))
+                metrics.DeclareModel(m.Id, options.Scheduler.KvCacheBudgetBytes);
+            metrics.DeclareEvalStates(Eval.Jobs.EvalStates.All);
+        });
         return app;
     }
 }

@@ -140,10 +140,15 @@ internal sealed class HistogramFamily(Instrument instrument, string name, double
 {
     public double[] Bounds { get; } = bounds;
 
+    /// <remarks>
+    /// A NaN is not observed, but it creates the label set's series with every bucket at zero:
+    /// the one way to declare a histogram series through System.Diagnostics.Metrics
+    /// (<see cref="PiServeMetrics.DeclareModel"/>).
+    /// </remarks>
     public override void Record(double value, ReadOnlySpan<KeyValuePair<string, object?>> tags)
     {
-        if (double.IsNaN(value)) return;
-        ((HistogramSeries)GetSeries(tags)).Observe(value);
+        var series = (HistogramSeries)GetSeries(tags);
+        if (!double.IsNaN(value)) series.Observe(value);
     }
 
     protected override Series NewSeries(LabelSet labels) => new HistogramSeries(labels, Bounds);

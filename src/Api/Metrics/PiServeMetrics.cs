@@ -123,6 +123,34 @@ public sealed class PiServeMetrics
 
     private static KeyValuePair<string, object?> Model(string? model) => new(ModelTag, model ?? "");
 
+    /// <summary>
+    /// Creates every per-model series at zero (counters, gauges, each finish reason, empty histograms)
+    /// so a fresh host exposes each family the dashboard queries before its first request, as
+    /// prometheus-net's pre-declared label children do; Grafana then shows 0 rather than "no data".
+    /// </summary>
+    public void DeclareModel(string model, long kvCapacityBytes)
+    {
+        var tag = Model(model);
+        _promptTokens.Add(0, tag);
+        _generationTokens.Add(0, tag);
+        _evalTokensScored.Add(0, tag);
+        _running.Add(0, tag);
+        _waiting.Add(0, tag);
+        _kvUsed.Record(0, tag);
+        _kvCapacity.Record(kvCapacityBytes, tag);
+        foreach (string reason in (string[])[FinishReasons.Stop, FinishReasons.Length, FinishReasons.Abort, FinishReasons.Error])
+            _requests.Add(0, tag, new KeyValuePair<string, object?>("finish_reason", reason));
+        // A NaN is never observed, but it creates the series (HistogramFamily): all buckets at zero.
+        foreach (var histogram in (Histogram<double>[])[_ttft, _itl, _duration, _queue])
+            histogram.Record(double.NaN, tag);
+    }
+
+    /// <summary>Creates <c>piserve_eval_jobs{state}</c> at zero for every state a job can be in.</summary>
+    public void DeclareEvalStates(IEnumerable<string> states)
+    {
+        foreach (string state in states) _evalJobs.Add(0, new KeyValuePair<string, object?>("state", state));
+    }
+
     /// <summary>A request for <paramref name="model"/> entered the queue: <c>piserve_requests_waiting</c> +1.</summary>
     public void RequestQueued(string model) => _waiting.Add(1, Model(model));
 

@@ -31,7 +31,8 @@ public sealed record RougeScores(RougeScore Rouge1, RougeScore Rouge2, RougeScor
 
 /// <summary>
 /// ROUGE with the conventions of Google's rouge-score: lowercase, every run of characters outside
-/// [a-z0-9] is a separator, tokens longer than 3 characters optionally Porter-stemmed; ROUGE-N from
+/// [a-z0-9] is a separator, tokens longer than 3 characters optionally Porter-stemmed (NLTK's default
+/// NLTK_EXTENSIONS mode, as rouge-score uses it: <see cref="PorterStemmer"/>); ROUGE-N from
 /// clipped n-gram counts, ROUGE-L from the longest common subsequence, ROUGE-Lsum from the union LCS of
 /// newline-separated sentences. P = overlap / prediction size, R = overlap / reference size (0 when empty).
 /// </summary>
@@ -55,14 +56,30 @@ public static class Rouge
             current.Clear();
             tokens.Add(useStemmer && t.Length > 3 ? PorterStemmer.Stem(t) : t);
         }
-        foreach (char ch in text.ToLowerInvariant())
+        foreach (char ch in text)
         {
-            if (ch is >= 'a' and <= 'z' or >= '0' and <= '9') current.Append(ch);
+            char lower = PythonLowerToAscii(ch);
+            if (lower is >= 'a' and <= 'z' or >= '0' and <= '9') current.Append(lower);
             else Flush();
+            if (ch == '\u0130') Flush(); // Python lowers İ to "i" plus a combining dot, which separates
         }
         Flush();
         return tokens;
     }
+
+    /// <summary>
+    /// rouge-score lowercases with Python's <c>str.lower()</c> before dropping everything outside [a-z0-9].
+    /// Only three kinds of character lower to a token character there: A–Z, the Kelvin sign (to k) and
+    /// İ (to i, followed by a combining dot). .NET's ToLowerInvariant leaves İ unchanged, which would drop
+    /// the i, so the mapping is spelled out; any other character is a separator either way.
+    /// </summary>
+    private static char PythonLowerToAscii(char ch) => ch switch
+    {
+        >= 'A' and <= 'Z' => (char)(ch + ('a' - 'A')),
+        '\u212A' => 'k',
+        '\u0130' => 'i',
+        _ => ch,
+    };
 
     public static RougeScore RougeN(IReadOnlyList<string> reference, IReadOnlyList<string> prediction, int n)
     {

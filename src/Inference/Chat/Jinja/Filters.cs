@@ -321,7 +321,7 @@ internal static partial class Filters
         RenderBudget.ChargeSort(list.Count);
         items = list;
         var comparer = Comparer<object?>.Create((a, b) => Py.Compare(a, b));
-        return reverse ? [.. items.OrderByDescending(key, comparer)] : [.. items.OrderBy(key, comparer)];
+        return Py.Sorting<List<object?>>(() => reverse ? [.. items.OrderByDescending(key, comparer)] : [.. items.OrderBy(key, comparer)]);
     }
 
     private static string Escape(string s) => s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;")

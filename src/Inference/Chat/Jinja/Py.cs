@@ -151,6 +151,21 @@ internal static class Py
         throw new JinjaRuntimeException($"'{op}' not supported between instances of '{TypeName(a)}' and '{TypeName(b)}'");
     }
 
+    /// <summary>
+    /// Runs a .NET sort whose comparer may throw a template error ('&lt;' between a str and an int, a limit):
+    /// .NET wraps what a comparer throws in InvalidOperationException, which is unwrapped here so that it
+    /// reaches the template's caller as the template error it is.
+    /// </summary>
+    public static T Sorting<T>(Func<T> sort)
+    {
+        try { return sort(); }
+        catch (InvalidOperationException e) when (e.InnerException is JinjaRuntimeException or RenderLimitExceededException or OperationCanceledException)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+            throw;
+        }
+    }
+
     public static int CompareCodePoints(string a, string b)
     {
         int n = Math.Min(a.Length, b.Length);

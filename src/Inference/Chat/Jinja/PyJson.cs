@@ -55,7 +55,8 @@ internal static class PyJson
                     if (o.SortKeys)
                     {
                         var list = dict.ToList();
-                        list.Sort((a, b) => Py.Compare(a.Key, b.Key));
+                        RenderBudget.ChargeSort(list.Count);
+                        Py.Sorting(() => { list.Sort((a, b) => Py.Compare(a.Key, b.Key)); return list; });
                         entries = list;
                     }
                     sb.Append('{');

@@ -133,6 +133,25 @@ public sealed class ChatTemplateLimitTests
         Assert.IsNotType<ChatTemplateLimitException>(e);
     }
 
+    /// <summary>Inputs that escaped as .NET exceptions (or looped for hours) before: each is a plain template error now.</summary>
+    [Theory]
+    [InlineData("{{ [1, 'a']|sort }}")]
+    [InlineData("{{ [{}, {}]|sort }}")]
+    [InlineData("{{ {1: 1, 'a': 2}|tojson(sort_keys=true) }}")]
+    [InlineData("{{ '%c' % 99999999 }}")]
+    public void Former_crashes_are_template_errors(string template)
+    {
+        var e = Assert.Throws<ChatTemplateException>(() => ChatTemplate.Parse(template).Render(Messages, true));
+        Assert.NotNull(e.Line);
+    }
+
+    [Fact]
+    public void Huge_arguments_that_build_nothing_render()
+    {
+        Assert.Equal("1", ChatTemplate.Parse("{{ 1 ** 10**12 }}").Render(Messages, true));
+        Assert.Equal("abcdefghij", ChatTemplate.Parse("{{ 'abcdefghij'|truncate(9223372036854775807) }}").Render(Messages, true));
+    }
+
     [Fact]
     public void Self_containing_values_fail_cleanly()
     {

@@ -186,28 +186,37 @@ public sealed class ChatTemplate
 
     // ---------------------------------------------------------------- rendering
 
-    /// <summary>Renders a conversation of plain messages.</summary>
-    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null)
+    /// <summary>
+    /// Renders a conversation of plain messages. The template may do at most what <paramref name="limits"/>
+    /// allows (<see cref="RenderLimits.Default"/> when null): going past a limit throws
+    /// <see cref="ChatTemplateLimitException"/>. A cancelled <paramref name="cancellationToken"/> stops the
+    /// render within about a thousand steps with <see cref="OperationCanceledException"/>.
+    /// </summary>
+    public string Render(IReadOnlyList<ChatMessage> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null,
+        CancellationToken cancellationToken = default, RenderLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var list = new List<object?>(messages.Count);
         foreach (var m in messages) list.Add(Py.FromClr(m));
-        return RenderValues(list, addGenerationPrompt, extraVariables);
+        return RenderValues(list, addGenerationPrompt, extraVariables, cancellationToken, limits);
     }
 
     /// <summary>
     /// Renders messages given as dictionaries, for fields beyond role and content: tool_calls, content parts,
     /// reasoning_content. Values may be strings, numbers, booleans, null, dictionaries, lists or System.Text.Json values.
+    /// Limits and cancellation as for the other overload.
     /// </summary>
-    public string Render(IReadOnlyList<IReadOnlyDictionary<string, object?>> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null)
+    public string Render(IReadOnlyList<IReadOnlyDictionary<string, object?>> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extraVariables = null,
+        CancellationToken cancellationToken = default, RenderLimits? limits = null)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var list = new List<object?>(messages.Count);
         foreach (var m in messages) list.Add(Py.FromClr(m));
-        return RenderValues(list, addGenerationPrompt, extraVariables);
+        return RenderValues(list, addGenerationPrompt, extraVariables, cancellationToken, limits);
     }
 
-    private string RenderValues(List<object?> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extra)
+    private string RenderValues(List<object?> messages, bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extra,
+        CancellationToken cancellationToken, RenderLimits? limits)
     {
         var vars = new Dictionary<string, object?>(StringComparer.Ordinal)
         {
@@ -229,7 +238,13 @@ public sealed class ChatTemplate
 
         try
         {
-            return new Interpreter(Clock).Render(_body, vars);
+            var budget = new RenderBudget(limits ?? RenderLimits.Default, cancellationToken);
+            return new Interpreter(Clock, budget).Render(_body, vars);
+        }
+        catch (RenderLimitExceededException e)
+        {
+            string at = e.Line is null ? "error: " : $"error at line {e.Line}, column {e.Column}: ";
+            throw new ChatTemplateLimitException($"{Where()}{at}{e.Message}", e.Limit, e.LimitValue, e.Line, e.Column, e);
         }
         catch (TemplateRaisedException e)
         {

@@ -45,8 +45,8 @@ internal static partial class Filters
                 return Py.Capitalize(Text(v));
             case "center":
                 {
-                    int width = (int)Py.ToLong(Bind(name, args, ["width"], 80L)[0]);
-                    return Methods.Bind(Text(v), "center")!.Invoke(new CallArgs([(long)width], []));
+                    long width = Py.ToLong(Bind(name, args, ["width"], 80L)[0]);
+                    return Methods.Bind(Text(v), "center")!.Invoke(new CallArgs([width], []));
                 }
             case "count":
             case "length":
@@ -113,7 +113,7 @@ internal static partial class Filters
             case "indent":
                 {
                     var p = Bind(name, args, ["width", "first", "blank"], 4L, false, false);
-                    return Indent(Text(v), p[0] is string w ? w : new string(' ', (int)Py.ToLong(p[0])), Py.Truthy(p[1]), Py.Truthy(p[2]));
+                    return Indent(Text(v), p[0] is string w ? w : RenderBudget.Repeat(' ', Py.ToLong(p[0])), Py.Truthy(p[1]), Py.Truthy(p[2]));
                 }
             case "items":
                 args.NoArguments(name);
@@ -128,7 +128,7 @@ internal static partial class Filters
                     var p = Bind(name, args, ["d", "attribute"], "", null);
                     IEnumerable<object?> items = Py.Iterate(v);
                     if (p[1] is not null) items = items.Select(AttrGetter(p[1]));
-                    return string.Join(Text(p[0]), items.Select(Text));
+                    return Join(Text(p[0]), items.Select(Text));
                 }
             case "list":
                 args.NoArguments(name);
@@ -221,7 +221,7 @@ internal static partial class Filters
             case "truncate":
                 {
                     var p = Bind(name, args, ["length", "killwords", "end", "leeway"], 255L, false, "...", 5L);
-                    return Truncate(Text(v), (int)Py.ToLong(p[0]), Py.Truthy(p[1]), Text(p[2]), (int)Py.ToLong(p[3] ?? 5L));
+                    return Truncate(Text(v), Py.ToLong(p[0]), Py.Truthy(p[1]), Text(p[2]), Py.ToLong(p[3] ?? 5L));
                 }
             case "unique":
                 {
@@ -232,6 +232,7 @@ internal static partial class Filters
                     var result = new List<object?>();
                     foreach (var x in Py.Iterate(v))
                     {
+                        RenderBudget.Charge(1 + seen.Count); // each item is compared with every kept one
                         var key = SortKey(getter(x), cs);
                         if (seen.Any(s2 => Py.Equal(s2, key))) continue;
                         seen.Add(key);
@@ -256,7 +257,7 @@ internal static partial class Filters
         {
             null => null,
             string s => s,
-            var n => new string(' ', (int)Math.Max(0, Py.ToLong(n))),
+            var n => RenderBudget.Repeat(' ', Py.ToLong(n)),
         };
         string itemSep = indent is null ? ", " : ",", keySep = ": ";
         if (p[2] is not null)
@@ -316,8 +317,11 @@ internal static partial class Filters
 
     private static List<object?> SortBy(IEnumerable<object?> items, Func<object?, object?> key, bool reverse)
     {
+        var list = items as IReadOnlyCollection<object?> ?? items.ToList();
+        RenderBudget.ChargeSort(list.Count);
+        items = list;
         var comparer = Comparer<object?>.Create((a, b) => Py.Compare(a, b));
-        return reverse ? [.. items.OrderByDescending(key, comparer)] : [.. items.OrderBy(key, comparer)];
+        return Py.Sorting<List<object?>>(() => reverse ? [.. items.OrderByDescending(key, comparer)] : [.. items.OrderBy(key, comparer)]);
     }
 
     private static string Escape(string s) => s.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;")
@@ -388,11 +392,24 @@ internal static partial class Filters
         };
     }
 
+    /// <summary>string.Join with the result's length checked before it is built.</summary>
+    public static string Join(string separator, IEnumerable<string> parts)
+    {
+        var list = parts.ToList();
+        long length = (long)separator.Length * Math.Max(0, list.Count - 1);
+        foreach (var part in list) length += part.Length;
+        RenderBudget.CheckStringLength(length);
+        RenderBudget.Charge(list.Count + length / RenderBudget.CharsPerStep);
+        return string.Join(separator, list);
+    }
+
     /// <summary>Jinja's indent filter: every line but the first (unless first=True), blank lines only with blank=True.</summary>
     private static string Indent(string s, string indention, bool first, bool blank)
     {
         s += "\n"; // Jinja appends a newline so that splitlines keeps a trailing empty line
         var lines = Py.SplitLines(s);
+        // At most one indention per line plus the first: checked before any of it is built.
+        RenderBudget.CheckStringLength(s.Length + (long)indention.Length * (lines.Count + 1));
         string rv;
         if (blank) rv = string.Join("\n" + indention, lines);
         else
@@ -416,11 +433,13 @@ internal static partial class Filters
         return sb.ToString();
     }
 
-    private static string Truncate(string s, int length, bool killwords, string end, int leeway)
+    private static string Truncate(string s, long length, bool killwords, string end, long leeway)
     {
-        if (s.Length <= length + leeway) return s;
-        if (killwords) return s[..Math.Max(0, length - end.Length)] + end;
-        string cut = s[..Math.Max(0, length - end.Length)];
+        // In 128 bits: a huge length or leeway must not wrap around into a negative cut.
+        if (s.Length <= (Int128)length + leeway) return s;
+        int keep = (int)Math.Clamp(length - end.Length, 0, s.Length);
+        if (killwords) return s[..keep] + end;
+        string cut = s[..keep];
         int space = cut.LastIndexOf(' ');
         return (space >= 0 ? cut[..space] : cut) + end;
     }

@@ -65,7 +65,7 @@ internal static class Format
                 'd' or 'i' or 'u' => FormatInteger(value, 'd', precision),
                 'x' or 'X' or 'o' => FormatInteger(value, type, precision),
                 'f' or 'F' or 'e' or 'E' or 'g' or 'G' => FormatFloat(Py.ToDouble(value), type, precision ?? 6),
-                'c' => value is string ch ? ch : char.ConvertFromUtf32((int)Py.ToLong(value)),
+                'c' => value is string ch ? ch : Character(Py.ToLong(value)),
                 _ => throw new JinjaRuntimeException($"unsupported format character '{type}'"),
             };
             if (type is 's' or 'r' or 'a' && precision is int p && p < body.Length) body = body[..p];
@@ -85,19 +85,35 @@ internal static class Format
                 }
                 else body = body.PadLeft(width);
             }
-            sb.Append(body);
+            RenderBudget.Append(sb, body);
         }
         if (mapping is null && next < positional.Length && args is PyTuple)
             throw new JinjaRuntimeException("not all arguments converted during string formatting");
         return sb.ToString();
     }
 
+    /// <summary>
+    /// A width or precision. Python accepts any size; here one past the render's string limit is refused
+    /// before anything that long is padded or formatted.
+    /// </summary>
     private static int? ReadNumber(string s, ref int i)
     {
         int start = i;
-        while (i < s.Length && char.IsAsciiDigit(s[i])) i++;
-        return i > start ? int.Parse(s[start..i], Inv) : null;
+        long n = 0;
+        while (i < s.Length && char.IsAsciiDigit(s[i]))
+        {
+            n = Math.Min(n * 10 + (s[i] - '0'), int.MaxValue);
+            i++;
+        }
+        if (i == start) return null;
+        RenderBudget.CheckStringLength(n);
+        return (int)n;
     }
+
+    private static string Character(long codePoint) =>
+        codePoint is >= 0 and < 0x110000 and not (>= 0xD800 and <= 0xDFFF)
+            ? char.ConvertFromUtf32((int)codePoint)
+            : throw new JinjaRuntimeException("%c arg not in range(0x110000) (or a lone surrogate)");
 
     private static string FormatInteger(object? v, char type, int? precision)
     {
@@ -217,7 +233,7 @@ internal static class Format
             }
             if (conversion == 'r') value = Py.Repr(value);
             else if (conversion == 's') value = Py.Str(value);
-            sb.Append(ApplySpec(value, spec ?? ""));
+            RenderBudget.Append(sb, ApplySpec(value, spec ?? ""));
         }
         return sb.ToString();
     }

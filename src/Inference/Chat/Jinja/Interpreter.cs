@@ -29,13 +29,22 @@ internal sealed class Interpreter
     private const int MaxCallDepth = 200;
 
     private readonly Func<DateTime> _now;
+    private readonly RenderBudget _budget;
     private int _loopDepth;
     private int _callDepth;
 
-    public Interpreter(Func<DateTime>? now = null) => _now = now ?? (() => DateTime.Now);
+    /// <summary>The rendered prompt; every other StringBuilder the interpreter writes to becomes a string value.</summary>
+    private StringBuilder? _output;
+
+    public Interpreter(Func<DateTime>? now = null, RenderBudget? budget = null)
+    {
+        _now = now ?? (() => DateTime.Now);
+        _budget = budget ?? new RenderBudget(RenderLimits.Default, CancellationToken.None);
+    }
 
     public string Render(List<Stmt> body, IEnumerable<KeyValuePair<string, object?>> variables)
     {
+        using var active = _budget.Activate();
         var globals = new Scope(null);
         globals.Set("range", new PyCallable("range", Range));
         globals.Set("namespace", new PyCallable("namespace", NewNamespace));
@@ -46,9 +55,45 @@ internal sealed class Interpreter
             Strftime.Format(_now(), Py.Str(args.Bind("strftime_now", ["format"], [Undefined.Instance])[0]))));
         var scope = new Scope(globals);
         foreach (var (k, v) in variables) scope.Set(k, v);
-        var sb = new StringBuilder();
-        Exec(body, scope, sb);
-        return sb.ToString();
+        _output = new StringBuilder();
+        try
+        {
+            Exec(body, scope, _output);
+        }
+        catch (RenderLimitExceededException e) when (e.Line is null && body.Count > 0)
+        {
+            // Outside any expression (e.g. template text past the output limit): the template's start.
+            (e.Line, e.Column) = (body[0].Line, body[0].Column);
+            throw;
+        }
+        return _output.ToString();
+    }
+
+    /// <summary>Writes text to the prompt or to a string value being built, checking its limit before it grows.</summary>
+    private void Emit(StringBuilder sb, string text)
+    {
+        if (ReferenceEquals(sb, _output))
+        {
+            int max = _budget.Limits.MaxOutputChars;
+            if ((long)sb.Length + text.Length > max)
+                throw new RenderLimitExceededException($"the chat template exceeded its output limit of {max} characters",
+                    RenderLimitKind.OutputChars, max);
+        }
+        else RenderBudget.CheckStringLength((long)sb.Length + text.Length);
+        RenderBudget.ChargeFor(text);
+        sb.Append(text);
+    }
+
+    /// <summary>A value an operation built: too large a string or list is refused here if no earlier check caught it.</summary>
+    private static object? Built(object? value)
+    {
+        switch (value)
+        {
+            case string s: RenderBudget.CheckStringLength(s.Length); break;
+            case List<object?> l: RenderBudget.CheckListLength(l.Count); break;
+            case PyTuple t: RenderBudget.CheckListLength(t.Count); break;
+        }
+        return value;
     }
 
     // ---------------------------------------------------------------- globals
@@ -66,12 +111,15 @@ internal sealed class Interpreter
             default: throw new JinjaRuntimeException($"range expected 1 to 3 arguments, got {p.Length}");
         }
         if (step == 0) throw new JinjaRuntimeException("range() arg 3 must not be zero");
-        var list = new List<object?>();
-        for (long i = start; step > 0 ? i < stop : i > stop; i += step)
-        {
-            if (list.Count >= 100_000) throw new JinjaRuntimeException("range too big");
-            list.Add(i);
-        }
+        // The length first (in 128 bits, so that range(-2**63, 2**63-1) cannot overflow): nothing is allocated
+        // for a range past the list limit or the work budget.
+        Int128 span = step > 0 ? (Int128)stop - start : (Int128)start - stop;
+        Int128 absStep = step > 0 ? step : -(Int128)step;
+        Int128 length = span <= 0 ? 0 : (span - 1) / absStep + 1;
+        RenderBudget.CheckListLength(length > long.MaxValue ? long.MaxValue : (long)length);
+        RenderBudget.Charge((long)length);
+        var list = new List<object?>((int)length);
+        for (long i = 0, value = start; i < (long)length; i++, value += step) list.Add(value);
         return list;
     }
 
@@ -108,9 +156,17 @@ internal sealed class Interpreter
 
     private Flow Exec(List<Stmt> body, Scope scope, StringBuilder sb)
     {
+        RenderBudget.EnsureStack();
         foreach (var stmt in body)
         {
-            var flow = ExecOne(stmt, scope, sb);
+            _budget.Spend(1);
+            Flow flow;
+            try { flow = ExecOne(stmt, scope, sb); }
+            catch (RenderLimitExceededException e) when (e.Line is null)
+            {
+                (e.Line, e.Column) = (stmt.Line, stmt.Column);
+                throw;
+            }
             if (flow != Flow.Normal) return flow;
         }
         return Flow.Normal;
@@ -121,10 +177,10 @@ internal sealed class Interpreter
         switch (stmt)
         {
             case TextStmt t:
-                sb.Append(t.Text);
+                Emit(sb, t.Text);
                 return Flow.Normal;
             case OutputStmt o:
-                sb.Append(Py.Str(Eval(o.Expr, scope)));
+                Emit(sb, Py.Str(Eval(o.Expr, scope)));
                 return Flow.Normal;
             case IfStmt i:
                 foreach (var (test, branch) in i.Branches)
@@ -150,7 +206,7 @@ internal sealed class Interpreter
                 {
                     var inner = new StringBuilder();
                     Exec(fb.Body, scope, inner);
-                    sb.Append(Py.Str(ApplyFilters(fb.Filters, inner.ToString(), scope)));
+                    Emit(sb, Py.Str(ApplyFilters(fb.Filters, inner.ToString(), scope)));
                     return Flow.Normal;
                 }
             case BreakStmt: return Flow.Break;
@@ -162,7 +218,7 @@ internal sealed class Interpreter
     private object? ApplyFilters(List<FilterExpr> filters, object? value, Scope scope)
     {
         foreach (var f in filters)
-            value = Located(f, () => Filters.Apply(f.Name, value, EvalArgs(f.Args, scope)));
+            value = Located(f, () => ApplyFilter(f.Name, value, EvalArgs(f.Args, scope)));
         return value;
     }
 
@@ -175,6 +231,7 @@ internal sealed class Interpreter
         {
             items = items.Where(item =>
             {
+                _budget.Spend(1);
                 var filterScope = new Scope(scope);
                 Bind(f.Target, item, filterScope, f);
                 return Py.Truthy(Eval(f.Filter, filterScope));
@@ -192,6 +249,8 @@ internal sealed class Interpreter
             for (int i = 0; i < items.Count; i++)
             {
                 // As in Jinja2, what the body sets lives for one iteration only (namespace() objects carry state).
+                // Each iteration is a step of its own, so that an empty body cannot loop for free.
+                _budget.Spend(1);
                 var iterationScope = new Scope(scope);
                 loop.Index0 = i;
                 Bind(f.Target, items[i], iterationScope, f);
@@ -307,8 +366,34 @@ internal sealed class Interpreter
 
     public object? Eval(Expr e, Scope scope)
     {
-        try { return EvalCore(e, scope); }
+        try
+        {
+            _budget.Spend(1);
+            RenderBudget.EnsureStack();
+            return EvalCore(e, scope);
+        }
         catch (JinjaRuntimeException ex) when (ex is not LocatedRuntimeException) { throw Locate(ex, e); }
+        catch (RenderLimitExceededException ex) when (ex.Line is null)
+        {
+            (ex.Line, ex.Column) = (e.Line, e.Column);
+            throw;
+        }
+    }
+
+    /// <summary>A filter, paying for the size of what it reads and builds.</summary>
+    private static object? ApplyFilter(string name, object? value, CallArgs args)
+    {
+        ChargeForArguments(value, args);
+        var result = Built(Filters.Apply(name, value, args));
+        RenderBudget.ChargeFor(result);
+        return result;
+    }
+
+    private static void ChargeForArguments(object? value, CallArgs args)
+    {
+        RenderBudget.ChargeFor(value);
+        foreach (var a in args.Positional) RenderBudget.ChargeFor(a);
+        foreach (var (_, a) in args.Named) RenderBudget.ChargeFor(a);
     }
 
     private object? EvalCore(Expr e, Scope scope)
@@ -326,27 +411,32 @@ internal sealed class Interpreter
             case SliceExpr sl:
                 {
                     var obj = Eval(sl.Obj, scope);
+                    RenderBudget.ChargeFor(obj);
                     return Py.Slice(obj, Opt(sl.Start), Opt(sl.Stop), Opt(sl.Step));
                 }
             case CallExpr call:
                 {
                     var callee = Eval(call.Callee, scope);
                     var args = EvalArgs(call.Args, scope);
-                    return callee switch
+                    ChargeForArguments(null, args);
+                    var result = callee switch
                     {
                         PyCallable f => f.Invoke(args),
                         Undefined u => throw Py.UndefinedError(u),
                         _ => throw new JinjaRuntimeException($"'{Py.TypeName(callee)}' object is not callable"),
                     };
+                    RenderBudget.ChargeFor(result);
+                    return Built(result);
                 }
             case FilterExpr fe:
                 {
                     var value = fe.Operand is null ? Undefined.Instance : Eval(fe.Operand, scope);
-                    return Filters.Apply(fe.Name, value, EvalArgs(fe.Args, scope));
+                    return ApplyFilter(fe.Name, value, EvalArgs(fe.Args, scope));
                 }
             case TestExpr te:
                 {
                     var value = Eval(te.Operand, scope);
+                    RenderBudget.ChargeFor(value);
                     bool result = Tests.Apply(te.Name, value, EvalArgs(te.Args, scope));
                     return te.Negated ? !result : result;
                 }
@@ -367,8 +457,21 @@ internal sealed class Interpreter
                     {
                         case "and": return Py.Truthy(left) ? Eval(b.Right, scope) : left;
                         case "or": return Py.Truthy(left) ? left : Eval(b.Right, scope);
-                        case "~": return Py.Str(left) + Py.Str(Eval(b.Right, scope));
-                        default: return Py.Binary(b.Op, left, Eval(b.Right, scope));
+                        case "~":
+                            {
+                                string l = Py.Str(left), r = Py.Str(Eval(b.Right, scope));
+                                RenderBudget.CheckStringLength((long)l.Length + r.Length);
+                                RenderBudget.ChargeFor(l);
+                                RenderBudget.ChargeFor(r);
+                                return l + r;
+                            }
+                        default:
+                            {
+                                var right = Eval(b.Right, scope);
+                                RenderBudget.ChargeFor(left);
+                                RenderBudget.ChargeFor(right);
+                                return Built(Py.Binary(b.Op, left, right));
+                            }
                     }
                 }
             case CompareExpr cmp:
@@ -377,6 +480,8 @@ internal sealed class Interpreter
                     foreach (var (op, operand) in cmp.Rest)
                     {
                         var right = Eval(operand, scope);
+                        RenderBudget.ChargeFor(left);
+                        RenderBudget.ChargeFor(right);
                         bool ok = op switch
                         {
                             "==" => Py.Equal(left, right),

@@ -6,7 +6,19 @@ namespace PiServe.Inference.Chat.Jinja;
 internal static class Methods
 {
     /// <summary>The bound method obj.name, or null when the type has no such method.</summary>
-    public static PyCallable? Bind(object? obj, string name) => obj switch
+    public static PyCallable? Bind(object? obj, string name)
+    {
+        var method = BindMethod(obj, name);
+        if (method is null) return null;
+        // The receiver is not among the call's arguments, so the method pays for reading it here.
+        return new PyCallable(method.Name, args =>
+        {
+            RenderBudget.ChargeFor(obj);
+            return method.Invoke(args);
+        });
+    }
+
+    private static PyCallable? BindMethod(object? obj, string name) => obj switch
     {
         string s => StringMethod(s, name),
         PyDict d => DictMethod(d, name),
@@ -91,7 +103,7 @@ internal static class Methods
                     var p = a.Bind(name, ["iterable"], [Undefined.Instance]);
                     var parts = Py.Iterate(p[0]).Select((x, i) => x as string ??
                         throw new JinjaRuntimeException($"sequence item {i}: expected str instance, {Py.TypeName(x)} found"));
-                    return string.Join(s, parts);
+                    return Filters.Join(s, parts);
                 });
             case "find":
             case "rfind":
@@ -142,26 +154,27 @@ internal static class Methods
                 return Fn(name, a =>
                 {
                     var p = a.Bind(name, ["width", "fillchar"], [Undefined.Instance, " "]);
-                    int width = (int)Py.ToLong(p[0]);
+                    long width = Py.ToLong(p[0]);
                     char fill = Str(p[1], name) is { Length: 1 } f ? f[0] : throw new JinjaRuntimeException("The fill character must be exactly one character long");
-                    int pad = width - Py.StrLen(s);
+                    long pad = width - Py.StrLen(s);
                     if (pad <= 0) return s;
+                    RenderBudget.CheckStringLength(s.Length + pad);
                     return name switch
                     {
-                        "ljust" => s + new string(fill, pad),
-                        "rjust" => new string(fill, pad) + s,
+                        "ljust" => s + new string(fill, (int)pad),
+                        "rjust" => new string(fill, (int)pad) + s,
                         // Python puts the odd extra character on the left when the width is odd.
-                        _ => new string(fill, pad / 2 + (pad & width & 1)) + s + new string(fill, pad - (pad / 2 + (pad & width & 1))),
+                        _ => new string(fill, (int)(pad / 2 + (pad & width & 1))) + s + new string(fill, (int)(pad - (pad / 2 + (pad & width & 1)))),
                     };
                 });
             case "zfill":
                 return Fn(name, a =>
                 {
-                    int width = (int)Py.ToLong(a.Bind(name, ["width"], [Undefined.Instance])[0]);
-                    int pad = width - Py.StrLen(s);
+                    long width = Py.ToLong(a.Bind(name, ["width"], [Undefined.Instance])[0]);
+                    long pad = width - Py.StrLen(s);
                     if (pad <= 0) return s;
                     int sign = s.Length > 0 && s[0] is '+' or '-' ? 1 : 0;
-                    return s[..sign] + new string('0', pad) + s[sign..];
+                    return s[..sign] + RenderBudget.Repeat('0', pad) + s[sign..];
                 });
             case "partition":
             case "rpartition":
@@ -257,6 +270,10 @@ internal static class Methods
     public static string Replace(string s, string old, string @new, long count)
     {
         if (count == 0) return s;
+        // The result's length before any of it is built: every replacement adds new.Length - old.Length.
+        long replacements = old.Length == 0 ? Py.StrLen(s) + 1L : CountOccurrences(s, old);
+        if (count >= 0) replacements = Math.Min(replacements, count);
+        RenderBudget.CheckStringLength(s.Length + replacements * ((long)@new.Length - old.Length));
         if (old.Length == 0)
         {
             var cps = Py.CodePoints(s);
@@ -281,6 +298,13 @@ internal static class Methods
             start = i + old.Length;
         }
         return result.Append(s, start, s.Length - start).ToString();
+    }
+
+    private static long CountOccurrences(string s, string sub)
+    {
+        long n = 0;
+        for (int i = s.IndexOf(sub, StringComparison.Ordinal); i >= 0; i = s.IndexOf(sub, i + sub.Length, StringComparison.Ordinal)) n++;
+        return n;
     }
 
     private static PyCallable? DictMethod(PyDict d, string name)
@@ -314,9 +338,21 @@ internal static class Methods
         switch (name)
         {
             case "append":
-                return Fn(name, a => { l.Add(a.Bind(name, ["object"], [Undefined.Instance])[0]); return null; });
+                return Fn(name, a =>
+                {
+                    var item = a.Bind(name, ["object"], [Undefined.Instance])[0];
+                    RenderBudget.CheckListLength(l.Count + 1L);
+                    l.Add(item);
+                    return null;
+                });
             case "extend":
-                return Fn(name, a => { l.AddRange(Py.Iterate(a.Bind(name, ["iterable"], [Undefined.Instance])[0]).ToList()); return null; });
+                return Fn(name, a =>
+                {
+                    var items = Py.ToList(a.Bind(name, ["iterable"], [Undefined.Instance])[0]);
+                    RenderBudget.CheckListLength((long)l.Count + items.Count);
+                    l.AddRange(items);
+                    return null;
+                });
             case "index":
                 return Fn(name, a =>
                 {

@@ -5,8 +5,16 @@ internal sealed class Parser
 {
     private static readonly HashSet<string> CompareOps = ["==", "!=", "<", ">", "<=", ">="];
 
+    /// <summary>
+    /// How deeply expressions and blocks may nest. Real templates nest a handful of levels; the bound keeps a
+    /// hostile one from overflowing the stack of the parser (and of the interpreter walking its tree), which
+    /// would take down the whole process rather than fail one request.
+    /// </summary>
+    public const int MaxNesting = 200;
+
     private readonly List<Token> _tokens;
     private int _i;
+    private int _nesting;
     private int _loopDepth;
     private int _macroDepth;
 
@@ -59,6 +67,15 @@ internal sealed class Parser
         Next();
         return true;
     }
+
+    /// <summary>Enters one level of nesting at the current token; pair with <see cref="Leave"/>.</summary>
+    private void Enter()
+    {
+        if (++_nesting > MaxNesting || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw Fail(Current, $"the template nests expressions or blocks more than {MaxNesting} levels deep");
+    }
+
+    private void Leave() => _nesting--;
 
     private static T At<T>(T node, Token t) where T : AstNode
     {
@@ -119,6 +136,13 @@ internal sealed class Parser
     }
 
     private void ParseStatement(List<Stmt> body)
+    {
+        Enter();
+        try { ParseStatementCore(body); }
+        finally { Leave(); }
+    }
+
+    private void ParseStatementCore(List<Stmt> body)
     {
         var t = Current;
         switch (t.Value)
@@ -338,7 +362,12 @@ internal sealed class Parser
         Current.IsOp(")") || Current.IsOp("]") || Current.IsOp("}") ||
         (Current.Kind == TokenKind.Name && (Current.Value == stopAtName || (stopAtName is not null && Current.Value == "if")));
 
-    private Expr ParseExpression(bool withCondExpr = true) => withCondExpr ? ParseCondExpr() : ParseOr();
+    private Expr ParseExpression(bool withCondExpr = true)
+    {
+        Enter();
+        try { return withCondExpr ? ParseCondExpr() : ParseOr(); }
+        finally { Leave(); }
+    }
 
     private Expr ParseCondExpr()
     {
@@ -373,7 +402,12 @@ internal sealed class Parser
     private Expr ParseNot()
     {
         var start = Current;
-        if (SkipName("not")) return At(new UnaryExpr("not", ParseNot()), start);
+        if (SkipName("not"))
+        {
+            Enter();
+            try { return At(new UnaryExpr("not", ParseNot()), start); }
+            finally { Leave(); }
+        }
         return ParseCompare();
     }
 
@@ -445,8 +479,13 @@ internal sealed class Parser
     {
         var start = Current;
         Expr node;
-        if (SkipOp("-")) node = At(new UnaryExpr("-", ParseUnary(withFilter: false)), start);
-        else if (SkipOp("+")) node = At(new UnaryExpr("+", ParseUnary(withFilter: false)), start);
+        if (Current.IsOp("-") || Current.IsOp("+"))
+        {
+            string op = Next().Value;
+            Enter();
+            try { node = At(new UnaryExpr(op, ParseUnary(withFilter: false)), start); }
+            finally { Leave(); }
+        }
         else node = ParsePrimary();
         node = ParsePostfix(node);
         if (withFilter) node = ParseFilterExpr(node);

@@ -72,6 +72,8 @@ internal static class Py
                 return b is PyTuple tb && SequenceEqual(ta, tb);
             case PyDict da:
                 if (b is not PyDict db || da.Count != db.Count) return false;
+                RenderBudget.EnsureStack();
+                RenderBudget.Charge(da.Count);
                 foreach (var (k, v) in da)
                     if (!db.TryGetValue(k, out var w) || !Equal(v, w)) return false;
                 return true;
@@ -83,6 +85,9 @@ internal static class Py
     private static bool SequenceEqual(IReadOnlyList<object?> a, IReadOnlyList<object?> b)
     {
         if (a.Count != b.Count) return false;
+        // Nested lists can share items, so comparing them can take far more work than their sizes suggest.
+        RenderBudget.EnsureStack();
+        RenderBudget.Charge(a.Count);
         for (int i = 0; i < a.Count; i++)
             if (!Equal(a[i], b[i])) return false;
         return true;
@@ -109,6 +114,7 @@ internal static class Py
                 return d.GetHashCode();
             case string s: return StringComparer.Ordinal.GetHashCode(s);
             case PyTuple t:
+                RenderBudget.EnsureStack();
                 var h = new HashCode();
                 foreach (var x in t.Items) h.Add(Hash(x));
                 return h.ToHashCode();
@@ -134,6 +140,7 @@ internal static class Py
         {
             var la = (IReadOnlyList<object?>)a;
             var lb = (IReadOnlyList<object?>)b;
+            RenderBudget.EnsureStack();
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
             {
                 if (Equal(la[i], lb[i])) continue;
@@ -142,6 +149,21 @@ internal static class Py
             return la.Count.CompareTo(lb.Count);
         }
         throw new JinjaRuntimeException($"'{op}' not supported between instances of '{TypeName(a)}' and '{TypeName(b)}'");
+    }
+
+    /// <summary>
+    /// Runs a .NET sort whose comparer may throw a template error ('&lt;' between a str and an int, a limit):
+    /// .NET wraps what a comparer throws in InvalidOperationException, which is unwrapped here so that it
+    /// reaches the template's caller as the template error it is.
+    /// </summary>
+    public static T Sorting<T>(Func<T> sort)
+    {
+        try { return sort(); }
+        catch (InvalidOperationException e) when (e.InnerException is JinjaRuntimeException or RenderLimitExceededException or OperationCanceledException)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerException).Throw();
+            throw;
+        }
     }
 
     public static int CompareCodePoints(string a, string b)
@@ -247,20 +269,77 @@ internal static class Py
         {
             case string s: return ReprString(s);
             case Undefined: return "Undefined";
-            case List<object?> l: return "[" + string.Join(", ", l.Select(Repr)) + "]";
-            case PyTuple t:
-                return t.Count == 1 ? "(" + Repr(t[0]) + ",)" : "(" + string.Join(", ", t.Items.Select(Repr)) + ")";
-            case PyDict d: return "{" + string.Join(", ", d.Select(kv => Repr(kv.Key) + ": " + Repr(kv.Value))) + "}";
-            case Namespace ns: return "<Namespace " + Repr(ns.Attributes) + ">";
+            case List<object?> or PyTuple or PyDict or Namespace:
+                {
+                    var sb = new StringBuilder();
+                    WriteRepr(sb, v);
+                    return sb.ToString();
+                }
             case PyCallable f: return $"<function {f.Name}>";
             case LoopContext lc: return $"<LoopContext {lc.Index0 + 1}/{lc.Items.Count}>";
             default: return Str(v);
         }
     }
 
+    /// <summary>
+    /// repr() of containers into one builder whose size is checked as it grows: a list repeated inside itself
+    /// prints far larger than it is, and a list that contains itself would recurse forever.
+    /// </summary>
+    private static void WriteRepr(StringBuilder sb, object? v)
+    {
+        RenderBudget.EnsureStack();
+        RenderBudget.Charge(1);
+        switch (v)
+        {
+            case List<object?> l:
+                RenderBudget.Append(sb, "[");
+                for (int i = 0; i < l.Count; i++)
+                {
+                    if (i > 0) RenderBudget.Append(sb, ", ");
+                    WriteRepr(sb, l[i]);
+                }
+                RenderBudget.Append(sb, "]");
+                return;
+            case PyTuple t:
+                RenderBudget.Append(sb, "(");
+                for (int i = 0; i < t.Count; i++)
+                {
+                    if (i > 0) RenderBudget.Append(sb, ", ");
+                    WriteRepr(sb, t[i]);
+                }
+                RenderBudget.Append(sb, t.Count == 1 ? ",)" : ")");
+                return;
+            case PyDict d:
+                {
+                    RenderBudget.Append(sb, "{");
+                    bool first = true;
+                    foreach (var (key, value) in d)
+                    {
+                        if (!first) RenderBudget.Append(sb, ", ");
+                        first = false;
+                        WriteRepr(sb, key);
+                        RenderBudget.Append(sb, ": ");
+                        WriteRepr(sb, value);
+                    }
+                    RenderBudget.Append(sb, "}");
+                    return;
+                }
+            case Namespace ns:
+                RenderBudget.Append(sb, "<Namespace ");
+                WriteRepr(sb, ns.Attributes);
+                RenderBudget.Append(sb, ">");
+                return;
+            default:
+                RenderBudget.Append(sb, Repr(v));
+                return;
+        }
+    }
+
     private static string ReprString(string s)
     {
         char quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
+        // Escapes can make the repr up to ten times longer than the string.
+        RenderBudget.CheckStringLength(s.Length + 2L);
         var sb = new StringBuilder(s.Length + 2);
         sb.Append(quote);
         for (int i = 0; i < s.Length; i++)
@@ -285,6 +364,7 @@ internal static class Py
             else if (cp < 0x10000) sb.Append("\\u").Append(cp.ToString("x4", Inv));
             else sb.Append("\\U").Append(cp.ToString("x8", Inv));
             i += width - 1;
+            if (sb.Length > s.Length + 2) RenderBudget.CheckStringLength(sb.Length);
         }
         return sb.Append(quote).ToString();
     }
@@ -407,7 +487,11 @@ internal static class Py
         _ => throw new JinjaRuntimeException($"'{TypeName(v)}' object is not iterable"),
     };
 
-    public static List<object?> ToList(object? v) => [.. Iterate(v)];
+    public static List<object?> ToList(object? v)
+    {
+        if (v is string s) RenderBudget.CheckListLength(s.Length);
+        return [.. Iterate(v)];
+    }
 
     public static bool Contains(object? container, object? item)
     {
@@ -484,7 +568,7 @@ internal static class Py
         {
             List<object?> l => l,
             PyTuple t => t,
-            string s => HasSurrogates(s) ? CodePoints(s) : s.Select(c => (object?)c.ToString()).ToList(),
+            string s => HasSurrogates(s) ? CodePoints(s) : new CharList(s),
             Undefined u => throw UndefinedError(u),
             _ => throw new JinjaRuntimeException($"'{TypeName(obj)}' object is not subscriptable"),
         };
@@ -500,6 +584,7 @@ internal static class Py
         }
         long a = Adjust(SliceIndex(start), st > 0 ? lower : upper);
         long b = Adjust(SliceIndex(stop), st > 0 ? upper : lower);
+        RenderBudget.Charge(Math.Abs(b - a) / Math.Abs(st));
         var result = new List<object?>();
         for (long i = a; st > 0 ? i < b : i > b; i += st) result.Add(items[(int)i]);
         return obj switch
@@ -535,9 +620,21 @@ internal static class Py
         switch (op)
         {
             case "+":
-                if (a is string sa && b is string sb) return sa + sb;
-                if (a is List<object?> la && b is List<object?> lb) return new List<object?>([.. la, .. lb]);
-                if (a is PyTuple ta && b is PyTuple tb) return new PyTuple([.. ta.Items, .. tb.Items]);
+                if (a is string sa && b is string sb)
+                {
+                    RenderBudget.CheckStringLength((long)sa.Length + sb.Length);
+                    return sa + sb;
+                }
+                if (a is List<object?> la && b is List<object?> lb)
+                {
+                    RenderBudget.CheckListLength((long)la.Count + lb.Count);
+                    return new List<object?>([.. la, .. lb]);
+                }
+                if (a is PyTuple ta && b is PyTuple tb)
+                {
+                    RenderBudget.CheckListLength((long)ta.Count + tb.Count);
+                    return new PyTuple([.. ta.Items, .. tb.Items]);
+                }
                 break;
             case "*":
                 if (a is string s1 && b is long or bool) return Repeat(s1, ToLong(b));
@@ -552,20 +649,20 @@ internal static class Py
         throw Unsupported(op, a, b);
     }
 
-    /// <summary>Results of * on strings and lists are capped so a template cannot exhaust memory.</summary>
-    private const long MaxRepeatLength = 64L * 1024 * 1024;
+    // Results of * on strings and lists are checked against the render's size limit before they are built,
+    // so that a template cannot exhaust memory.
 
     private static string Repeat(string s, long n)
     {
         if (n <= 0 || s.Length == 0) return "";
-        if (n * s.Length > MaxRepeatLength) throw new JinjaRuntimeException("string repetition result too large");
+        RenderBudget.CheckRepeatedStringLength(s.Length, n);
         return string.Concat(Enumerable.Repeat(s, (int)n));
     }
 
     private static List<object?> RepeatList(List<object?> l, long n)
     {
         if (n <= 0 || l.Count == 0) return [];
-        if (n * l.Count > MaxRepeatLength) throw new JinjaRuntimeException("list repetition result too large");
+        RenderBudget.CheckRepeatedListLength(l.Count, n);
         return [.. Enumerable.Repeat(l, (int)n).SelectMany(x => x)];
     }
 
@@ -610,10 +707,17 @@ internal static class Py
                         case "-": return x - y;
                         case "*": return x * y;
                         case "**":
-                            if (y < 0) return Math.Pow(x, y);
-                            long result = 1;
-                            for (long i = 0; i < y; i++) result *= x;
-                            return result;
+                            {
+                                if (y < 0) return Math.Pow(x, y);
+                                // By squaring: 1 ** 10**12 must not loop 10**12 times.
+                                long result = 1, factor = x;
+                                for (long e = y; e > 0; e >>= 1)
+                                {
+                                    if ((e & 1) != 0) result *= factor;
+                                    if (e > 1) factor *= factor;
+                                }
+                                return result;
+                            }
                         case "//":
                             {
                                 if (y == 0) throw new JinjaRuntimeException("integer division or modulo by zero");
@@ -753,4 +857,16 @@ internal static class Py
         }
         return null;
     }
+}
+
+/// <summary>A string's characters as one-character strings, made as they are read rather than all up front.</summary>
+internal sealed class CharList(string s) : IReadOnlyList<object?>
+{
+    public int Count => s.Length;
+    public object? this[int index] => s[index].ToString();
+    public IEnumerator<object?> GetEnumerator()
+    {
+        foreach (char c in s) yield return c.ToString();
+    }
+    IEnumerator IEnumerable.GetEnumerator() => GetEnumerator();
 }

@@ -21,6 +21,11 @@ internal static class PyJson
 
     private static void Write(StringBuilder sb, object? v, Options o, int depth)
     {
+        // The text is checked against the render's string limit as it grows: indentation and repeated
+        // references to one list can make it far larger than the value, and a list containing itself endless.
+        RenderBudget.EnsureStack();
+        RenderBudget.Charge(1);
+        RenderBudget.CheckStringLength(sb.Length);
         switch (v)
         {
             case null: sb.Append("null"); return;
@@ -50,7 +55,8 @@ internal static class PyJson
                     if (o.SortKeys)
                     {
                         var list = dict.ToList();
-                        list.Sort((a, b) => Py.Compare(a.Key, b.Key));
+                        RenderBudget.ChargeSort(list.Count);
+                        Py.Sorting(() => { list.Sort((a, b) => Py.Compare(a.Key, b.Key)); return list; });
                         entries = list;
                     }
                     sb.Append('{');
@@ -76,6 +82,7 @@ internal static class PyJson
     private static void NewLine(StringBuilder sb, Options o, int depth)
     {
         if (o.Indent is null) return;
+        RenderBudget.CheckStringLength(sb.Length + 1 + (long)o.Indent.Length * depth);
         sb.Append('\n');
         for (int i = 0; i < depth; i++) sb.Append(o.Indent);
     }
@@ -95,6 +102,7 @@ internal static class PyJson
 
     private static void WriteString(StringBuilder sb, string s, bool ensureAscii)
     {
+        RenderBudget.CheckStringLength(sb.Length + 2L + s.Length);
         sb.Append('"');
         foreach (char c in s)
         {

@@ -40,7 +40,16 @@ public static class ChatEndpoints
         string promptText;
         try
         {
-            promptText = template.Render(messages, r.AddGenerationPrompt ?? true);
+            // Rendering runs the model's own Jinja: bounded in work and size, and stopped when the
+            // client goes away. The size limits grow with the window so a long document still fits.
+            long contextWindow = model.ContextWindowFor(model.Rope!);
+            int size = (int)Math.Clamp(contextWindow * 16, RenderLimits.Default.MaxOutputChars, 64L << 20);
+            var limits = RenderLimits.Default with { MaxOutputChars = size, MaxStringChars = size };
+            promptText = template.Render(messages, r.AddGenerationPrompt ?? true, cancellationToken: http.RequestAborted, limits: limits);
+        }
+        catch (ChatTemplateLimitException e)
+        {
+            throw ApiException.BadParam("messages", $"rendering the model's chat template was stopped: {e.Message}");
         }
         catch (ChatTemplateException e)
         {

@@ -73,6 +73,10 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
+        // JsonDocument checks strings lazily: invalid UTF-8 inside a name would surface later as an
+        // InvalidOperationException, so the header is checked as a whole first.
+        if (!System.Text.Unicode.Utf8.IsValid(new ReadOnlySpan<byte>(_base + 8, (int)headerLength)))
+            throw new CheckpointFormatException(FileName, "header", "header is not valid UTF-8");
         JsonDocument doc;
         try
         {
@@ -123,6 +127,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 }
 
                 if (!t.TryGetProperty("data_offsets", out var offEl) || offEl.ValueKind != JsonValueKind.Array || offEl.GetArrayLength() != 2
+                    || offEl[0].ValueKind != JsonValueKind.Number || offEl[1].ValueKind != JsonValueKind.Number
                     || !offEl[0].TryGetInt64(out long begin) || !offEl[1].TryGetInt64(out long end))
                     throw new CheckpointFormatException(FileName, field + ".data_offsets", "must be an array of two integers [begin, end]");
                 if (begin < 0 || end < begin)

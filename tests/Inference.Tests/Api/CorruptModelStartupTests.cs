@@ -12,7 +12,7 @@ namespace PiServe.Inference.Tests.Api;
 /// </summary>
 public sealed class CorruptModelStartupTests
 {
-    private static void WriteGood(string dir)
+    internal static void WriteGood(string dir)
     {
         RandomCheckpoint.Write(dir, new RandomCheckpoint.Shape(64, 2, 4, 2, 128, 4096, MaxPositions: 256), DType.BF16, seed: 3);
         File.Copy(Path.Combine(ShippedModelTests.Dir("kjv-base-256"), "tokenizer.json"), Path.Combine(dir, "tokenizer.json"));

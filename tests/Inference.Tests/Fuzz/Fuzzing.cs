@@ -120,7 +120,10 @@ public static class Fuzzing
             switch (rng.Next(3))
             {
                 case 0: b[rng.Next(b.Count)] = (byte)rng.Next(256); break;
-                case 1: b.RemoveRange(rng.Next(b.Count), Math.Min(b.Count - 1, rng.Next(1, 64))); break;
+                case 1:
+                    int at = rng.Next(b.Count);
+                    b.RemoveRange(at, Math.Min(b.Count - at, rng.Next(1, 64)));
+                    break;
                 default: b.Insert(rng.Next(b.Count), (byte)rng.Next(256)); break;
             }
         }

@@ -16,7 +16,7 @@ namespace PiServe.Api;
 /// </summary>
 public static class Bench
 {
-    public const string Usage = "bench --model DIR | --shape tiny|small|1b [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R]";
+    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R]";
 
     public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null)
     {

@@ -23,7 +23,7 @@ public static class Verbs
     {
         ["tokenize"] = (Tokenize, "tokenize --model DIR --text STR [--no-special]"),
         ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
-        ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape tiny|small|1b [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
+        ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape " + ShapeNames + " [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
         ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N]"),
         ["bench"] = (a => Bench.Run(a.Value("model"), a.Value("shape"), a.Value("dtype"), a.Int("prompt") ?? 512, a.Int("generate") ?? 128,
             a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 0, a.Int("repeat") ?? 1, a.Value("kv-dtype")), Bench.Usage),
@@ -122,9 +122,8 @@ public static class Verbs
         if (a.Value("tokenizer") is { } tok)
             foreach (var f in new[] { "tokenizer.json", "tokenizer_config.json" })
                 if (File.Exists(Path.Combine(tok, f))) File.Copy(Path.Combine(tok, f), Path.Combine(dir, f), overwrite: true);
-        long parameters = (long)shape.Vocab * shape.Hidden * (shape.Tied ? 1 : 2)
-            + (long)shape.Layers * (2L * shape.Hidden * shape.Hidden + 2L * shape.Hidden * (shape.KvHeads * (shape.Hidden / shape.Heads)) + 3L * shape.Hidden * shape.Intermediate + 2 * shape.Hidden)
-            + shape.Hidden;
+        long parameters;
+        using (var written = Inference.Model.LlamaModel.Load(dir)) parameters = written.ParameterCount; // counted from the tensors written
         return new JsonObject { ["path"] = Path.GetFullPath(dir), ["parameters"] = parameters, ["dtype"] = dtype.ToString().ToLowerInvariant() };
     }
 
@@ -184,12 +183,17 @@ public static class Verbs
     };
 
     /// <summary>The random-checkpoint shapes of `bench` and `random-checkpoint`.</summary>
+    internal const string ShapeNames = "tiny|small|1b|phi3-mini-8l|qwen2.5-1.5b-8l|qwen3-0.6b";
+
     internal static RandomCheckpoint.Shape ShapeNamed(string name) => name switch
     {
         "tiny" => RandomCheckpoint.Shape.Tiny,
         "small" => RandomCheckpoint.Shape.Small,
         "1b" => RandomCheckpoint.Shape.TinyLlama1B,
-        _ => throw new UsageException($"--shape must be tiny, small or 1b, got '{name}'"),
+        "phi3-mini-8l" => RandomCheckpoint.Shape.Phi3Mini8,
+        "qwen2.5-1.5b-8l" => RandomCheckpoint.Shape.Qwen25Small8,
+        "qwen3-0.6b" => RandomCheckpoint.Shape.Qwen3Small,
+        _ => throw new UsageException($"--shape must be one of {ShapeNames}, got '{name}'"),
     };
 
     private sealed class VerbArgs

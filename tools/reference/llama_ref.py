@@ -173,9 +173,8 @@ def rope_type_of(rope_scaling: Optional[dict]) -> str:
     when both are present, so `type` wins."""
     if rope_scaling is None:
         return "default"
-    if "type" in rope_scaling:
-        return rope_scaling["type"]
-    return rope_scaling.get("rope_type", "default")
+    rtype = rope_scaling["type"] if "type" in rope_scaling else rope_scaling.get("rope_type", "default")
+    return "longrope" if rtype == "su" else rtype  # "su": Phi-3's first name for LongRoPE
 
 
 def _default_inv_freq_f32(base: float, d: int) -> torch.Tensor:
@@ -355,8 +354,34 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # --------------------------------------------------------------------------------------
 
 
+def sliding_windows_of(config: dict) -> List[Optional[int]]:
+    """The sliding window of each layer as transformers decides it (None = full attention).
+
+    Mistral: sliding_window (MistralConfig default 4096 when absent) on every layer.
+    Phi-3:   sliding_window (default None) on every layer.
+    Qwen2/3: only with use_sliding_window; then layer i slides iff i >= max_window_layers
+             (or as layer_types says).  Llama: never (HF's Llama ignores the field)."""
+    mt = config["model_type"]
+    n = config["num_hidden_layers"]
+    if mt == "mistral":
+        w = config["sliding_window"] if "sliding_window" in config else 4096
+        return [w] * n
+    if mt == "phi3":
+        return [config.get("sliding_window")] * n
+    if mt in ("qwen2", "qwen3"):
+        if not config.get("use_sliding_window", False):
+            return [None] * n
+        w = config.get("sliding_window", 4096)
+        if "layer_types" in config and config["layer_types"] is not None:
+            return [w if t == "sliding_attention" else None for t in config["layer_types"]]
+        m = config.get("max_window_layers", 28)
+        return [w if i >= m else None for i in range(n)]
+    return [None] * n
+
+
 class LlamaReference:
-    """Llama / Mistral decoder in float64.
+    """Llama-family decoder in float64: llama, mistral, phi3 (fused qkv_proj / gate_up_proj),
+    qwen2 (q/k/v biases, per-layer sliding window), qwen3 (per-head q/k RMSNorm before RoPE).
 
     forward() processes `tokens` placed at positions start_pos.. with a KV cache of
     already-rotated keys/values for positions 0..start_pos-1.  A "full" forward is simply
@@ -375,8 +400,8 @@ class LlamaReference:
         self.eps = config["rms_norm_eps"]
         self.vocab = config["vocab_size"]
         self.tied = bool(config.get("tie_word_embeddings", False))
-        # Sliding window is a Mistral feature; HF's Llama ignores the field.
-        self.window = config.get("sliding_window") if config["model_type"] == "mistral" else None
+        self.model_type = config["model_type"]
+        self.windows = sliding_windows_of(config)
         self.default_rope_scaling = config.get("rope_scaling")
         assert self.n_heads % self.n_kv == 0
 
@@ -400,9 +425,23 @@ class LlamaReference:
                    cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         p = f"model.layers.{i}.self_attn."
         n = x.shape[0]
-        q = self._linear(x, p + "q_proj").view(n, self.n_heads, self.head_dim).transpose(0, 1)
-        k = self._linear(x, p + "k_proj").view(n, self.n_kv, self.head_dim).transpose(0, 1)
-        v = self._linear(x, p + "v_proj").view(n, self.n_kv, self.head_dim).transpose(0, 1)
+        if self.model_type == "phi3":
+            # Phi3Attention: one qkv_proj, split as [:q_pos], [q_pos:q_pos+kv], [q_pos+kv:]
+            qkv = self._linear(x, p + "qkv_proj")
+            q_pos = self.n_heads * self.head_dim
+            kv = self.n_kv * self.head_dim
+            q, k, v = qkv[..., :q_pos], qkv[..., q_pos:q_pos + kv], qkv[..., q_pos + kv:]
+        else:
+            q, k, v = self._linear(x, p + "q_proj"), self._linear(x, p + "k_proj"), self._linear(x, p + "v_proj")
+        q = q.reshape(n, self.n_heads, self.head_dim)
+        k = k.reshape(n, self.n_kv, self.head_dim)
+        if self.model_type == "qwen3":
+            # Qwen3Attention: q_norm / k_norm over head_dim, before the transpose and RoPE.
+            q = self._rmsnorm(q, p + "q_norm.weight")
+            k = self._rmsnorm(k, p + "k_norm.weight")
+        q = q.transpose(0, 1)
+        k = k.transpose(0, 1)
+        v = v.reshape(n, self.n_kv, self.head_dim).transpose(0, 1)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         # Append to the cache: keys are cached *after* rotation, never recomputed
@@ -421,8 +460,8 @@ class LlamaReference:
         qpos = torch.arange(start_pos, start_pos + n).unsqueeze(1)
         kpos = torch.arange(total).unsqueeze(0)
         allowed = kpos <= qpos  # causal
-        if self.window is not None:
-            allowed = allowed & ((qpos - kpos) < self.window)
+        if self.windows[i] is not None:
+            allowed = allowed & ((qpos - kpos) < self.windows[i])
         scores = scores.masked_fill(~allowed, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
         out = (probs @ values).transpose(0, 1).reshape(n, self.n_heads * self.head_dim)
@@ -430,8 +469,12 @@ class LlamaReference:
 
     def _mlp(self, i: int, x: torch.Tensor) -> torch.Tensor:
         p = f"model.layers.{i}.mlp."
-        gate = self._linear(x, p + "gate_proj")
-        up = self._linear(x, p + "up_proj")
+        if self.model_type == "phi3":
+            # Phi3MLP: gate_up_proj's output chunked in two, gate first
+            gate, up = self._linear(x, p + "gate_up_proj").chunk(2, dim=-1)
+        else:
+            gate = self._linear(x, p + "gate_proj")
+            up = self._linear(x, p + "up_proj")
         return self._linear(torch.nn.functional.silu(gate) * up, p + "down_proj")
 
     # -- forward -----------------------------------------------------------------------

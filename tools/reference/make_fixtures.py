@@ -78,10 +78,27 @@ DEFAULT_GAINS = {"embed_std": 1.0, "qk": 1.2, "v": 1.2, "o": 1.2, "mlp": 1.2, "d
                  "lm": 2.4, "norm_jitter": 0.1, "bias": 0.05}
 
 
+def published_phi3_factors(rotary_half: int) -> tuple:
+    """Phi-3-mini-128k-instruct's published short/long factors (48 entries, head_dim 96), reshaped
+    to `rotary_half` entries by keeping every (48 / rotary_half)-th: entry j of a list belongs to
+    the frequency theta^(-2j/d), so sampling keeps each factor at its relative frequency."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "tests", "fixtures", "published-configs", "phi-3-mini-128k-instruct-su", "config.json")
+    with open(path) as f:
+        rs = json.load(f)["rope_scaling"]
+    short, long = rs["short_factor"], rs["long_factor"]
+    assert len(short) == len(long) == 48 and 48 % rotary_half == 0
+    step = 48 // rotary_half
+    return [float(x) for x in short[::step]], [float(x) for x in long[::step]]
+
+
+
+
 def base_config(model_type="llama", hidden=64, inter=128, layers=2, heads=4, kv_heads=2,
                 vocab=256, max_pos=512, theta=10000.0, eps=1e-5, dtype="float32", tied=False,
                 attention_bias=False, mlp_bias=False, rope_scaling=None, **extra) -> dict:
-    arch = "MistralForCausalLM" if model_type == "mistral" else "LlamaForCausalLM"
+    arch = {"mistral": "MistralForCausalLM", "phi3": "Phi3ForCausalLM", "qwen2": "Qwen2ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM"}.get(model_type, "LlamaForCausalLM")
     c = OrderedDict()
     c["architectures"] = [arch]
     c["model_type"] = model_type
@@ -99,8 +116,10 @@ def base_config(model_type="llama", hidden=64, inter=128, layers=2, heads=4, kv_
     c["rope_theta"] = theta
     c["rope_scaling"] = rope_scaling
     c["tie_word_embeddings"] = tied
-    c["attention_bias"] = attention_bias
-    c["mlp_bias"] = mlp_bias
+    if model_type in ("llama", "mistral", "qwen3"):  # the other families' configs have no such fields
+        c["attention_bias"] = attention_bias
+    if model_type in ("llama", "mistral"):
+        c["mlp_bias"] = mlp_bias
     c["bos_token_id"] = 1
     c["eos_token_id"] = 2
     c["torch_dtype"] = dtype
@@ -109,7 +128,9 @@ def base_config(model_type="llama", hidden=64, inter=128, layers=2, heads=4, kv_
     return dict(c)
 
 
-def fixtures(large_layers: int) -> List[Fixture]:
+def fixtures(large_layers: int, only: Optional[List[str]] = None) -> List[Fixture]:
+    wanted = lambda name: not only or name in only  # noqa: E731
+    PHI3_SHORT, PHI3_LONG = published_phi3_factors(8) if wanted("phi3-longrope-bf16") else ([1.0] * 8, [1.0] * 8)
     return [
         Fixture(
             "llama-default-f32", 101, torch.float32,
@@ -217,6 +238,60 @@ def fixtures(large_layers: int) -> List[Fixture]:
                      same_tokens_as="medium-200"),
             ],
         ),
+        # --- the families of issue 12, shaped like their published configs, scaled down ---
+        Fixture(
+            # Phi-3-mini-128k-instruct: fused qkv/gate_up, LongRoPE spelt "su" with the published
+            # factors, top-level original_max_position_embeddings, scale 32 (131072 / 4096 there,
+            # 2048 / 64 here), sliding_window beyond the context as in the 128k config; GQA as Phi-3-medium.
+            "phi3-longrope-bf16", 1010, torch.bfloat16,
+            base_config(model_type="phi3", vocab=320, max_pos=2048, dtype="bfloat16",
+                        original_max_position_embeddings=64, sliding_window=4096,
+                        rope_scaling={"type": "su", "short_factor": PHI3_SHORT, "long_factor": PHI3_LONG}),
+            [
+                Case("short", 16, 12),
+                Case("cross-64", 56, 16, modes_must_differ=True),
+                Case("long-300", 300, 6, repeat=True),
+            ],
+        ),
+        Fixture(
+            # Qwen2.5-7B-Instruct with the YaRN block its model card gives for 128k (factor 4 over
+            # the original window), q/k/v biases, tied embeddings as the small Qwen2.5 sizes, theta 1e6.
+            "qwen2-yarn-bf16", 1111, torch.bfloat16,
+            base_config(model_type="qwen2", hidden=128, heads=8, kv_heads=2, vocab=320, max_pos=128, theta=1000000.0,
+                        eps=1e-6, dtype="bfloat16", tied=True, use_sliding_window=False, sliding_window=4096,
+                        max_window_layers=2,
+                        rope_scaling={"factor": 4.0, "original_max_position_embeddings": 128, "type": "yarn"}),
+            [
+                Case("short", 16, 12),
+                Case("past-original-300", 300, 12, repeat=True),
+                Case("long-500", 500, 4),
+            ],
+            gains={"embed_std": 0.4, "o": 3.0, "down": 8.0, "mlp": 2.0},
+        ),
+        Fixture(
+            # Qwen2 with use_sliding_window: layers from max_window_layers on slide (layer 1 of 2 here).
+            "qwen2-swa-f32", 1212, torch.float32,
+            base_config(model_type="qwen2", vocab=320, max_pos=512, theta=1000000.0, eps=1e-6,
+                        use_sliding_window=True, sliding_window=32, max_window_layers=1),
+            [
+                Case("short", 16, 12),
+                Case("window-100", 100, 12, repeat=True),
+            ],
+        ),
+        Fixture(
+            # Qwen3-8B: explicit head_dim (4 heads × 32 = 128 > hidden 64), q_norm/k_norm, no biases,
+            # theta 1e6, max_position_embeddings 40960 of an original 32768 (160 of 128 here), with the
+            # YaRN factor 4 Qwen3's card documents for 131072.
+            "qwen3-yarn-bf16", 1313, torch.bfloat16,
+            base_config(model_type="qwen3", head_dim=32, vocab=320, max_pos=160, theta=1000000.0, eps=1e-6,
+                        dtype="bfloat16", use_sliding_window=False, sliding_window=None, max_window_layers=2,
+                        rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}),
+            [
+                Case("short", 16, 12),
+                Case("past-original-300", 300, 12, repeat=True),
+                Case("long-500", 500, 4),
+            ],
+        ),
         Fixture(
             "llama-large-bf16", 909, torch.bfloat16,
             base_config(hidden=256, inter=688, layers=large_layers, heads=8, kv_heads=2, vocab=2048, tied=True,
@@ -245,26 +320,43 @@ def init_weights(cfg: dict, seed: int, dtype: torch.dtype, gains: dict) -> "Orde
 
     H, I, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     nh, nkv, hd = cfg["num_attention_heads"], cfg["num_key_value_heads"], R.head_dim_of(cfg)
+    mt = cfg["model_type"]
     abias, mbias = cfg.get("attention_bias", False), cfg.get("mlp_bias", False)
+    qkv_bias = abias or mt == "qwen2"          # Qwen2: q/k/v always biased
+    o_bias = abias and mt != "qwen2"           # ... and o_proj never
     w: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     embed = normal((V, H), g["embed_std"])
     w["model.embed_tokens.weight"] = embed
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = 1.0 + normal((H,), g["norm_jitter"])
+        qkv = []
         for proj, rows in (("q_proj", nh * hd), ("k_proj", nkv * hd), ("v_proj", nkv * hd)):
-            w[p + f"self_attn.{proj}.weight"] = lin(rows, H, g["qk"] if proj != "v_proj" else g["v"])
-            if abias:
+            qkv.append(lin(rows, H, g["qk"] if proj != "v_proj" else g["v"]))
+            if mt != "phi3":
+                w[p + f"self_attn.{proj}.weight"] = qkv[-1]
+            if qkv_bias:
                 w[p + f"self_attn.{proj}.bias"] = normal((rows,), g["bias"])
+        if mt == "phi3":  # one tensor, rows q then k then v
+            w[p + "self_attn.qkv_proj.weight"] = torch.cat(qkv, dim=0)
+        if mt == "qwen3":
+            w[p + "self_attn.q_norm.weight"] = 1.0 + normal((hd,), g["norm_jitter"])
+            w[p + "self_attn.k_norm.weight"] = 1.0 + normal((hd,), g["norm_jitter"])
         w[p + "self_attn.o_proj.weight"] = lin(H, nh * hd, g["o"])
-        if abias:  # HF LlamaAttention: o_proj has bias=config.attention_bias too
+        if o_bias:  # HF LlamaAttention: o_proj has bias=config.attention_bias too
             w[p + "self_attn.o_proj.bias"] = normal((H,), g["bias"])
         w[p + "post_attention_layernorm.weight"] = 1.0 + normal((H,), g["norm_jitter"])
+        mlp = {}
         for proj, shape, gain in (("gate_proj", (I, H), g["mlp"]), ("up_proj", (I, H), g["mlp"]),
                                   ("down_proj", (H, I), g["down"])):
-            w[p + f"mlp.{proj}.weight"] = lin(*shape, gain)
+            mlp[proj] = lin(*shape, gain)
+            if mt != "phi3":
+                w[p + f"mlp.{proj}.weight"] = mlp[proj]
             if mbias:
                 w[p + f"mlp.{proj}.bias"] = normal((shape[0],), g["bias"])
+        if mt == "phi3":  # one tensor, rows gate then up
+            w[p + "mlp.gate_up_proj.weight"] = torch.cat([mlp["gate_proj"], mlp["up_proj"]], dim=0)
+            w[p + "mlp.down_proj.weight"] = mlp["down_proj"]
     w["model.norm.weight"] = 1.0 + normal((H,), g["norm_jitter"])
     if cfg.get("tie_word_embeddings"):
         # logits use the embedding rows: shrink the special tokens' rows so that they
@@ -543,12 +635,38 @@ def specific_checks(fx: Fixture, model: R.LlamaReference, c: Dict[str, dict]):
               f"{fx.name}: llama3 dims: {high} high-freq (kept), {med} medium (smoothed), {low} low (/8)")
     if fx.name == "mistral-sharded-f16":
         toks = c["window-150"]["tokens"]
-        saved = model.window
-        model.window = None
+        saved = model.windows
+        model.windows = [None] * len(saved)
         no_window = model.full_logits(toks, None)[-1]
-        model.window = saved
+        model.windows = saved
         d = float((torch.tensor(c["window-150"]["last_logits"], dtype=torch.float64) - no_window).abs().max())
         check(d > 0.01, f"{fx.name}: sliding window 48 matters: last logits move by {d:.3f} without it")
+    if fx.name == "phi3-longrope-bf16":
+        p = R.rope_params(cfg, cfg["rope_scaling"], 10)
+        check(abs(p.attention_factor - math.sqrt(1 + math.log(32) / math.log(64))) < 1e-15,
+              f"{fx.name}: 'su' is longrope; s = 2048/64 -> attention factor {p.attention_factor:.6f}")
+        short, long = R.rope_params(cfg, cfg["rope_scaling"], 64), R.rope_params(cfg, cfg["rope_scaling"], 65)
+        check(not torch.equal(short.inv_freq, long.inv_freq), f"{fx.name}: short factors up to 64 tokens, long from 65")
+    if fx.name == "qwen2-swa-f32":
+        toks = c["window-100"]["tokens"]
+        check(model.windows == [None, 32], f"{fx.name}: layer 0 full, layer 1 slides over 32 (max_window_layers 1)")
+        saved = model.windows
+        model.windows = [None, None]
+        no_window = model.full_logits(toks, None)[-1]
+        model.windows = saved
+        d = float((torch.tensor(c["window-100"]["last_logits"], dtype=torch.float64) - no_window).abs().max())
+        check(d > 0.01, f"{fx.name}: the sliding window matters: last logits move by {d:.3f} without it")
+    if fx.name in ("qwen2-yarn-bf16", "qwen3-yarn-bf16"):
+        d = max_logit_diff(c["short"], {"last_logits": [float(x) for x in model.full_logits(c["short"]["tokens"], {"rope_type": "default"})[-1]]})
+        check(d > 0.01, f"{fx.name}: YaRN matters already within the original window: {d:.3f}")
+    if fx.name == "qwen3-yarn-bf16":
+        saved = {k: v for k, v in model.w.items() if "_norm.weight" in k and "self_attn" in k}
+        for k in saved:
+            model.w[k] = torch.full_like(saved[k], 1e3)
+        moved = model.full_logits(c["short"]["tokens"], None)[-1]
+        model.w.update(saved)
+        d = float((torch.tensor(c["short"]["last_logits"], dtype=torch.float64) - moved).abs().max())
+        check(d > 0.01, f"{fx.name}: q_norm/k_norm weights matter: {d:.3f}")
     if fx.name == "llama-partial-rotary-f32":
         check(R.rotary_dim_of(cfg) == 8, f"{fx.name}: rot_dim 8 of head_dim 16")
         d = max_logit_diff(c["medium-200"], c["override-linear-4"])
@@ -576,7 +694,7 @@ def main():
     args = ap.parse_args()
 
     results = []
-    for fx in fixtures(args.large_layers):
+    for fx in fixtures(args.large_layers, args.only):
         if args.only and fx.name not in args.only:
             continue
         r = build_fixture(fx, args.out)

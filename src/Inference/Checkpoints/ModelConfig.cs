@@ -4,8 +4,11 @@ using System.Text.Json.Nodes;
 namespace PiServe.Inference.Checkpoints;
 
 /// <summary>
-/// The fields of a Hugging Face config.json that change the forward pass of a Llama-family model.
-/// Absent optional fields take transformers' LlamaConfig / MistralConfig defaults. The shape fields
+/// The fields of a Hugging Face config.json that change the forward pass of a Llama-family model:
+/// model_type llama, mistral, phi3, qwen2 or qwen3. Absent optional fields take transformers'
+/// LlamaConfig / MistralConfig / Phi3Config / Qwen2Config / Qwen3Config defaults. What differs between
+/// the families is stated here, once, as properties the forward pass reads (biases, q/k norms, fused
+/// projections, which layers slide); the maths they share is one forward pass. The shape fields
 /// (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, vocab_size) are required:
 /// HF would default them to a 7B shape that can never match the tensors, and an error about the
 /// config is clearer than one about a mis-shaped tensor.
@@ -31,10 +34,24 @@ public sealed record ModelConfig
     /// <summary>The rope_scaling object as written (null = plain RoPE). Parsed by <see cref="Rope.RopeScalingFactory"/>.</summary>
     public JsonObject? RopeScaling { get; init; }
     public bool TieWordEmbeddings { get; init; }
+    /// <summary>Bias on q_proj, k_proj and v_proj (Llama's attention_bias; always on for Qwen2).</summary>
     public bool AttentionBias { get; init; }
+    /// <summary>Bias on o_proj (Llama's and Qwen3's attention_bias; never for Qwen2, whose o_proj has none).</summary>
+    public bool OutputBias { get; init; }
     public bool MlpBias { get; init; }
-    /// <summary>Mistral's sliding-window attention: a query attends to the last SlidingWindow keys (itself included).</summary>
+    /// <summary>Qwen3: RMSNorm over each head's query and key (q_norm, k_norm weights of head_dim) before RoPE.</summary>
+    public bool QkNorm { get; init; }
+    /// <summary>Phi-3: q, k, v stored as one qkv_proj (rows q, k, v) and gate, up as one gate_up_proj (rows gate, up).</summary>
+    public bool FusedProjections { get; init; }
+    /// <summary>Sliding-window attention: a query attends to the last SlidingWindow keys (itself included).</summary>
     public int? SlidingWindow { get; init; }
+    /// <summary>The first layer that slides (Qwen2/3's max_window_layers); 0 for Mistral and Phi-3, where every layer does.</summary>
+    public int SlidingWindowFromLayer { get; init; }
+
+    /// <summary>The sliding window of one layer, null where it attends to the whole sequence.</summary>
+    public int? SlidingWindowFor(int layer) => layer >= SlidingWindowFromLayer ? SlidingWindow : null;
+
+    public static readonly string[] SupportedModelTypes = ["llama", "mistral", "phi3", "qwen2", "qwen3"];
     public string HiddenAct { get; init; } = "silu";
     public int? BosTokenId { get; init; }
     public int[] EosTokenIds { get; init; } = [];
@@ -67,9 +84,8 @@ public sealed record ModelConfig
     public static ModelConfig Parse(JsonObject c)
     {
         string modelType = ReqString(c, "model_type");
-        bool mistral = modelType == "mistral";
-        if (modelType is not ("llama" or "mistral"))
-            throw new CheckpointFormatException(FileName, "model_type", $"'{modelType}' is not supported (supported: llama, mistral)");
+        if (!SupportedModelTypes.Contains(modelType))
+            throw new CheckpointFormatException(FileName, "model_type", $"'{modelType}' is not supported (supported: {string.Join(", ", SupportedModelTypes)})");
 
         // Shape fields are checked for sign and size before any arithmetic uses them: a zero divides,
         // and a huge one overflows the int products (heads × head_dim, rows × columns) further on.
@@ -78,7 +94,8 @@ public sealed record ModelConfig
         int kvHeads = OptInt(c, "num_key_value_heads") ?? heads;
         if (kvHeads <= 0 || heads % kvHeads != 0)
             throw new CheckpointFormatException(FileName, "num_key_value_heads", $"{kvHeads} must be positive and divide num_attention_heads ({heads})");
-        int headDim = OptInt(c, "head_dim") ?? 0;
+        // Qwen3Config defaults head_dim to 128 (not hidden / heads): Qwen3-0.6B's 16 heads × 128 exceed its hidden size of 1024.
+        int headDim = OptInt(c, "head_dim") ?? (modelType == "qwen3" ? 128 : 0);
         if (headDim < 0 || (long)headDim * heads > MaxDimension)
             throw new CheckpointFormatException(FileName, "head_dim",
                 $"{headDim} must be positive and head_dim × num_attention_heads at most {MaxDimension}, got {(long)headDim * heads}");
@@ -106,10 +123,7 @@ public sealed record ModelConfig
             _ => throw new CheckpointFormatException(FileName, "rope_scaling", "must be an object or null"),
         };
 
-        // sliding_window is a MistralConfig field: absent means MistralConfig's default 4096, null
-        // turns it off. LlamaConfig has none and HF's Llama ignores it, so we do too.
-        int? window = !mistral ? null : c.ContainsKey("sliding_window") ? OptInt(c, "sliding_window") : 4096;
-        if (window is <= 0) window = null;
+        var (window, windowFromLayer) = ReadSlidingWindow(c, modelType, ReqInt(c, "num_hidden_layers"));
 
         var config = new ModelConfig
         {
@@ -121,16 +135,25 @@ public sealed record ModelConfig
             NumKvHeads = kvHeads,
             HeadDim = headDim,
             VocabSize = Bounded(ReqInt(c, "vocab_size"), "vocab_size", MaxVocab),
-            RmsNormEps = OptDouble(c, "rms_norm_eps") ?? 1e-6,
-            MaxPositionEmbeddings = OptInt(c, "max_position_embeddings") ?? (mistral ? 4096 * 32 : 2048),
+            RmsNormEps = OptDouble(c, "rms_norm_eps") ?? (modelType == "phi3" ? 1e-5 : 1e-6),
+            MaxPositionEmbeddings = OptInt(c, "max_position_embeddings") ?? modelType switch
+            {
+                "mistral" => 4096 * 32, "phi3" => 4096, "qwen2" or "qwen3" => 32768, _ => 2048,
+            },
             OriginalMaxPositionEmbeddings = OptInt(c, "original_max_position_embeddings"),
             RopeTheta = OptDouble(c, "rope_theta") ?? 10000.0,
             PartialRotaryFactor = partial,
             RopeScaling = ropeScaling,
             TieWordEmbeddings = OptBool(c, "tie_word_embeddings") ?? false,
-            AttentionBias = OptBool(c, "attention_bias") ?? false,
-            MlpBias = !mistral && (OptBool(c, "mlp_bias") ?? false),
+            // Qwen2's q/k/v always carry a bias and its o_proj never does; Phi-3 and Mistral have none;
+            // Llama and Qwen3 put attention_bias on all four.
+            AttentionBias = modelType == "qwen2" || (modelType is "llama" or "qwen3" && (OptBool(c, "attention_bias") ?? false)),
+            OutputBias = modelType is "llama" or "qwen3" && (OptBool(c, "attention_bias") ?? false),
+            MlpBias = modelType == "llama" && (OptBool(c, "mlp_bias") ?? false),
+            QkNorm = modelType == "qwen3",
+            FusedProjections = modelType == "phi3",
             SlidingWindow = window,
+            SlidingWindowFromLayer = windowFromLayer,
             HiddenAct = act,
             BosTokenId = c["bos_token_id"] is { } bos ? TokenId(bos, "bos_token_id") : null,
             EosTokenIds = c["eos_token_id"] switch
@@ -160,6 +183,42 @@ public sealed record ModelConfig
             throw new CheckpointFormatException(FileName, "rope_scaling." + e.Field, e.Problem);
         }
         return config;
+    }
+
+    /// <summary>
+    /// Which layers slide, and over how many keys, as transformers decides it per family. Mistral:
+    /// sliding_window (absent: MistralConfig's default 4096; null: off) on every layer. Phi-3:
+    /// sliding_window (default off) on every layer. Qwen2/Qwen3: only with use_sliding_window, and
+    /// then on the layers from max_window_layers on (or as layer_types lists them). Llama: never
+    /// (LlamaConfig has no such field and HF's Llama ignores it).
+    /// </summary>
+    private static (int? Window, int FromLayer) ReadSlidingWindow(JsonObject c, string modelType, int layers)
+    {
+        int? window = modelType switch
+        {
+            "mistral" => c.ContainsKey("sliding_window") ? OptInt(c, "sliding_window") : 4096,
+            "phi3" => OptInt(c, "sliding_window"),
+            "qwen2" or "qwen3" when OptBool(c, "use_sliding_window") == true => OptInt(c, "sliding_window") ?? 4096,
+            _ => null,
+        };
+        if (window is not > 0) return (null, 0);
+        if (modelType is not ("qwen2" or "qwen3")) return (window, 0);
+        if (c["layer_types"] is JsonArray types)
+        {
+            // Newer configs list each layer; PiServe supports the shape HF's default produces
+            // (full layers first, sliding ones after), which is what max_window_layers describes.
+            var kinds = types.Select((t, i) => t is JsonValue v && v.TryGetValue(out string? k) && k is "sliding_attention" or "full_attention" ? k
+                : throw new CheckpointFormatException(FileName, $"layer_types[{i}]", "must be \"sliding_attention\" or \"full_attention\"")).ToList();
+            if (kinds.Count != layers)
+                throw new CheckpointFormatException(FileName, "layer_types", $"has {kinds.Count} entries for {layers} layers");
+            int first = kinds.IndexOf("sliding_attention");
+            if (first < 0) return (null, 0);
+            if (kinds.Skip(first).Any(k => k != "sliding_attention"))
+                throw new CheckpointFormatException(FileName, "layer_types", "full-attention layers after sliding ones are not supported");
+            return (window, first);
+        }
+        int from = OptInt(c, "max_window_layers") ?? 28;
+        return from >= layers ? (null, 0) : (window, Math.Max(0, from));
     }
 
     /// <summary>

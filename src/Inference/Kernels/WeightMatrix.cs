@@ -25,6 +25,17 @@ public readonly unsafe struct WeightMatrix(byte* data, int rows, int cols, DType
 
     public byte* Row(int r) => Data + (long)r * Cols * DTypes.SizeOf(DType);
 
+    /// <summary>
+    /// Rows [start, start + count) as a matrix of their own, sharing the memory: how a fused tensor
+    /// (Phi-3's qkv_proj, gate_up_proj) is used without a copy — the kernels see three (or two)
+    /// ordinary matrices in one parallel region, exactly as for separate q/k/v tensors.
+    /// </summary>
+    public WeightMatrix RowSlice(int start, int count)
+    {
+        if (start < 0 || count < 0 || start + count > Rows) throw new ArgumentOutOfRangeException(nameof(start), $"rows [{start}, {start + count}) of {Rows}");
+        return new WeightMatrix(Row(start), count, Cols, DType, Finite);
+    }
+
     /// <summary>Whether none of the halves has the all-ones exponent of an infinity or NaN.</summary>
     public static bool NoInfOrNaN(ushort* h, long count)
     {

@@ -12,12 +12,16 @@ public sealed class LayerWeights
     public required WeightMatrix Wq, Wk, Wv, Wo, WGate, WUp, WDown;
     public required NativeBuffer AttentionNorm, MlpNorm;
     public NativeBuffer? Bq, Bk, Bv, Bo, BGate, BUp, BDown;
+    /// <summary>Qwen3's per-head RMSNorm weights for queries and keys ([head_dim] each).</summary>
+    public NativeBuffer? QNorm, KNorm;
 }
 
 /// <summary>
-/// A Llama-family decoder (Llama 1/2/3, Mistral, TinyLlama): embeddings, per layer RMSNorm →
-/// GQA attention with HF rotate_half RoPE → residual → RMSNorm → SwiGLU MLP → residual, final
-/// RMSNorm, lm_head (or the tied embeddings). Float32 activations and accumulation.
+/// A Llama-family decoder (Llama 1/2/3, Mistral, TinyLlama, Phi-3, Qwen2/2.5, Qwen3): embeddings, per
+/// layer RMSNorm → GQA attention with HF rotate_half RoPE → residual → RMSNorm → SwiGLU MLP →
+/// residual, final RMSNorm, lm_head (or the tied embeddings). The families differ only where
+/// <see cref="ModelConfig"/> says: Qwen2's q/k/v biases, Qwen3's q/k norms, Phi-3's fused tensors
+/// (sliced here, so the forward pass never sees them), which layers slide. Float32 activations and accumulation.
 /// </summary>
 public sealed unsafe class LlamaModel : IDisposable
 {
@@ -58,24 +62,41 @@ public sealed unsafe class LlamaModel : IDisposable
         for (int l = 0; l < c.NumLayers; l++)
         {
             string p = $"model.layers.{l}.";
+            WeightMatrix wq, wk, wv, wGate, wUp;
+            if (c.FusedProjections)
+            {
+                // Phi-3: qkv_proj holds the rows of q, k and v one after another, gate_up_proj those
+                // of gate and up (HF splits the outputs the same way); views, not copies.
+                var qkv = Matrix(p + "self_attn.qkv_proj.weight", c.QueryDim + 2 * c.KvDim, c.HiddenSize);
+                (wq, wk, wv) = (qkv.RowSlice(0, c.QueryDim), qkv.RowSlice(c.QueryDim, c.KvDim), qkv.RowSlice(c.QueryDim + c.KvDim, c.KvDim));
+                var gateUp = Matrix(p + "mlp.gate_up_proj.weight", 2 * c.IntermediateSize, c.HiddenSize);
+                (wGate, wUp) = (gateUp.RowSlice(0, c.IntermediateSize), gateUp.RowSlice(c.IntermediateSize, c.IntermediateSize));
+            }
+            else
+            {
+                wq = Matrix(p + "self_attn.q_proj.weight", c.QueryDim, c.HiddenSize);
+                wk = Matrix(p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize);
+                wv = Matrix(p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize);
+                wGate = Matrix(p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize);
+                wUp = Matrix(p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize);
+            }
             Layers[l] = new LayerWeights
             {
-                Wq = Matrix(p + "self_attn.q_proj.weight", c.QueryDim, c.HiddenSize),
-                Wk = Matrix(p + "self_attn.k_proj.weight", c.KvDim, c.HiddenSize),
-                Wv = Matrix(p + "self_attn.v_proj.weight", c.KvDim, c.HiddenSize),
+                Wq = wq, Wk = wk, Wv = wv,
                 Wo = Matrix(p + "self_attn.o_proj.weight", c.HiddenSize, c.QueryDim),
-                WGate = Matrix(p + "mlp.gate_proj.weight", c.IntermediateSize, c.HiddenSize),
-                WUp = Matrix(p + "mlp.up_proj.weight", c.IntermediateSize, c.HiddenSize),
+                WGate = wGate, WUp = wUp,
                 WDown = Matrix(p + "mlp.down_proj.weight", c.HiddenSize, c.IntermediateSize),
                 AttentionNorm = Vector(p + "input_layernorm.weight", c.HiddenSize),
                 MlpNorm = Vector(p + "post_attention_layernorm.weight", c.HiddenSize),
                 Bq = c.AttentionBias ? Vector(p + "self_attn.q_proj.bias", c.QueryDim) : null,
                 Bk = c.AttentionBias ? Vector(p + "self_attn.k_proj.bias", c.KvDim) : null,
                 Bv = c.AttentionBias ? Vector(p + "self_attn.v_proj.bias", c.KvDim) : null,
-                Bo = c.AttentionBias ? Vector(p + "self_attn.o_proj.bias", c.HiddenSize) : null,
+                Bo = c.OutputBias ? Vector(p + "self_attn.o_proj.bias", c.HiddenSize) : null,
                 BGate = c.MlpBias ? Vector(p + "mlp.gate_proj.bias", c.IntermediateSize) : null,
                 BUp = c.MlpBias ? Vector(p + "mlp.up_proj.bias", c.IntermediateSize) : null,
                 BDown = c.MlpBias ? Vector(p + "mlp.down_proj.bias", c.HiddenSize) : null,
+                QNorm = c.QkNorm ? Vector(p + "self_attn.q_norm.weight", c.HeadDim) : null,
+                KNorm = c.QkNorm ? Vector(p + "self_attn.k_norm.weight", c.HeadDim) : null,
             };
         }
         ParameterCount = checkpoint.Tensors.Values.Sum(t => t.ElementCount);
@@ -180,6 +201,12 @@ public sealed unsafe class LlamaModel : IDisposable
             // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)); Q, K, V in one parallel region
             be.RmsNorm(s.X, w.AttentionNorm.Ptr, n, hidden, eps, s.Xb);
             be.MatMul(s.Xb, n, [new(w.Wq, s.Q, Ptr(w.Bq)), new(w.Wk, s.K, Ptr(w.Bk)), new(w.Wv, s.V, Ptr(w.Bv))]);
+            if (w.QNorm is not null)
+            {
+                // Qwen3: each head's query and key RMS-normed over head_dim before rotation.
+                be.RmsNorm(s.Q, w.QNorm.Ptr, n * c.NumHeads, c.HeadDim, eps, s.Q);
+                be.RmsNorm(s.K, w.KNorm!.Ptr, n * c.NumKvHeads, c.HeadDim, eps, s.K);
+            }
             be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             be.ApplyRope(s.K, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             s.Observer?.Invoke(l, s.Q, s.K, n);
@@ -194,7 +221,7 @@ public sealed unsafe class LlamaModel : IDisposable
                         seg.Cache.Write(l, g, seg.StartPos + t, s.K + src, s.V + src);
                     }
                 be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Layer(l), s.Att + (long)row * c.QueryDim,
-                    seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindow);
+                    seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindowFor(l));
                 row += seg.Count;
             }
             be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo));

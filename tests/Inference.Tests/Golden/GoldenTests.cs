@@ -124,12 +124,13 @@ public class GoldenTests(ITestOutputHelper output)
 public class HalfPrecisionKvCacheTests(ITestOutputHelper output)
 {
     /// <summary>
-    /// Bounds at twice the worst case measured over all fixtures (f16 1.2e-2, bf16 8.9e-2 max |Δ logprob|,
-    /// on the random-weight fixture models whose logits are large and sharp; see docs/PERFORMANCE.md):
+    /// Bounds at twice the worst case measured over all fixtures (f16 2.0e-2, bf16 2.0e-1 max |Δ logprob|,
+    /// both on qwen2-yarn-bf16, whose YaRN attention factor and θ = 1e6 sharpen the scores; 1.2e-2 and
+    /// 8.9e-2 over the Llama fixtures; random-weight models with large, sharp logits; see docs/PERFORMANCE.md):
     /// rounding keys and values to 11 or 8 significant bits. A cache that returned wrong rows would be off by whole nats.
     /// </summary>
     public static IEnumerable<object[]> Cases() =>
-        GoldenFixtures.All.SelectMany(c => new[] { new object[] { c.ToString(), "f16", 2.5e-2 }, new object[] { c.ToString(), "bf16", 0.18 } });
+        GoldenFixtures.All.SelectMany(c => new[] { new object[] { c.ToString(), "f16", 4e-2 }, new object[] { c.ToString(), "bf16", 0.41 } });
 
     [Theory]
     [MemberData(nameof(Cases))]

@@ -23,6 +23,8 @@ public sealed class ModelRegistry : IDisposable
     private readonly Dictionary<string, ServedModel> _models = new(StringComparer.Ordinal);
     /// <summary>Folders whose absolute paths are cut from the errors models report (the log keeps them whole).</summary>
     private readonly List<string> _roots = [];
+    /// <summary>PiServe:ModelsRoot as a real path, when models are configured; null for the shipped models.</summary>
+    private readonly ConfinementRoot? _confine;
 
     public ModelRegistry(IOptions<PiServeOptions> options, IConfiguration configuration, ILogger<ModelRegistry> log, ISchedulerObserverFactory? observers = null)
     {
@@ -44,6 +46,19 @@ public sealed class ModelRegistry : IDisposable
 
         string root = System.IO.Path.GetFullPath(o.ModelsRoot);
         _roots.Add(root);
+        // Confinement is decided on real paths: a folder or file inside the root that is a symbolic link
+        // to somewhere else is outside it. (The root itself may be a link, e.g. a cache on another disk.)
+        ConfinementRoot? confine = null;
+        try
+        {
+            confine = new ConfinementRoot(root, "PiServe:ModelsRoot");
+            if (!string.Equals(confine.Path, root, StringComparison.Ordinal)) _roots.Insert(0, confine.Path);
+        }
+        catch (SymbolicLinkLoopException)
+        {
+            // Every configured model fails below, naming the root.
+        }
+        _confine = confine;
         var sections = configuration.GetSection($"{PiServeOptions.Section}:Models").GetChildren().ToList();
         for (int i = 0; i < o.Models.Count; i++)
         {
@@ -52,12 +67,25 @@ public sealed class ModelRegistry : IDisposable
             string id = string.IsNullOrWhiteSpace(m.Id) ? $"model-{i}" : m.Id;
             string Resolve()
             {
+                if (confine is null) throw new ArgumentException("PiServe:ModelsRoot: a symbolic link loop (too many levels of symbolic links)");
                 string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, m.Path));
-                if (!full.StartsWith(root.TrimEnd(System.IO.Path.DirectorySeparatorChar) + System.IO.Path.DirectorySeparatorChar, StringComparison.Ordinal) && full != root)
+                if (!ConfinedPath.IsInside(root, full))
                     throw new ArgumentException($"PiServe:Models:{index}:Path '{m.Path}' lies outside PiServe:ModelsRoot");
-                return full;
-            }
-            var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
+                string name = $"PiServe:Models:{index}:Path '{m.Path}'";
+                string real;
+                try
+                {
+                    real = ConfinedPath.RealPath(full);
+                }
+                catch (SymbolicLinkLoopException)
+                {
+                    throw new ArgumentException($"{name}: a symbolic link loop (too many levels of symbolic links)");
+                }
+                if (!confine.Contains(real))
+                    throw new ArgumentException($"{name} resolves through a symbolic link to a location outside PiServe:ModelsRoot");
+                // A Hugging Face repo cache folder (models--org--name) stands for the snapshot refs/main names.
+                return HfCache.ResolveRepoFolder(real, confine);
+            }            var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
             string kvType = string.IsNullOrWhiteSpace(m.KvCacheDType) ? o.KvCacheDType : m.KvCacheDType;
             if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log))
                 log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
@@ -80,28 +108,34 @@ public sealed class ModelRegistry : IDisposable
             if (_models.Keys.FirstOrDefault(k => k != id && string.Equals(k, id, StringComparison.OrdinalIgnoreCase)) is { } other)
                 throw new ArgumentException($"model id '{id}' differs from '{other}' only in case");
             string full = resolve();
-            var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads));
+            var model = LlamaModel.Load(full, new CpuBackend(o.Scheduler.Threads), _confine);
             try
             {
                 try { model.KvCacheType = KvCache.ParseElementType(kvCacheType); }
                 catch (ArgumentException e) { throw new ArgumentException($"PiServe KvCacheDType: {e.Message}"); }
-                var tokenizer = TokenizerLoader.Load(full);
+                var tokenizer = TokenizerLoader.Load(full, _confine);
                 // Checkpoints may pad the embedding past the tokenizer; the reverse means the
                 // tokenizer can produce ids the model has no row for.
                 if (tokenizer.VocabSize > model.Config.VocabSize)
                     throw new ArgumentException($"tokenizer.json has {tokenizer.VocabSize} tokens but config.json vocab_size is {model.Config.VocabSize}: this tokenizer does not belong to this model");
-                var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
-                served.Loaded(model, tokenizer, scheduler, ropeOverride);
+                // Read before the model is marked loaded: a template file linked out of the root (a
+                // CheckpointFormatException) fails the whole model, like any other file.
+                Inference.Chat.ChatTemplate? chatTemplate = null;
+                string? chatTemplateError = null;
                 try
                 {
-                    served.ChatTemplate = Inference.Chat.ChatTemplate.FromTokenizerConfig(full);
+                    chatTemplate = Inference.Chat.ChatTemplate.FromTokenizerConfig(full, null, _confine);
                 }
                 catch (Inference.Chat.ChatTemplateException e)
                 {
                     // A broken template costs the model its chat endpoint, not its completions.
-                    served.ChatTemplateError = e.Message;
+                    chatTemplateError = e.Message;
                     log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
                 }
+                var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
+                served.Loaded(model, tokenizer, scheduler, ropeOverride);
+                served.ChatTemplate = chatTemplate;
+                served.ChatTemplateError = chatTemplateError;
             }
             catch
             {

@@ -1,3 +1,5 @@
+using PiServe.Inference.Checkpoints;
+
 namespace PiServe.Eval.Datasets;
 
 /// <summary>A dataset as configured (PiServe:Datasets): id, format and path relative to PiServe:DataRoot.</summary>
@@ -17,10 +19,20 @@ public sealed record RegisteredDataset(string Id, DatasetKind Kind, string FullP
 public sealed class DatasetCatalog
 {
     private readonly Dictionary<string, RegisteredDataset> _datasets = new(StringComparer.Ordinal);
+    private readonly ConfinementRoot? _confine;
+    private readonly string? _rootError;
 
     public DatasetCatalog(string dataRoot, IEnumerable<DatasetRegistration> registrations)
     {
         DataRoot = System.IO.Path.GetFullPath(dataRoot);
+        try
+        {
+            _confine = new ConfinementRoot(DataRoot, "PiServe:DataRoot");
+        }
+        catch (SymbolicLinkLoopException)
+        {
+            _rootError = "PiServe:DataRoot: a symbolic link loop (too many levels of symbolic links)";
+        }
         int i = 0;
         foreach (var r in registrations)
         {
@@ -31,6 +43,8 @@ public sealed class DatasetCatalog
             string full = System.IO.Path.GetFullPath(System.IO.Path.Combine(DataRoot, r.Path ?? ""));
             if (error is null && !IsInside(DataRoot, full))
                 error = $"PiServe:Datasets:{i}:Path '{r.Path}' resolves to {full}, outside PiServe:DataRoot ({DataRoot})";
+            if (error is null)
+                error = RealPathProblem($"PiServe:Datasets:{i}:Path '{r.Path}'", full);
             _datasets.TryAdd(id, new RegisteredDataset(id, kind, full, error));
             i++;
         }
@@ -39,6 +53,38 @@ public sealed class DatasetCatalog
     public string DataRoot { get; }
     public IReadOnlyCollection<RegisteredDataset> All => _datasets.Values;
     public RegisteredDataset? Find(string id) => _datasets.GetValueOrDefault(id);
+
+    /// <summary>
+    /// Why the dataset's files may not be read, checked on real paths (every symbolic link resolved): the
+    /// path, or for a folder each .txt file in it, must lie inside the real PiServe:DataRoot. Null when
+    /// they do (or do not exist yet: that is reported when a job runs). Call again before reading, as
+    /// links can change after registration.
+    /// </summary>
+    public string? RealPathProblem(RegisteredDataset dataset) => RealPathProblem($"dataset '{dataset.Id}'", dataset.FullPath);
+
+    private string? RealPathProblem(string name, string full)
+    {
+        if (_rootError is not null) return _rootError;
+        try
+        {
+            string real = ConfinedPath.RealPath(full);
+            if (!_confine!.Contains(real))
+                return $"{name} resolves through a symbolic link to a location outside PiServe:DataRoot";
+            if (Directory.Exists(real))
+                foreach (string file in Directory.EnumerateFiles(real, "*.txt", SearchOption.TopDirectoryOnly))
+                    if (!_confine.Contains(ConfinedPath.RealPath(file)))
+                        return $"{name}: {System.IO.Path.GetFileName(file)} is a symbolic link to a file outside PiServe:DataRoot";
+            return null;
+        }
+        catch (SymbolicLinkLoopException)
+        {
+            return $"{name}: a symbolic link loop (too many levels of symbolic links)";
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null; // unreadable: the job that reads it reports why
+        }
+    }
 
     public static bool IsInside(string root, string full)
     {

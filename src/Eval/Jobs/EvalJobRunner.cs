@@ -289,6 +289,7 @@ public sealed class EvalJobRunner : IDisposable
         {
             var d = _datasets.Find(job.Dataset) ?? throw new EvalFailedException($"dataset '{job.Dataset}' is no longer registered");
             if (d.Error is not null) throw new EvalFailedException($"dataset '{job.Dataset}' is refused: {d.Error}");
+            if (_datasets.RealPathProblem(d) is { } escape) throw new EvalFailedException($"dataset '{job.Dataset}' is refused: {escape}");
             if (!File.Exists(d.FullPath) && !Directory.Exists(d.FullPath))
                 throw new EvalFailedException($"dataset '{d.Id}' ({d.KindName}): {d.FullPath} does not exist");
             dataset = new DatasetSource(d.Id, d.Kind, d.FullPath);

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using PiServe.Inference.Chat.Jinja;
+using PiServe.Inference.Checkpoints;
 
 namespace PiServe.Inference.Chat;
 
@@ -83,28 +84,36 @@ public sealed class ChatTemplate
     public static ChatTemplate? FromTokenizerConfig(string directory) => FromTokenizerConfig(directory, null);
 
     /// <summary>As <see cref="FromTokenizerConfig(string)"/>, picking a named template (e.g. "tool_use") when given.</summary>
-    public static ChatTemplate? FromTokenizerConfig(string directory, string? templateName)
+    public static ChatTemplate? FromTokenizerConfig(string directory, string? templateName) => FromTokenizerConfig(directory, templateName, null);
+
+    /// <summary>
+    /// As <see cref="FromTokenizerConfig(string, string?)"/>, reading symbolic links through to their real
+    /// targets and, with <paramref name="confineTo"/>, refusing any whose real path lies outside that root.
+    /// A link loop, a dangling link or a link out of the root is a <see cref="CheckpointFormatException"/>
+    /// naming the file (it fails the model, unlike a malformed template).
+    /// </summary>
+    public static ChatTemplate? FromTokenizerConfig(string directory, string? templateName, ConfinementRoot? confineTo)
     {
         ArgumentNullException.ThrowIfNull(directory);
         if (!Directory.Exists(directory)) throw new ChatTemplateException($"{directory}: checkpoint folder not found");
-        string configPath = Path.Combine(directory, TokenizerConfigFile);
-        JsonElement? config = ReadJsonObject(configPath, TokenizerConfigFile);
+        string? File(string name) => ConfinedPath.ResolveFile(Path.Combine(directory, name), name, confineTo);
+        string? configPath = File(TokenizerConfigFile);
+        JsonElement? config = configPath is null ? null : ReadJsonObject(configPath, TokenizerConfigFile);
         var specialTokens = config is { } c ? ReadSpecialTokens(c) : new Dictionary<string, string>(StringComparer.Ordinal);
 
         string? source = null, origin = null;
         if (templateName is not null && templateName != "default")
         {
-            string named = Path.Combine(directory, "additional_chat_templates", templateName + ".jinja");
-            if (File.Exists(named)) (source, origin) = (File.ReadAllText(named), $"additional_chat_templates/{templateName}.jinja");
+            string name = $"additional_chat_templates/{templateName}.jinja";
+            if (File(name) is { } named) (source, origin) = (System.IO.File.ReadAllText(named), name);
         }
-        if (source is null && File.Exists(Path.Combine(directory, JinjaFile)) && templateName is null or "default")
-            (source, origin) = (File.ReadAllText(Path.Combine(directory, JinjaFile)), JinjaFile);
+        if (source is null && templateName is null or "default" && File(JinjaFile) is { } jinja)
+            (source, origin) = (System.IO.File.ReadAllText(jinja), JinjaFile);
         if (source is null && config is { } cfg && cfg.TryGetProperty("chat_template", out var field) && field.ValueKind != JsonValueKind.Null)
             (source, origin) = FromField(field, TokenizerConfigFile, templateName);
         if (source is null)
         {
-            string processorPath = Path.Combine(directory, ProcessorTemplateFile);
-            if (ReadJsonObject(processorPath, ProcessorTemplateFile) is { } proc &&
+            if (File(ProcessorTemplateFile) is { } processorPath && ReadJsonObject(processorPath, ProcessorTemplateFile) is { } proc &&
                 proc.TryGetProperty("chat_template", out var pfield) && pfield.ValueKind != JsonValueKind.Null)
                 (source, origin) = FromField(pfield, ProcessorTemplateFile, templateName);
         }

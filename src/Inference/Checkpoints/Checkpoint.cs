@@ -22,26 +22,39 @@ public sealed class Checkpoint : IDisposable
     public IReadOnlyDictionary<string, TensorView> Tensors => _tensors;
     public long WeightBytes => _tensors.Values.Sum(t => t.ByteLength);
 
-    private Checkpoint(string directory, ModelConfig config, string tensorListFile)
+    private readonly ConfinementRoot? _confineTo;
+
+    private Checkpoint(string directory, ModelConfig config, string tensorListFile, ConfinementRoot? confineTo)
     {
+        _confineTo = confineTo;
         Directory = directory;
         Config = config;
         TensorListFile = tensorListFile;
     }
 
-    public static Checkpoint Open(string directory)
+    /// <summary>
+    /// Opens the checkpoint in <paramref name="directory"/>. Its files may be symbolic links (a Hugging
+    /// Face cache snapshot: snapshots/&lt;rev&gt;/model.safetensors → ../../blobs/&lt;sha256&gt;); their real
+    /// targets are what is read, measured and mapped. With <paramref name="confineTo"/>, the real path
+    /// of the folder and of every file read must lie inside that root, else
+    /// <see cref="CheckpointFormatException"/> naming the file (and no path outside the root).
+    /// </summary>
+    public static Checkpoint Open(string directory, ConfinementRoot? confineTo = null)
     {
         if (!System.IO.Directory.Exists(directory))
             throw new CheckpointFormatException(directory, null, "checkpoint folder not found");
+        directory = ConfinedPath.ResolveFolder(directory, "checkpoint folder", confineTo);
+        // ModelConfig.Load reads config.json through the link, if it is one; its real path is checked first.
+        ConfinedPath.ResolveFile(Path.Combine(directory, ModelConfig.FileName), ModelConfig.FileName, confineTo);
         var config = ModelConfig.Load(directory);
-        string single = Path.Combine(directory, SingleFile);
-        string index = Path.Combine(directory, IndexFile);
-        var ckpt = new Checkpoint(directory, config, File.Exists(index) && !File.Exists(single) ? IndexFile : SingleFile);
+        string? single = ConfinedPath.ResolveFile(Path.Combine(directory, SingleFile), SingleFile, confineTo);
+        string? index = ConfinedPath.ResolveFile(Path.Combine(directory, IndexFile), IndexFile, confineTo);
+        var ckpt = new Checkpoint(directory, config, index is not null && single is null ? IndexFile : SingleFile, confineTo);
         try
         {
-            if (File.Exists(single))
-                ckpt.Add(new SafetensorsFile(single), null);
-            else if (File.Exists(index))
+            if (single is not null)
+                ckpt.Add(new SafetensorsFile(Path.Combine(directory, SingleFile), confineTo), null);
+            else if (index is not null)
                 ckpt.OpenShards(index);
             else
                 throw new CheckpointFormatException(SingleFile, null, $"neither {SingleFile} nor {IndexFile} found in {directory}");
@@ -81,9 +94,9 @@ public sealed class Checkpoint : IDisposable
         foreach (var (file, names) in byFile.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             string path = Path.Combine(Directory, file);
-            if (!File.Exists(path))
+            if (ConfinedPath.ResolveFile(path, file, _confineTo) is null)
                 throw new CheckpointFormatException(IndexFile, $"weight_map['{names[0]}']", $"shard '{file}' not found");
-            Add(new SafetensorsFile(path), names);
+            Add(new SafetensorsFile(path, _confineTo), names);
         }
     }
 

@@ -34,19 +34,28 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     public string Path { get; }
     public string FileName { get; }
+    /// <summary>The real path that is mapped: <see cref="Path"/> with every symbolic link resolved.</summary>
+    public string RealPath { get; }
     public IReadOnlyDictionary<string, TensorView> Tensors => _tensors;
 
-    public SafetensorsFile(string path)
+    /// <summary>
+    /// Maps the file at <paramref name="path"/>. A symbolic link (chains too) is followed: the real
+    /// target is measured and mapped, and errors name the file by <paramref name="path"/>'s own name.
+    /// With <paramref name="confineTo"/>, a target outside that root is refused.
+    /// </summary>
+    public SafetensorsFile(string path, ConfinementRoot? confineTo = null)
     {
         Path = path;
         FileName = System.IO.Path.GetFileName(path);
-        if (!System.IO.File.Exists(path))
-            throw new CheckpointFormatException(FileName, null, $"file not found ({path})");
-        long fileLength = new FileInfo(path).Length;
+        string real = ConfinedPath.ResolveFile(path, FileName, confineTo)
+            ?? throw new CheckpointFormatException(FileName, null, $"file not found ({path})");
+        RealPath = real;
+        // The link's own size is not the file's: FileInfo on the resolved target.
+        long fileLength = new FileInfo(real).Length;
         if (fileLength < 8)
             throw new CheckpointFormatException(FileName, "header length", $"file is truncated: {fileLength} bytes, the 8-byte header length does not fit");
 
-        _map = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _map = MemoryMappedFile.CreateFromFile(real, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
         _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
         byte* p = null;
         _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);

@@ -102,9 +102,10 @@ public sealed unsafe class LlamaModel : IDisposable
         ParameterCount = checkpoint.Tensors.Values.Sum(t => t.ElementCount);
     }
 
-    public static LlamaModel Load(string directory, IComputeBackend? backend = null)
+    /// <summary>Loads the checkpoint in <paramref name="directory"/>; with <paramref name="confineTo"/>, every file's real path must lie inside that root (see <see cref="Checkpoint.Open"/>).</summary>
+    public static LlamaModel Load(string directory, IComputeBackend? backend = null, ConfinementRoot? confineTo = null)
     {
-        var checkpoint = Checkpoint.Open(directory);
+        var checkpoint = Checkpoint.Open(directory, confineTo);
         try
         {
             return new LlamaModel(checkpoint, backend ?? new CpuBackend());

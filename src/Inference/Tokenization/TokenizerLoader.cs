@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using PiServe.Inference.Checkpoints;
 
 namespace PiServe.Inference.Tokenization;
 
@@ -15,22 +16,27 @@ public static class TokenizerLoader
     private const string TokenizerFile = "tokenizer.json";
     private const string ConfigFile = "tokenizer_config.json";
 
-    public static ITokenizer Load(string directory)
+    /// <summary>
+    /// Loads the tokenizer in <paramref name="directory"/>. Its files may be symbolic links (a Hugging Face
+    /// cache snapshot); with <paramref name="confineTo"/>, their real paths must lie inside that root.
+    /// A link loop, a dangling link or a link out of the root is a <see cref="CheckpointFormatException"/>
+    /// naming the file.
+    /// </summary>
+    public static ITokenizer Load(string directory, ConfinementRoot? confineTo = null)
     {
         ArgumentNullException.ThrowIfNull(directory);
         if (!Directory.Exists(directory))
             throw new TokenizerFormatException($"{TokenizerFile}: directory '{directory}' does not exist");
-        string tokenizerPath = Path.Combine(directory, TokenizerFile);
-        if (!File.Exists(tokenizerPath))
-            throw new TokenizerFormatException($"{TokenizerFile}: file not found in '{directory}'");
+        string tokenizerPath = ConfinedPath.ResolveFile(Path.Combine(directory, TokenizerFile), TokenizerFile, confineTo)
+            ?? throw new TokenizerFormatException($"{TokenizerFile}: file not found in '{directory}'");
 
         using var tokenizerDoc = ParseJson(tokenizerPath, TokenizerFile);
         var root = new JNode(tokenizerDoc.RootElement, TokenizerFile, "");
         root.RequireKind(JsonValueKind.Object);
 
         JsonDocument? configDoc = null;
-        string configPath = Path.Combine(directory, ConfigFile);
-        if (File.Exists(configPath)) configDoc = ParseJson(configPath, ConfigFile);
+        string? configPath = ConfinedPath.ResolveFile(Path.Combine(directory, ConfigFile), ConfigFile, confineTo);
+        if (configPath is not null) configDoc = ParseJson(configPath, ConfigFile);
         try
         {
             JNode? config = null;

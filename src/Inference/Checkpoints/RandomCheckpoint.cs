@@ -53,7 +53,7 @@ public static class RandomCheckpoint
             ["eos_token_id"] = 2,
             ["torch_dtype"] = dtype switch { DType.F32 => "float32", DType.F16 => "float16", _ => "bfloat16" },
         };
-        if (shape.HeadDim > 0) config["head_dim"] = shape.HeadDim;
+        if (shape.HeadDim > 0 || shape.ModelType == "qwen3") config["head_dim"] = headDim; // Qwen3Config would default it to 128
         if (shape.ModelType is "mistral") config["sliding_window"] = null;
         File.WriteAllText(Path.Combine(directory, ModelConfig.FileName), config.ToJsonString(new() { WriteIndented = true }));
 

@@ -343,4 +343,64 @@ public class CheckpointValidationTests : IDisposable
         Assert.Equal("model.safetensors", e.File);
         Assert.Contains("tensor 'model.norm.weight'", e.Message);
     }
+    [Fact]
+    public void UnknownModelTypeNamesTheSupportedOnes()
+    {
+        EditConfig(c => c["model_type"] = "gpt2");
+        var e = LoadFails();
+        Assert.Contains("config.json: model_type: 'gpt2' is not supported (supported: llama, mistral, phi3, qwen2, qwen3)", e.Message);
+    }
+
+    private void WritePhi3() =>
+        RandomCheckpoint.Write(_dir.Path, RandomCheckpoint.Shape.Tiny with { ModelType = "phi3" }, DType.BF16, seed: 2);
+
+    [Fact]
+    public void Phi3WithoutGateUpProjNamesTheTensor()
+    {
+        WritePhi3();
+        EditHeader(h => h.Remove("model.layers.1.mlp.gate_up_proj.weight"));
+        var e = LoadFails();
+        Assert.Contains("tensor 'model.layers.1.mlp.gate_up_proj.weight': missing", e.Message);
+    }
+
+    [Fact]
+    public void Phi3FusedSizesMustMatchTheConfig()
+    {
+        WritePhi3();
+        // qkv_proj of 64 + 2·32 = 128 rows; claiming 4 KV heads of 16 needs 64 + 2·64 = 192.
+        EditConfig(c => c["num_key_value_heads"] = 4);
+        var e = LoadFails();
+        Assert.Contains("tensor 'model.layers.0.self_attn.qkv_proj.weight': shape [128, 64] does not match [192, 64] implied by config.json", e.Message);
+    }
+
+    [Fact]
+    public void Phi3SeparateProjectionsAreNotAccepted()
+    {
+        // A Llama tensor layout under model_type phi3: the fused tensor is what is missing.
+        EditConfig(c => c["model_type"] = "phi3");
+        Assert.Contains("tensor 'model.layers.0.self_attn.qkv_proj.weight': missing", LoadFails().Message);
+    }
+
+    [Fact]
+    public void Qwen3WithoutQNormNamesTheTensor()
+    {
+        RandomCheckpoint.Write(_dir.Path, RandomCheckpoint.Shape.Tiny with { ModelType = "qwen3", HeadDim = 16 }, DType.BF16, seed: 2);
+        EditHeader(h => h.Remove("model.layers.0.self_attn.q_norm.weight"));
+        Assert.Contains("tensor 'model.layers.0.self_attn.q_norm.weight': missing", LoadFails().Message);
+    }
+
+    [Theory]
+    [InlineData("phi3")]
+    [InlineData("qwen2")]
+    [InlineData("qwen3")]
+    [InlineData("mistral")]
+    public void RandomCheckpointsOfEachFamilyLoadAndRun(string modelType)
+    {
+        RandomCheckpoint.Write(_dir.Path, RandomCheckpoint.Shape.Tiny with { ModelType = modelType }, DType.BF16, seed: 3);
+        using var model = LlamaModel.Load(_dir.Path);
+        Assert.Equal(modelType, model.Config.ModelType);
+        using var session = new PiServe.Inference.Cache.InferenceSession(model);
+        var logits = session.Prefill([1, 2, 3, 4]).ToArray();
+        Assert.All(logits, x => Assert.True(float.IsFinite(x)));
+    }
 }

@@ -106,6 +106,38 @@ public class InferenceSessionTests
     }
 }
 
+/// <summary>The batched decode of the newer families (fused, biased, q/k-normed, per-layer windows) equals decoding alone.</summary>
+public class FamilyBatchedDecodeTests
+{
+    [Theory]
+    [InlineData("phi3-longrope-bf16")]
+    [InlineData("qwen2-yarn-bf16")]
+    [InlineData("qwen2-swa-f32")]
+    [InlineData("qwen3-yarn-bf16")]
+    public void BatchedDecodeEqualsOneSequenceAtATime(string fixture)
+    {
+        using var model = Inference.Model.LlamaModel.Load(Golden.GoldenFixtures.ModelDir(fixture));
+        // Lengths on both sides of the fixtures' original windows (64 / 128) and sliding window (32).
+        int[][] prompts = [[5, 6, 7], Enumerable.Range(3, 40).ToArray(), Enumerable.Range(10, 130).Select(t => t % 300 + 3).ToArray()];
+        var batched = prompts.Select(_ => new InferenceSession(model)).ToList();
+        var alone = prompts.Select(_ => new InferenceSession(model)).ToList();
+        using var scratch = new Inference.Model.ForwardScratch(model.Config);
+        var logitScratch = new float[3 * model.Config.VocabSize];
+        for (int i = 0; i < 3; i++) { batched[i].Prefill(prompts[i]); alone[i].Prefill(prompts[i]); }
+        for (int step = 0; step < 6; step++)
+        {
+            var next = batched.Select(s => GreedyGenerator.ArgMax(s.Logits)).ToArray();
+            InferenceSession.AppendBatch(batched, next, scratch, logitScratch);
+            for (int i = 0; i < 3; i++)
+            {
+                alone[i].Append(next[i]);
+                Assert.Equal(alone[i].Logits.ToArray(), batched[i].Logits.ToArray());
+            }
+        }
+        foreach (var s in batched.Concat(alone)) s.Dispose();
+    }
+}
+
 public unsafe class KvCacheElementTypeTests
 {
     [Theory]

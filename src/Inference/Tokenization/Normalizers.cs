@@ -50,9 +50,13 @@ internal sealed class SequenceNormalizer(Normalizer[] normalizers) : Normalizer
     }
 }
 
+/// <summary>HF "NFC", "NFD", "NFKC", "NFKD": Unicode normalization by the managed <see cref="UnicodeNormalization"/>
+/// (string.Normalize is a no-op under InvariantGlobalization).</summary>
 internal sealed class UnicodeFormNormalizer(NormalizationForm form) : Normalizer
 {
-    public override string Normalize(string text) => text.Normalize(form);
+    public NormalizationForm Form => form;
+
+    public override string Normalize(string text) => UnicodeNormalization.Normalize(text, form);
 }
 
 /// <summary>HF "Strip": removes leading and/or trailing whitespace (Unicode White_Space).</summary>

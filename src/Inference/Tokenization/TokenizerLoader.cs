@@ -339,18 +339,7 @@ public static class TokenizerLoader
         }
     }
 
-    private static Normalizer UnicodeForm(JNode n, NormalizationForm form)
-    {
-        try
-        {
-            _ = "e\u0301\uFB01".Normalize(form);
-        }
-        catch (Exception e) when (e is PlatformNotSupportedException or NotSupportedException)
-        {
-            throw n.FieldError("type", $"Unicode normalization {n.TypeName()} is not available on this platform");
-        }
-        return new UnicodeFormNormalizer(form);
-    }
+    private static Normalizer UnicodeForm(JNode n, NormalizationForm form) => new UnicodeFormNormalizer(form);
 
     // ---- pre-tokenizers -------------------------------------------------------------------------------
 

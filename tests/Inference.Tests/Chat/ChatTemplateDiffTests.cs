@@ -134,6 +134,57 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
         foreach (var c in Expand([("tools without system", toolOnlySystem)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
     }
 
+    /// <summary>Qwen2.5's Hermes-style tools: the tool list in the system turn, calls with string and object arguments, consecutive tool results.</summary>
+    private static IEnumerable<Case> Qwen25Cases()
+    {
+        foreach (var c in Expand(CommonConversations())) yield return c;
+        var toolConversation = Conv(
+            M("system", "You can look up weather."),
+            M("user", "Weather in Paris and Zürich?"),
+            new JsonObject
+            {
+                ["role"] = "assistant",
+                ["content"] = "",
+                ["tool_calls"] = new JsonArray(
+                    ToolCall("get_weather", new JsonObject { ["city"] = "Paris", ["days"] = 2, ["extra"] = new JsonArray(1, "two", true, null, 0.5) }),
+                    ToolCall("get_weather", "{\"city\": \"Zürich\"}")),
+            },
+            M("tool", "{\"temp\": 21}"),
+            M("tool", "{\"temp\": 18}"),
+            M("assistant", "Paris 21°C, Zürich 18°C."),
+            M("user", "Thanks!"));
+        foreach (var c in Expand([("tools + tool calls", toolConversation)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
+        foreach (var c in Expand([("tool calls without tools", (JsonArray)toolConversation.DeepClone())])) yield return c;
+        var pending = Conv(M("user", "Weather?"),
+            new JsonObject { ["role"] = "assistant", ["content"] = "Let me check.", ["tool_calls"] = new JsonArray(ToolCall("get_weather", new JsonObject { ["city"] = "Oslo" })) },
+            M("tool", "cold"));
+        foreach (var c in Expand([("tool result last", pending)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
+        foreach (var c in Expand([("tools without system", Conv(M("user", "hi")))], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
+    }
+
+    /// <summary>Llama 3.1: tools in the first user turn (default) or the system turn, one tool call per turn, ipython results, builtin tools.</summary>
+    private static IEnumerable<Case> Llama31Cases()
+    {
+        foreach (var c in Expand(CommonConversations())) yield return c;
+        var oneCall = Conv(
+            M("system", "  You can look up weather.  "),
+            M("user", "Weather in Paris?"),
+            new JsonObject { ["role"] = "assistant", ["tool_calls"] = new JsonArray(ToolCall("get_weather", new JsonObject { ["city"] = "Paris", ["days"] = 2 })) },
+            M("tool", "{\"temp\": 21}"),
+            M("assistant", "21°C in Paris."),
+            M("user", "Thanks!"));
+        foreach (var c in Expand([("tools in the user turn", oneCall)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
+        foreach (var c in Expand([("tools in the system turn", (JsonArray)oneCall.DeepClone())],
+                     new JsonObject { ["tools"] = WeatherTools(), ["tools_in_user_message"] = false, ["date_string"] = "03 Dec 2026" })) yield return c;
+        var twoCalls = Conv(M("user", "Paris and Rome?"),
+            new JsonObject { ["role"] = "assistant", ["tool_calls"] = new JsonArray(ToolCall("get_weather", new JsonObject { ["city"] = "Paris" }), ToolCall("get_weather", new JsonObject { ["city"] = "Rome" })) });
+        foreach (var c in Expand([("two tool calls (raises)", twoCalls)])) yield return c;
+        var builtin = Conv(M("user", "Search it"),
+            new JsonObject { ["role"] = "assistant", ["tool_calls"] = new JsonArray(ToolCall("brave_search", new JsonObject { ["query"] = "PiServe" })) },
+            M("ipython", "results"));
+        foreach (var c in Expand([("builtin tools", builtin)], new JsonObject { ["builtin_tools"] = new JsonArray("brave_search", "code_interpreter", "wolfram_alpha") })) yield return c;
+    }
+
     private static IEnumerable<Case> Gemma3Cases()
     {
         foreach (var c in Expand(CommonConversations())) yield return c;
@@ -184,15 +235,18 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
 
     public static TheoryData<string> Templates => new()
     {
-        "llama2", "llama3", "qwen3", "gemma3", "deepseek_v3", "phi-3-mini-128k-instruct", "phi-3.5-mini-instruct",
+        "llama2", "llama3", "qwen3", "gemma3", "deepseek_v3", "phi-3-mini-128k-instruct", "phi-3.5-mini-instruct", "qwen2.5-7b-instruct",
+        "llama-3.1-8b-instruct",
     };
 
     /// <summary>Templates stored under tests/chat-template-diff/templates (see its README for their sources), with the
     /// model's bos/eos tokens.</summary>
-    private static readonly Dictionary<string, (string Bos, string Eos)> FileTemplates = new()
+    private static readonly Dictionary<string, (string? Bos, string Eos)> FileTemplates = new()
     {
         ["phi-3-mini-128k-instruct"] = ("<s>", "<|endoftext|>"),
         ["phi-3.5-mini-instruct"] = ("<s>", "<|endoftext|>"),
+        ["qwen2.5-7b-instruct"] = (null, "<|im_end|>"),
+        ["llama-3.1-8b-instruct"] = ("<|begin_of_text|>", "<|eot_id|>"),
     };
 
     private static (ChatTemplate Template, List<Case> Cases) Load(string name, TempDir tmp)
@@ -227,6 +281,8 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
             "qwen3" => Qwen3Cases(),
             "gemma3" => Gemma3Cases(),
             "deepseek_v3" => DeepSeekV3Cases(),
+            "qwen2.5-7b-instruct" => Qwen25Cases(),
+            "llama-3.1-8b-instruct" => Llama31Cases(),
             _ => Expand(CommonConversations()),
         };
         return (template, cases.ToList());
@@ -235,7 +291,7 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
     private static string Render(ChatTemplate template, Case c)
     {
         var extra = c.Extra?.ToDictionary(kv => kv.Key, kv => (object?)kv.Value);
-        bool plain = c.Messages.All(m => m is JsonObject o && o.Count == 2 && o["role"] is JsonValue &&
+        bool plain = c.Messages.All(m => m is JsonObject o && o.Count == 2 && o["role"] is JsonValue && o.ContainsKey("content") &&
                                         (o["content"] is null || o["content"]!.GetValueKind() == System.Text.Json.JsonValueKind.String));
         if (plain)
         {
@@ -263,6 +319,13 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
         // so the empty <<SYS>> block is rendered; the JS runtime compares with JavaScript's loose == ("" == false).
         new("llama2", "empty system content", "JS compares '' != false loosely",
             "<s>[INST] <<SYS>>\n\n<</SYS>>\n\nHi [/INST]"),
+        // Llama 3.1's builtin tools use Jinja's `reject` filter, which @huggingface/jinja lacks ("Unknown
+        // ArrayValue filter: reject"). Python's output, rendered by Jinja2 3.1 (Debian python3-jinja2) with
+        // transformers' settings (sandboxed, trim_blocks, lstrip_blocks, loopcontrols, its tojson):
+        new("llama-3.1-8b-instruct", "builtin tools (no generation prompt)", "JS has no reject filter",
+            "<|begin_of_text|>\n\n<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nTools: brave_search, wolfram_alpha\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>\n\n<|start_header_id|>user<|end_header_id|>\n\nSearch it<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n<|python_tag|>brave_search.call(query=\"PiServe\")<|eom_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"results\"<|eot_id|>"),
+        new("llama-3.1-8b-instruct", "builtin tools (generation prompt)", "JS has no reject filter",
+            "<|begin_of_text|>\n\n<|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\nTools: brave_search, wolfram_alpha\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>\n\n<|start_header_id|>user<|end_header_id|>\n\nSearch it<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n<|python_tag|>brave_search.call(query=\"PiServe\")<|eom_id|><|start_header_id|>ipython<|end_header_id|>\n\n\"results\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
     ];
 
     [Theory]

@@ -21,6 +21,10 @@ public static class PiServeHost
         services.AddPiServeEvals(configuration);
         services.Configure<JsonOptions>(o => o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never);
         services.AddSignalR().AddJsonProtocol();
+        // SignalR's dispatcher logs every exception a hub method throws as an error with its stack,
+        // a client's bad request included; GenerationHub logs what happened itself (refusals at
+        // Information, anything unexpected as an error), so the dispatcher's copy is silenced.
+        services.AddLogging(b => b.AddFilter("Microsoft.AspNetCore.SignalR.Internal.DefaultHubDispatcher", LogLevel.Critical));
         services.AddEndpointsApiExplorer();
         services.AddSwaggerGen(c =>
         {

@@ -85,7 +85,8 @@ public sealed class ModelRegistry : IDisposable
                     throw new ArgumentException($"{name} resolves through a symbolic link to a location outside PiServe:ModelsRoot");
                 // A Hugging Face repo cache folder (models--org--name) stands for the snapshot refs/main names.
                 return HfCache.ResolveRepoFolder(real, confine);
-            }            var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
+            }
+            var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
             string kvType = string.IsNullOrWhiteSpace(m.KvCacheDType) ? o.KvCacheDType : m.KvCacheDType;
             if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log))
                 log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);

@@ -22,7 +22,10 @@ public static class EvalLimits
 {
     /// <summary>Entries in one grid list (windows, lengths, n̂ candidates).</summary>
     public const int MaxGridEntries = 64;
-    /// <summary>The longest sequence any job may process: 128k tokens (the PI and LongRoPE papers' longest perplexity windows).</summary>
+    /// <summary>
+    /// The longest sequence any job may process: 128k tokens, the windows of Phi-3-128k, Qwen2.5 with
+    /// YaRN and Llama 3.1 (LongRoPE's 2048k runs would need this raised, and a machine far beyond 24 GB).
+    /// </summary>
     public const int MaxLength = 1 << 17;
     /// <summary>Units (windows × documents, trials, candidates) of one job.</summary>
     public const int MaxUnits = 100_000;

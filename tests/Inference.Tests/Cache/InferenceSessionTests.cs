@@ -2,7 +2,6 @@ using PiServe.Inference.Checkpoints;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Generation;
-using PiServe.Inference.Tests.Golden;
 
 namespace PiServe.Inference.Tests.Cache;
 
@@ -116,7 +115,7 @@ public class FamilyBatchedDecodeTests
     [InlineData("qwen3-yarn-bf16")]
     public void BatchedDecodeEqualsOneSequenceAtATime(string fixture)
     {
-        using var model = Inference.Model.LlamaModel.Load(Golden.GoldenFixtures.ModelDir(fixture));
+        using var model = Inference.Model.LlamaModel.Load(GoldenFixtures.ModelDir(fixture));
         // Lengths on both sides of the fixtures' original windows (64 / 128) and sliding window (32).
         int[][] prompts = [[5, 6, 7], Enumerable.Range(3, 40).ToArray(), Enumerable.Range(10, 130).Select(t => t % 300 + 3).ToArray()];
         var batched = prompts.Select(_ => new InferenceSession(model)).ToList();

@@ -3,7 +3,6 @@ using System.Text.Json.Nodes;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Model;
-using PiServe.Inference.Tests.Models;
 using PiServe.Inference.Tests.Tokenization;
 using PiServe.Inference.Tokenization;
 
@@ -123,7 +122,7 @@ public sealed class CheckpointFuzzTests : IDisposable
     [MemberData(nameof(Tokenizers))]
     public void MutatedTokenizersFailCleanlyOrStillEncode(string name)
     {
-        string source = name == "kjv" ? ShippedModelTests.Dir("kjv-base-256") : HfReference.ModelDir(name);
+        string source = name == "kjv" ? RepoPaths.ShippedModel("kjv-base-256") : HfReference.ModelDir(name);
         string text = File.ReadAllText(Path.Combine(source, "tokenizer.json"));
         var json = JsonNode.Parse(text)!;
         int seed = Fuzzing.Seed(1303);

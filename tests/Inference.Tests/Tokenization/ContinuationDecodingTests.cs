@@ -1,6 +1,5 @@
 using PiServe.Inference.Generation;
 using PiServe.Inference.Model;
-using PiServe.Inference.Tests.Models;
 using PiServe.Inference.Tokenization;
 
 namespace PiServe.Inference.Tests.Tokenization;
@@ -15,7 +14,7 @@ public sealed class ContinuationDecodingTests
     public static IEnumerable<object[]> Tokenizers() => [["llama2"], ["llama3"], ["kjv"]];
 
     private static ITokenizer Load(string name) => name == "kjv"
-        ? TokenizerLoader.Load(ShippedModelTests.Dir("kjv-base-256"))
+        ? TokenizerLoader.Load(RepoPaths.ShippedModel("kjv-base-256"))
         : HfReference.Get(name);
 
     private static readonly string[] Prompts =
@@ -77,7 +76,7 @@ public sealed class ContinuationDecodingTests
     [Fact]
     public void TheSchedulerStreamsTextThatContinuesThePrompt()
     {
-        string dir = ShippedModelTests.Dir("kjv-base-256");
+        string dir = RepoPaths.ShippedModel("kjv-base-256");
         using var model = LlamaModel.Load(dir);
         var tokenizer = TokenizerLoader.Load(dir);
         using var scheduler = new BatchScheduler(model, tokenizer, new SchedulerOptions());

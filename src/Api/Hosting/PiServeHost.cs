@@ -68,7 +68,7 @@ public static class PiServeHost
 
         // Load the models before the first request: failures are logged and reported, the host stays up.
         app.Services.GetRequiredService<ModelRegistry>();
-        // Every family the dashboard queries exists from the start, at zero (the exposition listens already).
+        // Every family the dashboard queries exists from the start, at zero (prometheus-net publishes a label child once it is created).
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             var metrics = app.Services.GetRequiredService<Metrics.PiServeMetrics>();

@@ -1,5 +1,6 @@
-using System.Text;
+using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Prometheus;
 
 namespace PiServe.Api.Metrics;
 
@@ -7,46 +8,32 @@ namespace PiServe.Api.Metrics;
 public static class MetricsServiceCollectionExtensions
 {
     /// <summary>
-    /// Registers <see cref="PiServeMetrics"/> and <see cref="PrometheusExposition"/> as singletons (on the
-    /// host's <see cref="System.Diagnostics.Metrics.IMeterFactory"/>), and starts the exposition's
-    /// listener when the host starts so that nothing recorded before the first scrape is lost.
-    /// Calling it again only applies <paramref name="configure"/> again.
+    /// Registers <see cref="PiServeMetrics"/> as a singleton on a prometheus-net registry of this host's own
+    /// (<see cref="PiServeMetrics()"/>: the PiServe families plus the process and runtime metrics), so that
+    /// two hosts in one process do not expose each other's values. Calling it again does nothing.
     /// </summary>
-    public static IServiceCollection AddPiServeMetrics(this IServiceCollection services, Action<PrometheusExpositionOptions>? configure = null)
+    public static IServiceCollection AddPiServeMetrics(this IServiceCollection services)
     {
-        services.AddMetrics();
-        services.AddOptions<PrometheusExpositionOptions>();
-        if (configure is not null) services.Configure(configure);
-        services.TryAddSingleton<PiServeMetrics>();
-        services.TryAddSingleton(sp => new PrometheusExposition(
-            sp.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(),
-            sp.GetRequiredService<Microsoft.Extensions.Options.IOptions<PrometheusExpositionOptions>>().Value));
-        services.AddHostedService<ExpositionStarter>();
+        services.TryAddSingleton(_ => new PiServeMetrics());
         return services;
     }
 
     /// <summary>
-    /// Maps <c>GET <paramref name="pattern"/></c> to the Prometheus text exposition
-    /// (<c>text/plain; version=0.0.4; charset=utf-8</c>). Needs <see cref="AddPiServeMetrics"/>.
+    /// Maps <c>GET <paramref name="pattern"/></c> to prometheus-net's exporter of <see cref="PiServeMetrics.Registry"/>,
+    /// in the Prometheus text format 0.0.4 only (<c>text/plain; version=0.0.4; charset=utf-8</c>: OpenMetrics
+    /// negotiation is off), left out of the OpenAPI description. Needs <see cref="AddPiServeMetrics"/>.
     /// </summary>
     public static IEndpointConventionBuilder MapPrometheusMetrics(this IEndpointRouteBuilder endpoints, string pattern = "/metrics")
     {
-        var exposition = endpoints.ServiceProvider.GetService<PrometheusExposition>()
+        var metrics = endpoints.ServiceProvider.GetService<PiServeMetrics>()
             ?? throw new InvalidOperationException("MapPrometheusMetrics needs services.AddPiServeMetrics()");
-        var utf8 = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false);
-        return endpoints.MapGet(pattern, (RequestDelegate)(async context =>
+        return endpoints.MapMetrics(settings =>
         {
-            string text = exposition.Render();
-            context.Response.ContentType = PrometheusExposition.ContentType;
-            context.Response.Headers.CacheControl = "no-store";
-            await context.Response.WriteAsync(text, utf8, context.RequestAborted);
-        })).WithDisplayName("Prometheus metrics").ExcludeFromDescription();
-    }
-
-    /// <summary>Resolves the exposition at host start, which starts its listener.</summary>
-    private sealed class ExpositionStarter(PrometheusExposition exposition) : IHostedService
-    {
-        public Task StartAsync(CancellationToken cancellationToken) { GC.KeepAlive(exposition); return Task.CompletedTask; }
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+            settings.Registry = metrics.Registry;
+            settings.EnableOpenMetrics = false;
+        }, pattern)
+            .WithMetadata(new HttpMethodMetadata([HttpMethods.Get])) // MapMetrics answers every method; /metrics is GET only
+            .WithDisplayName("Prometheus metrics")
+            .ExcludeFromDescription();
     }
 }

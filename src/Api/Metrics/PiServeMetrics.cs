@@ -1,30 +1,28 @@
-using System.Diagnostics.Metrics;
+using Prometheus;
 
 namespace PiServe.Api.Metrics;
 
 /// <summary>
-/// The server's instruments, on one <see cref="Meter"/> named "PiServe" created through the host's
-/// <see cref="IMeterFactory"/>. Register once per host (see <see cref="MetricsServiceCollectionExtensions.AddPiServeMetrics"/>)
-/// and call these methods from the serving and evaluation code; the Prometheus exposition at
-/// <c>/metrics</c> renders what they record.
+/// The server's metrics: prometheus-net counters, gauges and histograms on one
+/// <see cref="CollectorRegistry"/> (<see cref="Registry"/>), which <c>GET /metrics</c> exposes in the
+/// Prometheus text format 0.0.4 (see <see cref="MetricsServiceCollectionExtensions"/>). The host
+/// registers one instance (<see cref="MetricsServiceCollectionExtensions.AddPiServeMetrics"/>) on a
+/// registry of its own that also holds the process and runtime metrics (<see cref="ProcessMetrics"/>);
+/// the serving and evaluation code calls these methods.
 /// </summary>
 /// <remarks>
-/// <para>All methods are thread-safe and cheap (no allocation once a model's series exists).
-/// A null <c>model</c> or label value is recorded as the empty string. Durations are in seconds.</para>
+/// <para>All methods are thread-safe and cheap. A null <c>model</c> or label value is recorded as the
+/// empty string. Durations are in seconds.</para>
 /// <para>Request lifecycle, for one request:
 /// <see cref="RequestQueued"/> → <see cref="RequestDequeued"/> (if it was queued) → <see cref="RequestStarted"/>
 /// → <see cref="FirstToken"/> → <see cref="TokenGenerated"/> per later token → <see cref="RequestFinished"/>.
-/// A request dropped before it started is ended with <see cref="RequestDequeued"/> + <see cref="RequestRejected"/>.
-/// <see cref="TrackRequest"/> returns a <see cref="RequestTracker"/> that makes these calls with its own clock.</para>
+/// A request dropped before it started is ended with <see cref="RequestDequeued"/> + <see cref="RequestRejected"/>.</para>
 /// <para>The token counters are added by <see cref="RequestFinished"/> (and
 /// <see cref="EvalTokensScored"/>); <see cref="FirstToken"/> and <see cref="TokenGenerated"/> only
 /// observe latencies, so nothing is counted twice.</para>
 /// </remarks>
 public sealed class PiServeMetrics
 {
-    /// <summary>The meter name.</summary>
-    public const string MeterName = "PiServe";
-
     /// <summary>The names as exposed to Prometheus.</summary>
     public static class Names
     {
@@ -79,80 +77,92 @@ public sealed class PiServeMetrics
     public static readonly IReadOnlyList<double> RequestQueueBuckets =
         [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
 
-    private const string ModelTag = "model";
+    private const string ModelLabel = "model";
 
-    private readonly Counter<long> _promptTokens;
-    private readonly Counter<long> _generationTokens;
-    private readonly Counter<long> _requests;
-    private readonly Counter<long> _evalTokensScored;
-    private readonly UpDownCounter<long> _running;
-    private readonly UpDownCounter<long> _waiting;
-    private readonly Gauge<long> _kvUsed;
-    private readonly Gauge<long> _kvCapacity;
-    private readonly UpDownCounter<long> _evalJobs;
-    private readonly Histogram<double> _ttft;
-    private readonly Histogram<double> _itl;
-    private readonly Histogram<double> _duration;
-    private readonly Histogram<double> _queue;
+    private readonly Counter _promptTokens;
+    private readonly Counter _generationTokens;
+    private readonly Counter _requests;
+    private readonly Counter _evalTokensScored;
+    private readonly Gauge _running;
+    private readonly Gauge _waiting;
+    private readonly Gauge _kvUsed;
+    private readonly Gauge _kvCapacity;
+    private readonly Gauge _evalJobs;
+    private readonly Histogram _ttft;
+    private readonly Histogram _itl;
+    private readonly Histogram _duration;
+    private readonly Histogram _queue;
 
-    public PiServeMetrics(IMeterFactory meterFactory)
+    /// <summary>
+    /// The instruments on a registry of their own, which also holds the process and runtime metrics
+    /// (<see cref="ProcessMetrics.Register"/>): what a host registers, so that two hosts in one
+    /// process do not expose each other's values.
+    /// </summary>
+    public PiServeMetrics() : this(ProcessMetrics.Register(Prometheus.Metrics.NewCustomRegistry()))
     {
-        Meter = meterFactory.Create(new MeterOptions(MeterName));
-        var m = Meter;
-        _promptTokens = m.CreateCounter<long>("piserve.prompt_tokens", "{token}", "Prompt tokens processed, by model.");
-        _generationTokens = m.CreateCounter<long>("piserve.generation_tokens", "{token}", "Tokens generated, by model.");
-        _requests = m.CreateCounter<long>("piserve.requests", "{request}", "Requests finished, by model and finish reason.");
-        _evalTokensScored = m.CreateCounter<long>("piserve.eval.tokens_scored", "{token}", "Tokens scored by evaluation jobs, by model.");
-        _running = m.CreateUpDownCounter<long>("piserve.requests.running", "{request}", "Requests currently generating, by model.");
-        _waiting = m.CreateUpDownCounter<long>("piserve.requests.waiting", "{request}", "Requests waiting in the queue, by model.");
-        _kvUsed = m.CreateGauge<long>("piserve.kv_cache.bytes_used", "By", "KV-cache bytes in use, by model.");
-        _kvCapacity = m.CreateGauge<long>("piserve.kv_cache.bytes_capacity", "By", "KV-cache bytes available in all, by model.");
-        _evalJobs = m.CreateUpDownCounter<long>("piserve.eval.jobs", "{job}", "Evaluation jobs, by state.");
-        _ttft = Histogram(m, "piserve.time_to_first_token", "Seconds from a request's arrival to its first generated token, by model.", TimeToFirstTokenBuckets);
-        _itl = Histogram(m, "piserve.inter_token_latency", "Seconds between consecutive generated tokens of a request, by model.", InterTokenLatencyBuckets);
-        _duration = Histogram(m, "piserve.request.duration", "Seconds from a request's arrival to its end, by model.", RequestDurationBuckets);
-        _queue = Histogram(m, "piserve.request.queue", "Seconds a request waited in the queue before it started, by model.", RequestQueueBuckets);
     }
 
-    private static Histogram<double> Histogram(Meter m, string name, string description, IReadOnlyList<double> buckets) =>
-        m.CreateHistogram<double>(name, "s", description, tags: null,
-            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = buckets });
+    /// <summary>
+    /// The instruments on <paramref name="registry"/> (a fresh <see cref="Prometheus.Metrics.NewCustomRegistry"/>
+    /// for an isolated instance, or <see cref="Prometheus.Metrics.DefaultRegistry"/>). The families are
+    /// created once per registry: a second instance on the same registry shares the first one's series.
+    /// </summary>
+    public PiServeMetrics(CollectorRegistry registry)
+    {
+        Registry = registry;
+        // No exemplars: the text format 0.0.4 cannot carry them, so recording them would be wasted work.
+        var f = Prometheus.Metrics.WithCustomRegistry(registry);
+        f.ExemplarBehavior = ExemplarBehavior.NoExemplars();
+        string[] model = [ModelLabel];
+        // Label names in alphabetical order, as they are rendered: {finish_reason="stop",model="x"}.
+        _requests = f.CreateCounter(Names.Requests, "Requests finished, by model and finish reason.", ["finish_reason", ModelLabel]);
+        _promptTokens = f.CreateCounter(Names.PromptTokens, "Prompt tokens processed, by model.", model);
+        _generationTokens = f.CreateCounter(Names.GenerationTokens, "Tokens generated, by model.", model);
+        _evalTokensScored = f.CreateCounter(Names.EvalTokensScored, "Tokens scored by evaluation jobs, by model.", model);
+        _running = f.CreateGauge(Names.RequestsRunning, "Requests currently generating, by model.", model);
+        _waiting = f.CreateGauge(Names.RequestsWaiting, "Requests waiting in the queue, by model.", model);
+        _kvUsed = f.CreateGauge(Names.KvCacheBytesUsed, "KV-cache bytes in use, by model.", model);
+        _kvCapacity = f.CreateGauge(Names.KvCacheBytesCapacity, "KV-cache bytes available in all, by model.", model);
+        _evalJobs = f.CreateGauge(Names.EvalJobs, "Evaluation jobs, by state.", ["state"]);
+        _ttft = Histogram(f, Names.TimeToFirstToken, "Seconds from a request's arrival to its first generated token, by model.", TimeToFirstTokenBuckets);
+        _itl = Histogram(f, Names.InterTokenLatency, "Seconds between consecutive generated tokens of a request, by model.", InterTokenLatencyBuckets);
+        _duration = Histogram(f, Names.RequestDuration, "Seconds from a request's arrival to its end, by model.", RequestDurationBuckets);
+        _queue = Histogram(f, Names.RequestQueue, "Seconds a request waited in the queue before it started, by model.", RequestQueueBuckets);
+    }
 
-    /// <summary>The "PiServe" meter holding every instrument.</summary>
-    public Meter Meter { get; }
+    private static Histogram Histogram(IMetricFactory f, string name, string help, IReadOnlyList<double> buckets) =>
+        f.CreateHistogram(name, help, [ModelLabel], new HistogramConfiguration { Buckets = [.. buckets] });
 
-    private static KeyValuePair<string, object?> Model(string? model) => new(ModelTag, model ?? "");
+    /// <summary>The registry holding every family (and, for a host's instance, the process and runtime metrics).</summary>
+    public CollectorRegistry Registry { get; }
+
+    private static string Label(string? value) => value ?? "";
 
     /// <summary>
     /// Creates every per-model series at zero (counters, gauges, each finish reason, empty histograms)
-    /// so a fresh host exposes each family the dashboard queries before its first request, as
-    /// prometheus-net's pre-declared label children do; Grafana then shows 0 rather than "no data".
+    /// with prometheus-net's label children (<c>WithLabels</c>), which are published as soon as they
+    /// exist, so a fresh host exposes each family the dashboard queries before its first request;
+    /// Grafana then shows 0 rather than "no data".
     /// </summary>
     public void DeclareModel(string model, long kvCapacityBytes)
     {
-        var tag = Model(model);
-        _promptTokens.Add(0, tag);
-        _generationTokens.Add(0, tag);
-        _evalTokensScored.Add(0, tag);
-        _running.Add(0, tag);
-        _waiting.Add(0, tag);
-        _kvUsed.Record(0, tag);
-        _kvCapacity.Record(kvCapacityBytes, tag);
+        string m = Label(model);
+        foreach (var counter in (Counter[])[_promptTokens, _generationTokens, _evalTokensScored]) counter.WithLabels(m);
+        foreach (var gauge in (Gauge[])[_running, _waiting, _kvUsed]) gauge.WithLabels(m);
+        _kvCapacity.WithLabels(m).Set(kvCapacityBytes);
         foreach (string reason in (string[])[FinishReasons.Stop, FinishReasons.Length, FinishReasons.Abort, FinishReasons.Error])
-            _requests.Add(0, tag, new KeyValuePair<string, object?>("finish_reason", reason));
-        // A NaN is never observed, but it creates the series (HistogramFamily): all buckets at zero.
-        foreach (var histogram in (Histogram<double>[])[_ttft, _itl, _duration, _queue])
-            histogram.Record(double.NaN, tag);
+            _requests.WithLabels(reason, m);
+        foreach (var histogram in (Histogram[])[_ttft, _itl, _duration, _queue]) histogram.WithLabels(m);
     }
 
     /// <summary>Creates <c>piserve_eval_jobs{state}</c> at zero for every state a job can be in.</summary>
     public void DeclareEvalStates(IEnumerable<string> states)
     {
-        foreach (string state in states) _evalJobs.Add(0, new KeyValuePair<string, object?>("state", state));
+        foreach (string state in states) _evalJobs.WithLabels(Label(state));
     }
 
     /// <summary>A request for <paramref name="model"/> entered the queue: <c>piserve_requests_waiting</c> +1.</summary>
-    public void RequestQueued(string model) => _waiting.Add(1, Model(model));
+    public void RequestQueued(string model) => _waiting.WithLabels(Label(model)).Inc();
 
     /// <summary>
     /// A queued request left the queue (to start, or because it was dropped):
@@ -160,25 +170,25 @@ public sealed class PiServeMetrics
     /// </summary>
     public void RequestDequeued(string model, double queueSeconds)
     {
-        var tag = Model(model);
-        _waiting.Add(-1, tag);
-        _queue.Record(queueSeconds, tag);
+        string m = Label(model);
+        _waiting.WithLabels(m).Dec();
+        _queue.WithLabels(m).Observe(queueSeconds);
     }
 
     /// <summary>A request started generating: <c>piserve_requests_running</c> +1.</summary>
-    public void RequestStarted(string model) => _running.Add(1, Model(model));
+    public void RequestStarted(string model) => _running.WithLabels(Label(model)).Inc();
 
     /// <summary>
     /// A request produced its first token, <paramref name="secondsSinceArrival"/> after it arrived:
     /// observed in <c>piserve_time_to_first_token_seconds</c>.
     /// </summary>
-    public void FirstToken(string model, double secondsSinceArrival) => _ttft.Record(secondsSinceArrival, Model(model));
+    public void FirstToken(string model, double secondsSinceArrival) => _ttft.WithLabels(Label(model)).Observe(secondsSinceArrival);
 
     /// <summary>
     /// A request produced a token after its first, <paramref name="interTokenSeconds"/> after the
     /// previous one: observed in <c>piserve_inter_token_latency_seconds</c>.
     /// </summary>
-    public void TokenGenerated(string model, double interTokenSeconds) => _itl.Record(interTokenSeconds, Model(model));
+    public void TokenGenerated(string model, double interTokenSeconds) => _itl.WithLabels(Label(model)).Observe(interTokenSeconds);
 
     /// <summary>
     /// A started request ended: <c>piserve_requests_running</c> −1, <c>piserve_requests_total{finish_reason}</c> +1,
@@ -188,12 +198,12 @@ public sealed class PiServeMetrics
     /// <param name="finishReason">One of <see cref="FinishReasons"/> (any string is accepted).</param>
     public void RequestFinished(string model, string finishReason, double durationSeconds, long promptTokens, long generatedTokens)
     {
-        var tag = Model(model);
-        _running.Add(-1, tag);
-        _requests.Add(1, tag, new KeyValuePair<string, object?>("finish_reason", finishReason ?? ""));
-        _duration.Record(durationSeconds, tag);
-        if (promptTokens > 0) _promptTokens.Add(promptTokens, tag);
-        if (generatedTokens > 0) _generationTokens.Add(generatedTokens, tag);
+        string m = Label(model);
+        _running.WithLabels(m).Dec();
+        _requests.WithLabels(Label(finishReason), m).Inc();
+        _duration.WithLabels(m).Observe(durationSeconds);
+        if (promptTokens > 0) _promptTokens.WithLabels(m).Inc(promptTokens);
+        if (generatedTokens > 0) _generationTokens.WithLabels(m).Inc(generatedTokens);
     }
 
     /// <summary>
@@ -203,29 +213,23 @@ public sealed class PiServeMetrics
     /// </summary>
     public void RequestRejected(string model, string finishReason, double durationSeconds)
     {
-        var tag = Model(model);
-        _requests.Add(1, tag, new KeyValuePair<string, object?>("finish_reason", finishReason ?? ""));
-        _duration.Record(durationSeconds, tag);
+        string m = Label(model);
+        _requests.WithLabels(Label(finishReason), m).Inc();
+        _duration.WithLabels(m).Observe(durationSeconds);
     }
-
-    /// <summary>
-    /// Starts tracking one request that has just arrived and is queued (<see cref="RequestQueued"/>);
-    /// the returned tracker times it and makes the remaining lifecycle calls.
-    /// </summary>
-    public RequestTracker TrackRequest(string model) => new(this, model);
 
     /// <summary>Sets <c>piserve_kv_cache_bytes_used</c> and <c>piserve_kv_cache_bytes_capacity</c> of <paramref name="model"/>.</summary>
     public void SetKvCache(string model, long usedBytes, long capacityBytes)
     {
-        var tag = Model(model);
-        _kvUsed.Record(usedBytes, tag);
-        _kvCapacity.Record(capacityBytes, tag);
+        string m = Label(model);
+        _kvUsed.WithLabels(m).Set(usedBytes);
+        _kvCapacity.WithLabels(m).Set(capacityBytes);
     }
 
     /// <summary>An evaluation job scored <paramref name="tokens"/> more tokens: <c>piserve_eval_tokens_scored_total</c>.</summary>
     public void EvalTokensScored(string model, long tokens)
     {
-        if (tokens > 0) _evalTokensScored.Add(tokens, Model(model));
+        if (tokens > 0) _evalTokensScored.WithLabels(Label(model)).Inc(tokens);
     }
 
     /// <summary>
@@ -235,7 +239,7 @@ public sealed class PiServeMetrics
     /// </summary>
     public void EvalJobMoved(string? fromState, string? toState)
     {
-        if (fromState is not null) _evalJobs.Add(-1, new KeyValuePair<string, object?>("state", fromState));
-        if (toState is not null) _evalJobs.Add(1, new KeyValuePair<string, object?>("state", toState));
+        if (fromState is not null) _evalJobs.WithLabels(fromState).Dec();
+        if (toState is not null) _evalJobs.WithLabels(toState).Inc();
     }
 }

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Net.Http;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using PiServe.Api.Metrics;
 
@@ -89,9 +91,9 @@ public class MetricsEndpointTests
             "piserve_request_queue_seconds_count{model=\"llama-7b\"} 4",
         })
             Assert.Contains(sample, lines);
-        PrometheusExpositionTests.AssertHistogramsAreConsistent(text);
+        MetricsTestHost.AssertHistogramsAreConsistent(text);
 
-        // The advised buckets are the ones exposed, in order, for every histogram.
+        // The declared buckets are the ones exposed, in order, for every histogram.
         foreach (var (name, buckets) in new[]
         {
             ("piserve_time_to_first_token_seconds", PiServeMetrics.TimeToFirstTokenBuckets),
@@ -101,7 +103,7 @@ public class MetricsEndpointTests
         })
         {
             var les = lines.Where(l => l.StartsWith(name + "_bucket{model=\"llama-7b\"")).Select(l => l.Split("le=\"")[1].Split('"')[0]);
-            Assert.Equal(buckets.Select(PrometheusTextWriter.FormatValue).Append("+Inf"), les);
+            Assert.Equal(buckets.Select(b => b.ToString("R", System.Globalization.CultureInfo.InvariantCulture)).Append("+Inf"), les);
         }
     }
 
@@ -110,11 +112,9 @@ public class MetricsEndpointTests
     {
         await using var host = await MetricsTestHost.StartAsync();
         MetricsTestHost.RecordEverything(host.Metrics);
-        await ScrapeAsync(host.MetricsUri); // a first request, so ASP.NET Core's request histogram has a value too
         string text = await ScrapeAsync(host.MetricsUri);
-        Assert.Contains("# TYPE http_server_request_duration_seconds histogram\n", text);
         Assert.Contains("# TYPE process_cpu_seconds_total counter\n", text);
-        Assert.Contains("# TYPE dotnet_gc_heap_total_allocated_bytes_total counter\n", text);
+        Assert.Contains("# TYPE dotnet_collection_count_total counter\n", text);
         var (code, output) = MetricsTestHost.Promtool(text);
         Assert.True(code == 0, $"promtool check metrics exited {code}:\n{output}\n--- exposition ---\n{text}");
         Assert.Equal("", output.Trim());
@@ -144,8 +144,12 @@ public class MetricsEndpointTests
                 catch (HttpRequestException) { await Task.Delay(200); }
             }
             Assert.NotNull(text);
-            Assert.Contains("# TYPE process_resident_memory_bytes gauge\n", text);
-            Assert.Contains("# TYPE dotnet_gc_collections_total counter\n", text);
+            // The standard process metrics that tools/reliability/probe.mjs and the fuzz tests read, and prometheus-net's runtime ones.
+            Assert.Contains("# TYPE process_cpu_seconds_total counter\n", text);
+            foreach (var gauge in new[] { "process_resident_memory_bytes", "process_virtual_memory_bytes", "process_start_time_seconds", "process_open_fds", "process_max_fds" })
+                Assert.Contains($"# TYPE {gauge} gauge\n", text);
+            Assert.Matches(@"\nprocess_resident_memory_bytes [1-9][0-9]*\n", text);
+            Assert.Contains("# TYPE dotnet_collection_count_total counter\n", text);
             var (code, output) = MetricsTestHost.Promtool(text!);
             Assert.True(code == 0, $"promtool check metrics exited {code}:\n{output}\n--- exposition ---\n{text}");
         }
@@ -168,6 +172,51 @@ public class MetricsEndpointTests
         Assert.DoesNotContain("only-in-b", textA);
         Assert.Contains("piserve_eval_tokens_scored_total{model=\"only-in-b\"} 2\n", textB);
         Assert.DoesNotContain("only-in-a", textB);
+    }
+
+    [Fact]
+    public async Task AScraperAskingForOpenMetricsStillGetsTheTextFormat()
+    {
+        await using var host = await MetricsTestHost.StartAsync();
+        host.Metrics.EvalTokensScored("m", 3);
+        using var request = new HttpRequestMessage(HttpMethod.Get, host.MetricsUri);
+        // What Prometheus 2.x sends: prometheus-net would answer OpenMetrics to it, were that not turned off.
+        request.Headers.TryAddWithoutValidation("Accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1");
+        using var response = await Http.SendAsync(request);
+        Assert.Equal("text/plain; version=0.0.4; charset=utf-8", response.Content.Headers.ContentType!.ToString());
+        string text = await response.Content.ReadAsStringAsync();
+        Assert.Contains("piserve_eval_tokens_scored_total{model=\"m\"} 3\n", text);
+        Assert.DoesNotContain("# EOF", text);
+    }
+
+    [Fact]
+    public async Task OnlyGetIsServed()
+    {
+        await using var host = await MetricsTestHost.StartAsync();
+        using var response = await Http.PostAsync(host.MetricsUri, new StringContent(""));
+        Assert.Equal(System.Net.HttpStatusCode.MethodNotAllowed, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task MetricsAreNotInTheApiDescription()
+    {
+        var builder = Microsoft.AspNetCore.Builder.WebApplication.CreateBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Services.AddEndpointsApiExplorer();
+        builder.Services.AddPiServeMetrics();
+        await using var app = builder.Build();
+        app.MapPrometheusMetrics("/metrics");
+        app.MapGet("/control", () => "x");
+        await app.StartAsync();
+        try
+        {
+            var paths = app.Services.GetRequiredService<Microsoft.AspNetCore.Mvc.ApiExplorer.IApiDescriptionGroupCollectionProvider>()
+                .ApiDescriptionGroups.Items.SelectMany(g => g.Items).Select(d => d.RelativePath).ToList();
+            Assert.Contains("control", paths);
+            Assert.DoesNotContain(paths, p => p is not null && p.Contains("metrics"));
+        }
+        finally { await app.StopAsync(); }
     }
 
     [Fact]

@@ -10,9 +10,9 @@ using PiServe.Api.Metrics;
 namespace PiServe.Api.Tests.Metrics;
 
 /// <summary>
-/// A real Kestrel host on a loopback port, built in-process the way Program.cs builds PiServe's:
-/// <c>AddPiServeMetrics()</c> and <c>MapPrometheusMetrics("/metrics")</c>, so a test can record through
-/// <see cref="PiServeMetrics"/> and read the exposition over HTTP.
+/// A real Kestrel host on a loopback port, built in-process the way PiServeHost builds PiServe's:
+/// <c>AddPiServeMetrics()</c> and <c>MapPrometheusMetrics("/metrics")</c> (prometheus-net's exporter),
+/// so a test can record through <see cref="PiServeMetrics"/> and read the exposition over HTTP.
 /// </summary>
 internal sealed class MetricsTestHost : IAsyncDisposable
 {
@@ -82,6 +82,64 @@ internal sealed class MetricsTestHost : IAsyncDisposable
         m.EvalJobMoved(null, "queued");
         m.EvalJobMoved(null, "queued");
         m.EvalJobMoved("queued", "running");
+    }
+
+    /// <summary>What <c>/metrics</c> would serve from <paramref name="registry"/>: prometheus-net's text format 0.0.4.</summary>
+    public static string Render(Prometheus.CollectorRegistry registry)
+    {
+        using var stream = new MemoryStream();
+        registry.CollectAndExportAsTextAsync(stream).GetAwaiter().GetResult();
+        return System.Text.Encoding.UTF8.GetString(stream.ToArray());
+    }
+
+    /// <summary>
+    /// Buckets never decrease, and +Inf equals _count, in every series of every histogram. While
+    /// observations are being recorded, <paramref name="whileRecording"/>: prometheus-net reads _count
+    /// just before the buckets, so +Inf may be ahead of it, never behind.
+    /// </summary>
+    internal static void AssertHistogramsAreConsistent(string text, bool whileRecording = false)
+    {
+        var buckets = new Dictionary<string, List<double>>();
+        var counts = new Dictionary<string, double>();
+        foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+        {
+            if (line.StartsWith('#')) continue;
+            var (name, labels, value) = ParseSample(line);
+            if (name.EndsWith("_bucket"))
+            {
+                var m = System.Text.RegularExpressions.Regex.Match(labels, ",?le=\"[^\"]*\"");
+                string key = name[..^"_bucket".Length] + "{" + labels.Remove(m.Index, m.Length).TrimStart(',') + "}";
+                (buckets.TryGetValue(key, out var l) ? l : buckets[key] = []).Add(value);
+            }
+            else if (name.EndsWith("_count"))
+            {
+                counts[name[..^"_count".Length] + "{" + labels + "}"] = value;
+            }
+        }
+        foreach (var (key, values) in buckets)
+        {
+            for (int i = 1; i < values.Count; i++) Assert.True(values[i] >= values[i - 1], $"{key}: buckets decrease");
+            Assert.True(counts.TryGetValue(key, out var count), $"{key}: no _count");
+            if (whileRecording) Assert.True(values[^1] >= count, $"{key}: +Inf {values[^1]} < _count {count}");
+            else Assert.Equal(count, values[^1]);
+        }
+    }
+
+    /// <summary>Splits <c>name{labels} value</c> (labels without braces; values without spaces or braces in them).</summary>
+    internal static (string Name, string Labels, double Value) ParseSample(string line)
+    {
+        int space = line.LastIndexOf(' ');
+        string v = line[(space + 1)..];
+        double value = v switch
+        {
+            "+Inf" => double.PositiveInfinity,
+            "-Inf" => double.NegativeInfinity,
+            "NaN" => double.NaN,
+            _ => double.Parse(v, System.Globalization.CultureInfo.InvariantCulture),
+        };
+        string series = line[..space];
+        int brace = series.IndexOf('{');
+        return brace < 0 ? (series, "", value) : (series[..brace], series[(brace + 1)..^1], value);
     }
 
     public static int FreePort()

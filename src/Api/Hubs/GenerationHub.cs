@@ -17,7 +17,7 @@ public sealed record TokenStreamEvent(
 /// <summary>
 /// Live token streaming at /hubs/generation. StreamCompletion takes the same body as
 /// POST /v1/completions and streams {type: "token" | "finish", text, token_id, logprob,
-/// finish_reason, usage}; a client that cancels the stream (or disconnects) stops generation.
+/// finish_reason, usage}; one choice per stream (n must be 1); a client that cancels the stream (or disconnects) stops generation.
 /// </summary>
 public sealed class GenerationHub(CompletionService service, ILogger<GenerationHub> log) : Hub
 {
@@ -39,6 +39,8 @@ public sealed class GenerationHub(CompletionService service, ILogger<GenerationH
             if (request.ValueKind != System.Text.Json.JsonValueKind.Object)
                 throw new ApiException(400, $"the request must be a JSON object, got {request.ValueKind.ToString().ToLowerInvariant()}");
             var p = service.Prepare(RequestBody.Read<CompletionRequest>(request), cancellation);
+            // The hub's events carry no choice index: one choice per stream (HTTP serves n > 1).
+            if (p.N != 1) throw ApiException.BadParam("n", "StreamCompletion streams one choice: 'n' must be 1 (use POST /v1/completions for n > 1)");
             return Stream(CompletionService.Submit(p.Model, p.Job), cancellation);
         }
         catch (ApiException e)

@@ -64,8 +64,9 @@ public static class ChatEndpoints
         if (r.TopLogprobs is < 0 or > CompletionService.MaxLogprobs) throw ApiException.BadParam("top_logprobs", $"'top_logprobs' must be between 0 and {CompletionService.MaxLogprobs}");
         if (r.TopLogprobs is not null && r.Logprobs != true) throw ApiException.BadParam("top_logprobs", "'top_logprobs' needs 'logprobs': true");
         var job = service.BuildJob(model, prompt, maxTokens, r.Temperature, r.TopP, r.TopK, r.Seed, r.Stop, r.N, r.PresencePenalty, r.FrequencyPenalty,
-            r.IgnoreEos, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, promptLogprobs: false, r.RopeScaling, r.RopeCache, http.RequestAborted);
-        var events = CompletionService.Submit(model, job);
+            r.IgnoreEos, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, promptLogprobs: false, r.RopeScaling, r.RopeCache, http.RequestAborted,
+            r.RepetitionPenalty, r.MinP, r.LogitBias, r.StopTokenIds);
+        var choices = CompletionService.SubmitAll(model, CompletionService.Choices(job, r.N ?? 1));
 
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
@@ -73,9 +74,11 @@ public static class ChatEndpoints
         if (r.Stream == true)
         {
             await Sse.StartAsync(http);
-            await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
-                [new ChatChunkChoice(0, new ChatDelta("assistant", ""), null, null)], null));
-            await foreach (var piece in CompletionsEndpoints.ReadAsync(events, http.RequestAborted))
+            for (int index = 0; index < choices.Length; index++)
+                await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
+                    [new ChatChunkChoice(index, new ChatDelta("assistant", ""), null, null)], null));
+            Usage? total = null;
+            await foreach (var (index, piece) in CompletionsEndpoints.ReadAllAsync(choices, http.RequestAborted))
             {
                 if (piece.Error is { } error)
                 {
@@ -85,30 +88,36 @@ public static class ChatEndpoints
                 var lp = piece.Token is { Logprob: not null } t ? new ChatLogprobs([TokenLogprob(t, tokenizer)]) : null;
                 if (piece.Text.Length == 0 && lp is null && piece.FinishReason is null) continue;
                 await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
-                    [new ChatChunkChoice(0, new ChatDelta(null, piece.Text), lp, piece.FinishReason)], null));
-                if (piece.Usage is { } usage && r.StreamOptions?.IncludeUsage == true)
-                    await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id, [], usage));
+                    [new ChatChunkChoice(index, new ChatDelta(null, piece.Text), lp, piece.FinishReason)], null));
+                total = CompletionsEndpoints.Sum(total, piece.Usage);
             }
+            if (total is not null && r.StreamOptions?.IncludeUsage == true)
+                await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id, [], total));
             await Sse.DoneAsync(http);
             return;
         }
 
-        var text = new StringBuilder();
-        var logprobs = job.Logprobs is null ? null : new ChatLogprobs([]);
-        string? finish = null;
+        var result = new List<ChatChoice>(choices.Length);
         Usage? finalUsage = null;
-        await foreach (var piece in CompletionsEndpoints.ReadAsync(events, http.RequestAborted))
+        for (int index = 0; index < choices.Length; index++)
         {
-            if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
-            text.Append(piece.Text);
-            if (logprobs is not null && piece.Token is { } t) logprobs.Content.Add(TokenLogprob(t, tokenizer));
-            finish = piece.FinishReason ?? finish;
-            finalUsage = piece.Usage ?? finalUsage;
+            var text = new StringBuilder();
+            var logprobs = job.Logprobs is null ? null : new ChatLogprobs([]);
+            string? finish = null;
+            await foreach (var piece in CompletionsEndpoints.ReadAsync(choices[index], http.RequestAborted))
+            {
+                if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
+                text.Append(piece.Text);
+                if (logprobs is not null && piece.Token is { } t) logprobs.Content.Add(TokenLogprob(t, tokenizer));
+                finish = piece.FinishReason ?? finish;
+                finalUsage = CompletionsEndpoints.Sum(finalUsage, piece.Usage);
+            }
+            if (finish is null) return; // the client went away
+            result.Add(new ChatChoice(index, new ChatMessageOut("assistant", text.ToString()), logprobs, finish));
         }
-        if (finish is null) return; // the client went away
         http.Response.ContentType = "application/json";
         await JsonSerializer.SerializeAsync(http.Response.Body, new ChatCompletionResponse(id, "chat.completion", created, model.Id,
-            [new ChatChoice(0, new ChatMessageOut("assistant", text.ToString()), logprobs, finish)], finalUsage!), CompletionsEndpoints.Json);
+            result, finalUsage!), CompletionsEndpoints.Json);
     }
 
     /// <summary>

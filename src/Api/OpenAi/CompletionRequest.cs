@@ -29,6 +29,16 @@ public sealed class CompletionRequest
     [JsonPropertyName("presence_penalty")] public float? PresencePenalty { get; set; }
     [JsonPropertyName("frequency_penalty")] public float? FrequencyPenalty { get; set; }
     [JsonPropertyName("ignore_eos")] public bool? IgnoreEos { get; set; }
+    /// <summary>Refused unless it equals n (PiServe returns every choice it samples).</summary>
+    [JsonPropertyName("best_of")] public int? BestOf { get; set; }
+    /// <summary>vLLM: divides positive logits (multiplies negative ones) of tokens in the prompt or output (1 = off).</summary>
+    [JsonPropertyName("repetition_penalty")] public float? RepetitionPenalty { get; set; }
+    /// <summary>vLLM: drop tokens less likely than min_p × the most likely one.</summary>
+    [JsonPropertyName("min_p")] public float? MinP { get; set; }
+    /// <summary>OpenAI: {"token id": bias in [-100, 100]} added to the logits.</summary>
+    [JsonPropertyName("logit_bias")] public JsonObject? LogitBias { get; set; }
+    /// <summary>vLLM: token ids that end generation (finish_reason "stop", the token's text not output).</summary>
+    [JsonPropertyName("stop_token_ids")] public List<int>? StopTokenIds { get; set; }
     /// <summary>PiServe: replaces the model's rope_scaling for this request (same keys as config.json).</summary>
     [JsonPropertyName("rope_scaling")] public JsonObject? RopeScaling { get; set; }
     /// <summary>PiServe: KV-cache policy when the rope parameters change mid-sequence: exact (default), planned or hf.</summary>
@@ -60,6 +70,10 @@ public sealed class ChatCompletionRequest
     [JsonPropertyName("presence_penalty")] public float? PresencePenalty { get; set; }
     [JsonPropertyName("frequency_penalty")] public float? FrequencyPenalty { get; set; }
     [JsonPropertyName("ignore_eos")] public bool? IgnoreEos { get; set; }
+    [JsonPropertyName("repetition_penalty")] public float? RepetitionPenalty { get; set; }
+    [JsonPropertyName("min_p")] public float? MinP { get; set; }
+    [JsonPropertyName("logit_bias")] public JsonObject? LogitBias { get; set; }
+    [JsonPropertyName("stop_token_ids")] public List<int>? StopTokenIds { get; set; }
     [JsonPropertyName("add_generation_prompt")] public bool? AddGenerationPrompt { get; set; }
     [JsonPropertyName("rope_scaling")] public JsonObject? RopeScaling { get; set; }
     [JsonPropertyName("rope_cache")] public string? RopeCache { get; set; }

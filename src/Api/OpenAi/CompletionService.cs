@@ -8,7 +8,8 @@ using PiServe.Inference.Rope;
 namespace PiServe.Api.OpenAi;
 
 /// <summary>A validated request, ready for the scheduler.</summary>
-public sealed record PreparedCompletion(ServedModel Model, CompletionJob Job, string PromptText, bool Echo, bool Stream, bool IncludeUsage);
+/// <remarks>N: the number of choices; each is its own job (<see cref="CompletionService.Choices"/>).</remarks>
+public sealed record PreparedCompletion(ServedModel Model, CompletionJob Job, string PromptText, bool Echo, bool Stream, bool IncludeUsage, int N = 1);
 
 /// <summary>
 /// Validation shared by /v1/completions, /v1/chat/completions and the SignalR hub: every bad
@@ -18,6 +19,9 @@ public sealed class CompletionService(ModelRegistry registry)
 {
     public const int MaxLogprobs = 20;
     public const int MaxStopStrings = 16;
+    public const int MaxN = 16;
+    public const int MaxLogitBias = 300;
+    public const int MaxStopTokenIds = 64;
 
     public ServedModel ResolveModel(string? id)
     {
@@ -69,14 +73,18 @@ public sealed class CompletionService(ModelRegistry registry)
         if (r.Logprobs is < 0 or > MaxLogprobs) throw ApiException.BadParam("logprobs", $"'logprobs' must be between 0 and {MaxLogprobs}");
         int maxTokens = r.MaxTokens ?? 16;
         if (maxTokens == 0 && !echo) throw ApiException.BadParam("max_tokens", "'max_tokens' must be at least 1 (0 is allowed with echo, to score the prompt)");
+        if (r.BestOf is { } bestOf && bestOf != (r.N ?? 1))
+            throw ApiException.BadParam("best_of", "best_of is not supported (only equal to n): every sampled choice is returned");
         var job = BuildJob(model, prompt, maxTokens, r.Temperature, r.TopP, r.TopK, r.Seed, r.Stop, r.N, r.PresencePenalty, r.FrequencyPenalty,
-            r.IgnoreEos, r.Logprobs, promptLogprobs: echo && r.Logprobs is not null, r.RopeScaling, r.RopeCache, cancellation);
-        return new PreparedCompletion(model, job, promptText, echo, r.Stream ?? false, r.StreamOptions?.IncludeUsage ?? false);
+            r.IgnoreEos, r.Logprobs, promptLogprobs: echo && r.Logprobs is not null, r.RopeScaling, r.RopeCache, cancellation,
+            r.RepetitionPenalty, r.MinP, r.LogitBias, r.StopTokenIds);
+        return new PreparedCompletion(model, job, promptText, echo, r.Stream ?? false, r.StreamOptions?.IncludeUsage ?? false, r.N ?? 1);
     }
 
     public CompletionJob BuildJob(ServedModel model, int[] prompt, int maxTokens, float? temperature, float? topP, int? topK, long? seed,
         JsonNode? stop, int? n, float? presencePenalty, float? frequencyPenalty, bool? ignoreEos, int? logprobs, bool promptLogprobs,
-        JsonObject? ropeScaling, string? ropeCache, CancellationToken cancellation)
+        JsonObject? ropeScaling, string? ropeCache, CancellationToken cancellation,
+        float? repetitionPenalty = null, float? minP = null, JsonObject? logitBias = null, List<int>? stopTokenIds = null)
     {
         if (prompt.Length == 0) throw ApiException.BadParam("prompt", "the prompt is empty (no tokens)");
         int vocab = model.Model!.Config.VocabSize;
@@ -87,9 +95,19 @@ public sealed class CompletionService(ModelRegistry registry)
         if (temperature is < 0 or > 2 || temperature is { } t && !float.IsFinite(t)) throw ApiException.BadParam("temperature", "'temperature' must be between 0 and 2");
         if (topP is <= 0 or > 1 || topP is { } tp && !float.IsFinite(tp)) throw ApiException.BadParam("top_p", "'top_p' must be in (0, 1]");
         if (topK is < -1) throw ApiException.BadParam("top_k", "'top_k' must be -1 (off), 0 (off) or positive");
-        if (n is not null and not 1) throw ApiException.BadParam("n", "only n = 1 is supported");
-        if (presencePenalty is not null and not 0) throw ApiException.BadParam("presence_penalty", "presence_penalty is not supported (only 0)");
-        if (frequencyPenalty is not null and not 0) throw ApiException.BadParam("frequency_penalty", "frequency_penalty is not supported (only 0)");
+        if (n is < 1 or > MaxN) throw ApiException.BadParam("n", $"'n' must be between 1 and {MaxN}");
+        if (presencePenalty is < -2 or > 2 || presencePenalty is { } pp && !float.IsFinite(pp))
+            throw ApiException.BadParam("presence_penalty", "'presence_penalty' must be between -2 and 2");
+        if (frequencyPenalty is < -2 or > 2 || frequencyPenalty is { } fp && !float.IsFinite(fp))
+            throw ApiException.BadParam("frequency_penalty", "'frequency_penalty' must be between -2 and 2");
+        if (repetitionPenalty is <= 0 || repetitionPenalty is { } rp && !float.IsFinite(rp))
+            throw ApiException.BadParam("repetition_penalty", "'repetition_penalty' must be a finite number greater than 0 (1 = off)");
+        if (minP is < 0 or > 1 || minP is { } mp && !float.IsFinite(mp)) throw ApiException.BadParam("min_p", "'min_p' must be between 0 and 1");
+        var bias = LogitBias(logitBias, vocab);
+        if (stopTokenIds is { Count: > MaxStopTokenIds }) throw ApiException.BadParam("stop_token_ids", $"at most {MaxStopTokenIds} stop token ids");
+        for (int i = 0; i < (stopTokenIds?.Count ?? 0); i++)
+            if ((uint)stopTokenIds![i] >= (uint)vocab)
+                throw ApiException.BadParam("stop_token_ids", $"stop_token_ids[{i}] = {stopTokenIds[i]} is not a token id in [0, {vocab})");
         if (seed is < int.MinValue or > int.MaxValue) throw ApiException.BadParam("seed", "'seed' must fit in 32 bits");
 
         var stops = stop switch
@@ -130,8 +148,14 @@ public sealed class CompletionService(ModelRegistry registry)
         {
             Prompt = prompt,
             MaxTokens = maxTokens,
-            Sampling = new SamplingParams { Temperature = temperature ?? 1f, TopP = topP ?? 1f, TopK = topK ?? 0, Seed = (int?)seed },
+            Sampling = new SamplingParams
+            {
+                Temperature = temperature ?? 1f, TopP = topP ?? 1f, TopK = topK ?? 0, Seed = (int?)seed, MinP = minP ?? 0,
+                PresencePenalty = presencePenalty ?? 0, FrequencyPenalty = frequencyPenalty ?? 0, RepetitionPenalty = repetitionPenalty ?? 1,
+                LogitBias = bias,
+            },
             Stop = stops,
+            StopTokenIds = stopTokenIds?.ToArray() ?? [],
             IgnoreEos = ignoreEos ?? false,
             Logprobs = logprobs,
             PromptLogprobs = promptLogprobs,
@@ -141,12 +165,46 @@ public sealed class CompletionService(ModelRegistry registry)
         };
     }
 
+    /// <summary>
+    /// OpenAI logit_bias: {"token id": bias}, ids of this model's vocabulary, biases in [-100, 100];
+    /// JSON object keys are strings, so ids arrive as decimal strings.
+    /// </summary>
+    private static KeyValuePair<int, float>[]? LogitBias(JsonObject? logitBias, int vocab)
+    {
+        if (logitBias is null || logitBias.Count == 0) return null;
+        if (logitBias.Count > MaxLogitBias) throw ApiException.BadParam("logit_bias", $"'logit_bias' may have at most {MaxLogitBias} entries, got {logitBias.Count}");
+        var bias = new KeyValuePair<int, float>[logitBias.Count];
+        int i = 0;
+        foreach (var (key, value) in logitBias)
+        {
+            if (!int.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocab)
+                throw ApiException.BadParam("logit_bias", $"logit_bias key '{key}' is not a token id in [0, {vocab})");
+            if (value is not JsonValue v || !v.TryGetValue(out double b) || !double.IsFinite(b) || b < -100 || b > 100)
+                throw ApiException.BadParam("logit_bias", $"logit_bias['{key}'] must be a number between -100 and 100");
+            bias[i++] = new(id, (float)b);
+        }
+        return bias;
+    }
+
+    /// <summary>
+    /// The n choices of a request as jobs: the same job, each with its own random stream (seed, seed+1,
+    /// ... when the request gives a seed; unseeded streams otherwise).
+    /// </summary>
+    public static CompletionJob[] Choices(CompletionJob job, int n) =>
+        [.. Enumerable.Range(0, n).Select(i => i == 0 ? job : job with
+        {
+            Sampling = job.Sampling with { Seed = job.Sampling.Seed is { } s ? unchecked(s + i) : null },
+        })];
+
     /// <summary>Queues the job; the scheduler's refusals become 429 / 413.</summary>
-    public static ChannelReader<GenerationEvent> Submit(ServedModel model, CompletionJob job)
+    public static ChannelReader<GenerationEvent> Submit(ServedModel model, CompletionJob job) => SubmitAll(model, [job])[0];
+
+    /// <summary>Queues the n choices of one request (all or none); the scheduler's refusals become 429 / 413.</summary>
+    public static ChannelReader<GenerationEvent>[] SubmitAll(ServedModel model, IReadOnlyList<CompletionJob> jobs)
     {
         try
         {
-            return model.Scheduler!.Submit(job);
+            return model.Scheduler!.SubmitAll(jobs);
         }
         catch (QueueFullException e)
         {

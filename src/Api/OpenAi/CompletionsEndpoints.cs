@@ -64,7 +64,7 @@ public static class CompletionsEndpoints
     {
         var request = await RequestBody.ReadAsync<CompletionRequest>(http.Request, http.RequestAborted);
         var p = service.Prepare(request, http.RequestAborted);
-        var events = CompletionService.Submit(p.Model, p.Job);
+        var choices = CompletionService.SubmitAll(p.Model, CompletionService.Choices(p.Job, p.N));
         string id = "cmpl-" + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
         var tokenizer = p.Model.Tokenizer!;
@@ -73,22 +73,24 @@ public static class CompletionsEndpoints
         if (p.Stream)
         {
             await Sse.StartAsync(http);
-            bool first = true;
-            int offset = 0;
-            await foreach (var piece in ReadAsync(events, http.RequestAborted))
+            // Per choice: whether its first chunk is still to come, and its text offset.
+            var firsts = Enumerable.Repeat(true, choices.Length).ToArray();
+            var offsets = new int[choices.Length];
+            Usage? total = null;
+            await foreach (var (index, piece) in ReadAllAsync(choices, http.RequestAborted))
             {
                 string text = piece.Text;
                 CompletionLogprobs? lp = null;
-                if (first && p.Echo)
+                if (firsts[index] && p.Echo)
                 {
                     text = p.PromptText + text;
-                    if (wantLogprobs) lp = PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref offset);
+                    if (wantLogprobs) lp = PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref offsets[index]);
                 }
-                first = false;
+                firsts[index] = false;
                 if (wantLogprobs && piece.Token is { } tok)
                 {
                     lp ??= new CompletionLogprobs([], [], [], []);
-                    AddToken(lp, tok, tokenizer, ref offset);
+                    AddToken(lp, tok, tokenizer, ref offsets[index]);
                 }
                 if (piece.Error is { } error)
                 {
@@ -97,33 +99,81 @@ public static class CompletionsEndpoints
                 }
                 if (text.Length == 0 && lp is null && piece.FinishReason is null) continue;
                 await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id,
-                    [new CompletionChoice(0, text, lp, piece.FinishReason)], null));
-                if (piece.Usage is { } usage && p.IncludeUsage)
-                    await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id, [], usage));
+                    [new CompletionChoice(index, text, lp, piece.FinishReason)], null));
+                total = Sum(total, piece.Usage);
             }
+            if (total is not null && p.IncludeUsage)
+                await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id, [], total));
             await Sse.DoneAsync(http);
             return;
         }
 
-        var textOut = new System.Text.StringBuilder(p.Echo ? p.PromptText : "");
-        CompletionLogprobs? logprobs = null;
-        int textOffset = 0;
-        string? finish = null;
+        var result = new List<CompletionChoice>(choices.Length);
         Usage? finalUsage = null;
-        await foreach (var piece in ReadAsync(events, http.RequestAborted))
+        for (int index = 0; index < choices.Length; index++)
         {
-            if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
-            if (wantLogprobs && logprobs is null)
-                logprobs = p.Echo ? PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref textOffset) : new CompletionLogprobs([], [], [], []);
-            textOut.Append(piece.Text);
-            if (wantLogprobs && piece.Token is { } tok) AddToken(logprobs!, tok, tokenizer, ref textOffset);
-            finish = piece.FinishReason ?? finish;
-            finalUsage = piece.Usage ?? finalUsage;
+            var textOut = new System.Text.StringBuilder(p.Echo ? p.PromptText : "");
+            CompletionLogprobs? logprobs = null;
+            int textOffset = 0;
+            string? finish = null;
+            await foreach (var piece in ReadAsync(choices[index], http.RequestAborted))
+            {
+                if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
+                if (wantLogprobs && logprobs is null)
+                    logprobs = p.Echo ? PromptLogprobs(piece.Prompt, p.Job.Prompt, tokenizer, ref textOffset) : new CompletionLogprobs([], [], [], []);
+                textOut.Append(piece.Text);
+                if (wantLogprobs && piece.Token is { } tok) AddToken(logprobs!, tok, tokenizer, ref textOffset);
+                finish = piece.FinishReason ?? finish;
+                finalUsage = Sum(finalUsage, piece.Usage);
+            }
+            if (finish is null) return; // the client went away: nothing to answer
+            result.Add(new CompletionChoice(index, textOut.ToString(), logprobs, finish));
         }
-        if (finish is null) return; // the client went away: nothing to answer
         http.Response.ContentType = "application/json";
         await JsonSerializer.SerializeAsync(http.Response.Body,
-            new CompletionResponse(id, "text_completion", created, p.Model.Id, [new CompletionChoice(0, textOut.ToString(), logprobs, finish)], finalUsage), Json);
+            new CompletionResponse(id, "text_completion", created, p.Model.Id, result, finalUsage), Json);
+    }
+
+    /// <summary>Usage over the n choices of a request: the prompt counted once, the completion tokens of every choice.</summary>
+    public static Usage? Sum(Usage? total, Usage? choice) => (total, choice) switch
+    {
+        (_, null) => total,
+        (null, _) => choice,
+        _ => new Usage(total.PromptTokens, total.CompletionTokens + choice.CompletionTokens, total.TotalTokens + choice.CompletionTokens),
+    };
+
+    /// <summary>
+    /// The pieces of several choices as they come, each with its choice index; ends when every choice
+    /// has ended, or at the first error (reported as that choice's piece).
+    /// </summary>
+    public static async IAsyncEnumerable<(int Index, Piece Piece)> ReadAllAsync(IReadOnlyList<ChannelReader<GenerationEvent>> choices,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
+    {
+        if (choices.Count == 1)
+        {
+            await foreach (var piece in ReadAsync(choices[0], ct)) yield return (0, piece);
+            yield break;
+        }
+        var merged = Channel.CreateUnbounded<(int, Piece)>(new UnboundedChannelOptions { SingleReader = true });
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var token = stop.Token;
+        var pumps = choices.Select((reader, index) => Task.Run(async () =>
+        {
+            await foreach (var piece in ReadAsync(reader, token)) await merged.Writer.WriteAsync((index, piece), CancellationToken.None);
+        })).ToArray();
+        _ = Task.WhenAll(pumps).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
+        try
+        {
+            await foreach (var item in merged.Reader.ReadAllAsync(CancellationToken.None))
+            {
+                yield return item;
+                if (item.Item2.Error is not null) yield break;
+            }
+        }
+        finally
+        {
+            stop.Cancel(); // stops the pumps when the consumer leaves early
+        }
     }
 
     /// <summary>One step of a completion as the endpoints consume it.</summary>

@@ -14,6 +14,8 @@ public sealed record CompletionJob
     public int MaxTokens { get; init; } = 16;
     public SamplingParams Sampling { get; init; } = new();
     public IReadOnlyList<string> Stop { get; init; } = [];
+    /// <summary>vLLM stop_token_ids: generating one of these ends the sequence with "stop"; its text is not output.</summary>
+    public IReadOnlyList<int> StopTokenIds { get; init; } = [];
     public bool IgnoreEos { get; init; }
     /// <summary>null: no logprobs; N ≥ 0: the chosen token's logprob plus the top N alternatives.</summary>
     public int? Logprobs { get; init; }
@@ -115,33 +117,53 @@ public sealed class BatchScheduler : IDisposable
     public long DecodeSteps, DecodedTokens;
 
     /// <summary>Queues a request; its events arrive on the returned reader, ending with a FinishEvent or ErrorEvent.</summary>
-    public ChannelReader<GenerationEvent> Submit(CompletionJob job)
+    public ChannelReader<GenerationEvent> Submit(CompletionJob job) => SubmitAll([job])[0];
+
+    /// <summary>
+    /// Queues several sequences (the n choices of one request) all or none: each must fit the KV
+    /// budget on its own, and the queue must have room for all of them. They are decoded in the same
+    /// batches as far as the batch size and the budget allow.
+    /// </summary>
+    public ChannelReader<GenerationEvent>[] SubmitAll(IReadOnlyList<CompletionJob> jobs)
     {
-        if (job.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(job), $"max_tokens must be non-negative, got {job.MaxTokens}");
-        // Lengths and byte counts in long with overflow checks: a wrapped product would pass the
-        // budget check and leave a negative reservation that stops limiting anyone.
-        long planned = (long)job.Prompt.Length + job.MaxTokens;
-        long bytes = planned <= int.MaxValue && planned <= long.MaxValue / Math.Max(1, KvBytesPerToken)
-            ? planned * KvBytesPerToken : long.MaxValue;
-        if (planned > int.MaxValue || bytes > _options.KvCacheBudgetBytes)
+        var bytes = new long[jobs.Count];
+        for (int i = 0; i < jobs.Count; i++)
         {
-            _observer?.Rejected("kv_budget");
-            throw new KvBudgetExceededException(
-                $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {(bytes == long.MaxValue ? "more than 2^63" : bytes.ToString())} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+            var job = jobs[i];
+            if (job.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(jobs), $"max_tokens must be non-negative, got {job.MaxTokens}");
+            // Lengths and byte counts in long with overflow checks: a wrapped product would pass the
+            // budget check and leave a negative reservation that stops limiting anyone.
+            long planned = (long)job.Prompt.Length + job.MaxTokens;
+            bytes[i] = planned <= int.MaxValue && planned <= long.MaxValue / Math.Max(1, KvBytesPerToken)
+                ? planned * KvBytesPerToken : long.MaxValue;
+            if (planned > int.MaxValue || bytes[i] > _options.KvCacheBudgetBytes)
+            {
+                _observer?.Rejected("kv_budget");
+                throw new KvBudgetExceededException(
+                    $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {(bytes[i] == long.MaxValue ? "more than 2^63" : bytes[i].ToString())} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
+            }
         }
-        var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var readers = new ChannelReader<GenerationEvent>[jobs.Count];
         lock (_lock)
         {
-            if (_waiting.Count >= _options.MaxWaiting)
+            if (_waiting.Count + jobs.Count > _options.MaxWaiting)
             {
                 _observer?.Rejected("queue_full");
-                throw new QueueFullException($"{_waiting.Count} requests are already waiting (limit {_options.MaxWaiting})", TimeSpan.FromSeconds(1));
+                throw new QueueFullException(jobs.Count == 1
+                    ? $"{_waiting.Count} requests are already waiting (limit {_options.MaxWaiting})"
+                    : $"{_waiting.Count} requests are already waiting and this one needs {jobs.Count} places (limit {_options.MaxWaiting})", TimeSpan.FromSeconds(1));
             }
-            _waiting.Enqueue(new Pending(job, channel.Writer, Stopwatch.GetTimestamp(), bytes));
+            long now = Stopwatch.GetTimestamp();
+            for (int i = 0; i < jobs.Count; i++)
+            {
+                var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+                _waiting.Enqueue(new Pending(jobs[i], channel.Writer, now, bytes[i]));
+                readers[i] = channel.Reader;
+            }
         }
-        _observer?.Queued();
-        _wake.Release();
-        return channel.Reader;
+        for (int i = 0; i < jobs.Count; i++) _observer?.Queued();
+        _wake.Release(jobs.Count);
+        return readers;
     }
 
     private sealed record Pending(CompletionJob Job, ChannelWriter<GenerationEvent> Events, long SubmittedAt, long Bytes);
@@ -157,6 +179,9 @@ public sealed class BatchScheduler : IDisposable
         public int Generated;
         public long LastTokenAt;
         public string? FinishReason;
+        /// <summary>The top-logprobs selection of each token (job.Logprobs entries), reused.</summary>
+        public int[] TopIds = [];
+        public float[] TopLogprobs = [];
     }
 
     private void Loop()
@@ -235,7 +260,8 @@ public sealed class BatchScheduler : IDisposable
             session = new InferenceSession(_model, job.Rope, job.Policy, job.PlannedLength, _options.PrefillChunk, initialCapacity: job.PlannedLength);
             var decoder = _tokenizer.CreateStreamingDecoder(skipSpecialTokens: true);
             decoder.Prime(job.Prompt); // completion text continues the prompt's (" of the", not "of the")
-            var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize), decoder, new StopStrings(job.Stop));
+            var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize, job.Prompt), decoder, new StopStrings(job.Stop));
+            if (job.Logprobs is > 0 and var n) { running.TopIds = new int[n]; running.TopLogprobs = new float[n]; }
             ReadOnlySpan<float> logits = job.PromptLogprobs ? PrefillWithPromptLogprobs(running) : session.Prefill(job.Prompt);
             lock (_lock) _running.Add(running);
             if (job.MaxTokens == 0) { running.FinishReason = "length"; return; }
@@ -254,7 +280,7 @@ public sealed class BatchScheduler : IDisposable
     private unsafe ReadOnlySpan<float> PrefillWithPromptLogprobs(Running r)
     {
         var prompt = r.P.Job.Prompt;
-        int vocab = _model.Config.VocabSize, topN = r.P.Job.Logprobs ?? 0;
+        int vocab = _model.Config.VocabSize;
         var lps = new float?[prompt.Length];
         var tops = new TopLogprob[]?[prompt.Length];
         var row = new float[vocab];
@@ -266,19 +292,22 @@ public sealed class BatchScheduler : IDisposable
                     int pos = start + i;
                     if (pos + 1 >= prompt.Length) continue;
                     _model.Logits(hidden + (long)i * _model.Config.HiddenSize, 1, rp);
-                    lps[pos + 1] = Sampler.LogProb(row, prompt[pos + 1]);
-                    tops[pos + 1] = Top(row, topN);
+                    int found = Sampler.TopLogprobs(row, prompt[pos + 1], out float lp, r.TopIds, r.TopLogprobs);
+                    lps[pos + 1] = lp;
+                    tops[pos + 1] = Top(r, found);
                 }
         });
         r.P.Events.TryWrite(new PromptLogprobsEvent(lps, tops));
         return logits;
     }
 
-    private TopLogprob[]? Top(ReadOnlySpan<float> logits, int n)
+    /// <summary>The selection in r.TopIds / r.TopLogprobs as the event's list (null when no alternatives were asked for).</summary>
+    private TopLogprob[]? Top(Running r, int count)
     {
-        if (n <= 0) return null;
-        double lse = Scoring.LogSumExp(logits);
-        return Scoring.TopK(logits, n).Select(t => new TopLogprob(t.Id, _tokenizer.Decode([t.Id]), (float)(t.Logit - lse))).ToArray();
+        if (r.TopIds.Length == 0) return null;
+        var top = new TopLogprob[count];
+        for (int i = 0; i < count; i++) top[i] = new TopLogprob(r.TopIds[i], _tokenizer.Decode([r.TopIds[i]]), r.TopLogprobs[i]);
+        return top;
     }
 
     /// <summary>Samples the next token from the logits, emits it, and decides whether the sequence ends.</summary>
@@ -292,10 +321,16 @@ public sealed class BatchScheduler : IDisposable
         else _observer?.Token(Stopwatch.GetElapsedTime(r.LastTokenAt, now).TotalSeconds);
         r.LastTokenAt = now;
 
-        float? logprob = job.Logprobs is null ? null : Sampler.LogProb(logits, token);
-        var top = job.Logprobs is { } n ? Top(logits, n) : null;
+        float? logprob = null;
+        TopLogprob[]? top = null;
+        if (job.Logprobs is not null)
+        {
+            int count = Sampler.TopLogprobs(logits, token, out float lp, r.TopIds, r.TopLogprobs);
+            logprob = lp;
+            top = Top(r, count);
+        }
 
-        if (!job.IgnoreEos && _eos.Contains(token))
+        if ((!job.IgnoreEos && _eos.Contains(token)) || IsStopToken(job.StopTokenIds, token))
         {
             r.P.Events.TryWrite(new TokenEvent(token, "", logprob, top));
             r.FinishReason = "stop";
@@ -306,6 +341,13 @@ public sealed class BatchScheduler : IDisposable
         if (r.Stops.Stopped) r.FinishReason = "stop";
         else if (r.Generated >= job.MaxTokens) r.FinishReason = "length";
         else r.NextToken = token;
+    }
+
+    private static bool IsStopToken(IReadOnlyList<int> ids, int token)
+    {
+        for (int i = 0; i < ids.Count; i++)
+            if (ids[i] == token) return true;
+        return false;
     }
 
     // The decode step's lists, reused by the scheduler loop (its only caller) step after step.

@@ -56,9 +56,10 @@ public static unsafe class Scoring
     /// <summary>The k highest logits, by logit descending, lower id first on ties.</summary>
     public static (int Id, float Logit)[] TopK(ReadOnlySpan<float> logits, int k)
     {
-        var ids = Enumerable.Range(0, logits.Length).ToArray();
-        var copy = logits.ToArray();
-        Array.Sort(ids, (a, b) => copy[b] != copy[a] ? copy[b].CompareTo(copy[a]) : a.CompareTo(b));
-        return ids.Take(Math.Min(k, ids.Length)).Select(i => (i, copy[i])).ToArray();
+        var ids = new int[Math.Clamp(k, 0, logits.Length)];
+        Sampler.TopK(logits, ids); // a partial selection, not a sort of the vocabulary
+        var top = new (int, float)[ids.Length];
+        for (int i = 0; i < ids.Length; i++) top[i] = (ids[i], logits[ids[i]]);
+        return top;
     }
 }

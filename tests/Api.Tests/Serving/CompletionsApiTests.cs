@@ -189,7 +189,7 @@ public class CompletionsApiTests(HostFixture fixture)
     [InlineData("""{"model":"tiny","prompt":"x","max_tokens":"many"}""", 400, "max_tokens", "invalid value for 'max_tokens'")]
     [InlineData("""{"model":"tiny","prompt":"x","temperature":5}""", 400, "temperature", "'temperature' must be between 0 and 2")]
     [InlineData("""{"model":"tiny","prompt":"x","top_p":0}""", 400, "top_p", "'top_p' must be in (0, 1]")]
-    [InlineData("""{"model":"tiny","prompt":"x","n":3}""", 400, "n", "only n = 1")]
+    [InlineData("""{"model":"tiny","prompt":"x","n":17}""", 400, "n", "between 1 and 16")]
     [InlineData("""{"model":"tiny","prompt":"x","logprobs":50}""", 400, "logprobs", "between 0 and 20")]
     [InlineData("""{"model":"tiny","prompt":"x","max_tokens":0}""", 400, "max_tokens", "0 is allowed with echo")]
     [InlineData("""{"model":"tiny","prompt":"x","max_tokens":100000}""", 413, "max_tokens", "plus max_tokens (100000)")]

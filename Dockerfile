@@ -1,7 +1,7 @@
 # PiServe: SDK build stage, ASP.NET runtime stage, non-root.
 FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
 WORKDIR /src
-COPY Directory.Build.props PiServe.sln ./
+COPY Directory.Build.props PiServe.sln appsettings.json ./
 COPY src/ src/
 # The shipped default models: the Api project publishes them next to the executable (models/).
 COPY models/ models/

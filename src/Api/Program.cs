@@ -9,7 +9,9 @@ if (args.Length > 0 && Verbs.IsVerb(args[0]))
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions
 {
     Args = args,
-    // The page (wwwroot) is copied next to the assembly: serve it from there, not from the working directory.
+    // appsettings.json (linked from the repository's top level) and the page (wwwroot) are copied next
+    // to the assembly: read them from there, not from whatever the working directory is.
+    ContentRootPath = AppContext.BaseDirectory,
     WebRootPath = Path.Combine(AppContext.BaseDirectory, "wwwroot"),
 });
 builder.Services.AddPiServe(builder.Configuration);

@@ -4,6 +4,7 @@ using PiServe.Api.Models;
 using PiServe.Api.OpenAi;
 using PiServe.Eval.Jobs;
 using PiServe.Eval.Suites;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.Evals;
 

@@ -2,12 +2,12 @@ using System.Collections.Concurrent;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.SignalR;
 using Microsoft.Extensions.Options;
-using PiServe.Api.Hosting;
 using PiServe.Api.Hubs;
 using PiServe.Api.Models;
 using PiServe.Eval.Datasets;
 using PiServe.Eval.Jobs;
 using PiServe.Eval.Models;
+using PiServe.Api.Configuration;
 
 namespace PiServe.Api.Evals;
 

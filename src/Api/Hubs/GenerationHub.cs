@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.SignalR;
 using PiServe.Api.OpenAi;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.Hubs;
 

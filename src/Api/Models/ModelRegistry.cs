@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.Options;
-using PiServe.Api.Hosting;
 using PiServe.Eval.Models;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
@@ -10,6 +9,7 @@ using PiServe.Inference.Kernels;
 using PiServe.Inference.Model;
 using PiServe.Inference.Rope;
 using PiServe.Inference.Tokenization;
+using PiServe.Api.Configuration;
 
 namespace PiServe.Api.Models;
 
@@ -243,10 +243,4 @@ public sealed class ModelRegistry : IDisposable
     {
         foreach (var m in _models.Values) m.Dispose();
     }
-}
-
-/// <summary>Creates the per-model scheduler observer (metrics); the host registers the real one.</summary>
-public interface ISchedulerObserverFactory
-{
-    ISchedulerObserver For(string modelId);
 }

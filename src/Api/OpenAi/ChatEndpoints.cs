@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Chat;
 using PiServe.Inference.Tokenization;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.OpenAi;
 

@@ -4,6 +4,7 @@ using PiServe.Api.Models;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Generation;
 using PiServe.Inference.Rope;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.OpenAi;
 

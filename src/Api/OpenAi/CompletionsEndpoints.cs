@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using PiServe.Api.Models;
 using PiServe.Inference.Generation;
 using PiServe.Inference.Tokenization;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.OpenAi;
 

@@ -2,8 +2,10 @@ namespace PiServe.Inference.Kernels;
 
 /// <summary>
 /// The operations the forward pass is made of. The CPU backend implements them with SIMD and a
-/// persistent worker pool; a CUDA backend can join later behind the same seam. All activations are float32
-/// row-major [tokens, features]; weights stay in their stored dtype.
+/// persistent worker pool. All activations are float32 row-major [tokens, features] in host memory;
+/// weights stay in their stored dtype. Not yet a device seam: the KV cache (Cache/KvCache) and the
+/// rope tables (Rope/RopeTable) are written by the forward pass outside this interface, so a GPU
+/// backend needs them behind it too (see the GPU issue) before it can own its memory.
 /// </summary>
 public unsafe interface IComputeBackend
 {

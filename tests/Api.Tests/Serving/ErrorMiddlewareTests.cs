@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 using PiServe.Api.Hosting;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.Tests.Serving;
 

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Model;
+using PiServe.Inference.Generation;
 
 namespace PiServe.Inference.Tests.Checkpoints;
 
@@ -399,7 +400,7 @@ public class CheckpointValidationTests : IDisposable
         RandomCheckpoint.Write(_dir.Path, RandomCheckpoint.Shape.Tiny with { ModelType = modelType }, DType.BF16, seed: 3);
         using var model = LlamaModel.Load(_dir.Path);
         Assert.Equal(modelType, model.Config.ModelType);
-        using var session = new PiServe.Inference.Cache.InferenceSession(model);
+        using var session = new PiServe.Inference.Generation.InferenceSession(model);
         var logits = session.Prefill([1, 2, 3, 4]).ToArray();
         Assert.All(logits, x => Assert.True(float.IsFinite(x)));
     }

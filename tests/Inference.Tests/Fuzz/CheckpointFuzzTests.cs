@@ -5,6 +5,7 @@ using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Model;
 using PiServe.Inference.Tests.Tokenization;
 using PiServe.Inference.Tokenization;
+using PiServe.Inference.Generation;
 
 namespace PiServe.Inference.Tests.Fuzz;
 

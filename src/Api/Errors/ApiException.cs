@@ -1,15 +1,4 @@
-using System.Text.Json.Serialization;
-
-namespace PiServe.Api.OpenAi;
-
-/// <summary>OpenAI's error body: {"error": {"message", "type", "param", "code"}}.</summary>
-public sealed record ErrorBody([property: JsonPropertyName("error")] ErrorDetail Error);
-
-public sealed record ErrorDetail(
-    [property: JsonPropertyName("message")] string Message,
-    [property: JsonPropertyName("type")] string Type,
-    [property: JsonPropertyName("param")] string? Param,
-    [property: JsonPropertyName("code")] object? Code);
+namespace PiServe.Api.Errors;
 
 /// <summary>Thrown by handlers for a client error; rendered as OpenAI error JSON with the status code.</summary>
 public sealed class ApiException(int status, string message, string? param = null, string? type = null, string? code = null)

@@ -1,6 +1,6 @@
 using PiServe.Inference.Generation;
 
-namespace PiServe.Api.Hosting;
+namespace PiServe.Api.Configuration;
 
 /// <summary>The "PiServe" configuration section (appsettings.json, --PiServe:..., PiServe__... env vars).</summary>
 public sealed class PiServeOptions
@@ -30,36 +30,4 @@ public sealed class PiServeOptions
     /// the memory and attention traffic; accuracy cost in docs/PERFORMANCE.md). As vLLM's --kv-cache-dtype.
     /// </summary>
     public string KvCacheDType { get; set; } = "f32";
-}
-
-public sealed class DatasetOptions
-{
-    public string Id { get; set; } = "";
-    public string Kind { get; set; } = "";
-    public string Path { get; set; } = "";
-}
-
-public sealed class ModelOptions
-{
-    public string Id { get; set; } = "";
-    public string Path { get; set; } = "";
-    /// <summary>This model's KV cache element type (f32, f16, bf16); empty: PiServe:KvCacheDType.</summary>
-    public string KvCacheDType { get; set; } = "";
-    // RopeScaling (optional, same keys as config.json's rope_scaling) is read from the section as
-    // JSON by the registry: the options binder cannot bind arbitrary JSON objects.
-}
-
-public sealed class SchedulerSettings
-{
-    public int MaxWaiting { get; set; } = 64;
-    public int MaxBatch { get; set; } = 16;
-    public long KvCacheBudgetBytes { get; set; } = 2L << 30;
-    public int PrefillChunk { get; set; } = 256;
-    /// <summary>Compute threads (0 = all cores).</summary>
-    public int Threads { get; set; }
-
-    public SchedulerOptions ToSchedulerOptions() => new()
-    {
-        MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
-    };
 }

@@ -1,0 +1,14 @@
+namespace PiServe.Inference.Generation;
+
+/// <summary>The limits a scheduler works within.</summary>
+public sealed record SchedulerOptions
+{
+    /// <summary>Requests allowed to wait for a slot; beyond that Submit throws <see cref="QueueFullException"/>.</summary>
+    public int MaxWaiting { get; init; } = 64;
+    /// <summary>Sequences decoded together in one step.</summary>
+    public int MaxBatch { get; init; } = 16;
+    /// <summary>KV-cache bytes all running sequences may reserve together.</summary>
+    public long KvCacheBudgetBytes { get; init; } = 2L << 30;
+    /// <summary>Prompt tokens per prefill forward (bounds activation memory).</summary>
+    public int PrefillChunk { get; init; } = 256;
+}

@@ -54,7 +54,7 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         string? code = status switch { 404 => "not_found", 405 => "method_not_allowed", 415 => "unsupported_media_type", _ => null };
         var error = new ApiException(status, message, code: code);
         http.Response.ContentType = "application/json";
-        return JsonSerializer.SerializeAsync(http.Response.Body, error.Body, CompletionsEndpoints.Json);
+        return JsonSerializer.SerializeAsync(http.Response.Body, error.Body, ApiJson.Options);
     }
 
     public static async Task WriteAsync(HttpContext http, ApiException e)
@@ -63,6 +63,6 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         http.Response.StatusCode = e.Status;
         if (e.RetryAfter is { } retry) http.Response.Headers.RetryAfter = ((int)Math.Ceiling(retry.TotalSeconds)).ToString();
         http.Response.ContentType = "application/json";
-        await JsonSerializer.SerializeAsync(http.Response.Body, e.Body, CompletionsEndpoints.Json);
+        await JsonSerializer.SerializeAsync(http.Response.Body, e.Body, ApiJson.Options);
     }
 }

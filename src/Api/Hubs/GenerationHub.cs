@@ -60,7 +60,7 @@ public sealed class GenerationHub(CompletionService service, ILogger<GenerationH
     private async IAsyncEnumerable<TokenStreamEvent> Stream(System.Threading.Channels.ChannelReader<Inference.Generation.GenerationEvent> events,
         [EnumeratorCancellation] CancellationToken cancellation)
     {
-        await foreach (var piece in CompletionsEndpoints.ReadAsync(events, cancellation))
+        await foreach (var piece in CompletionStream.ReadAsync(events, cancellation))
         {
             if (piece.Error is { } error)
             {

@@ -64,9 +64,7 @@ public static class ChatEndpoints
         if (maxTokens < 1) throw ApiException.BadParam("max_tokens", "'max_tokens' must be at least 1");
         if (r.TopLogprobs is < 0 or > CompletionService.MaxLogprobs) throw ApiException.BadParam("top_logprobs", $"'top_logprobs' must be between 0 and {CompletionService.MaxLogprobs}");
         if (r.TopLogprobs is not null && r.Logprobs != true) throw ApiException.BadParam("top_logprobs", "'top_logprobs' needs 'logprobs': true");
-        var job = service.BuildJob(model, prompt, maxTokens, r.Temperature, r.TopP, r.TopK, r.Seed, r.Stop, r.N, r.PresencePenalty, r.FrequencyPenalty,
-            r.IgnoreEos, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, promptLogprobs: false, r.RopeScaling, r.RopeCache, http.RequestAborted,
-            r.RepetitionPenalty, r.MinP, r.LogitBias, r.StopTokenIds);
+        var job = service.BuildJob(model, prompt, maxTokens, r, r.Logprobs == true ? r.TopLogprobs ?? 0 : null, promptLogprobs: false, http.RequestAborted);
         var choices = CompletionService.SubmitAll(model, CompletionService.Choices(job, r.N ?? 1));
 
         string id = "chatcmpl-" + Guid.NewGuid().ToString("N");
@@ -79,7 +77,7 @@ public static class ChatEndpoints
                 await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
                     [new ChatChunkChoice(index, new ChatDelta("assistant", ""), null, null)], null));
             Usage? total = null;
-            await foreach (var (index, piece) in CompletionsEndpoints.ReadAllAsync(choices, http.RequestAborted))
+            await foreach (var (index, piece) in CompletionStream.ReadAllAsync(choices, http.RequestAborted))
             {
                 if (piece.Error is { } error)
                 {
@@ -90,7 +88,7 @@ public static class ChatEndpoints
                 if (piece.Text.Length == 0 && lp is null && piece.FinishReason is null) continue;
                 await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id,
                     [new ChatChunkChoice(index, new ChatDelta(null, piece.Text), lp, piece.FinishReason)], null));
-                total = CompletionsEndpoints.Sum(total, piece.Usage);
+                total = CompletionStream.Sum(total, piece.Usage);
             }
             if (total is not null && r.StreamOptions?.IncludeUsage == true)
                 await Sse.WriteAsync(http, new ChatCompletionChunk(id, "chat.completion.chunk", created, model.Id, [], total));
@@ -105,20 +103,20 @@ public static class ChatEndpoints
             var text = new StringBuilder();
             var logprobs = job.Logprobs is null ? null : new ChatLogprobs([]);
             string? finish = null;
-            await foreach (var piece in CompletionsEndpoints.ReadAsync(choices[index], http.RequestAborted))
+            await foreach (var piece in CompletionStream.ReadAsync(choices[index], http.RequestAborted))
             {
                 if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
                 text.Append(piece.Text);
                 if (logprobs is not null && piece.Token is { } t) logprobs.Content.Add(TokenLogprob(t, tokenizer));
                 finish = piece.FinishReason ?? finish;
-                finalUsage = CompletionsEndpoints.Sum(finalUsage, piece.Usage);
+                finalUsage = CompletionStream.Sum(finalUsage, piece.Usage);
             }
             if (finish is null) return; // the client went away
             result.Add(new ChatChoice(index, new ChatMessageOut("assistant", text.ToString()), logprobs, finish));
         }
         http.Response.ContentType = "application/json";
         await JsonSerializer.SerializeAsync(http.Response.Body, new ChatCompletionResponse(id, "chat.completion", created, model.Id,
-            result, finalUsage!), CompletionsEndpoints.Json);
+            result, finalUsage!), ApiJson.Options);
     }
 
     /// <summary>

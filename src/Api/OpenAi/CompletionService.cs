@@ -76,16 +76,16 @@ public sealed class CompletionService(ModelRegistry registry)
         if (maxTokens == 0 && !echo) throw ApiException.BadParam("max_tokens", "'max_tokens' must be at least 1 (0 is allowed with echo, to score the prompt)");
         if (r.BestOf is { } bestOf && bestOf != (r.N ?? 1))
             throw ApiException.BadParam("best_of", "best_of is not supported (only equal to n): every sampled choice is returned");
-        var job = BuildJob(model, prompt, maxTokens, r.Temperature, r.TopP, r.TopK, r.Seed, r.Stop, r.N, r.PresencePenalty, r.FrequencyPenalty,
-            r.IgnoreEos, r.Logprobs, promptLogprobs: echo && r.Logprobs is not null, r.RopeScaling, r.RopeCache, cancellation,
-            r.RepetitionPenalty, r.MinP, r.LogitBias, r.StopTokenIds);
+        var job = BuildJob(model, prompt, maxTokens, r, r.Logprobs, promptLogprobs: echo && r.Logprobs is not null, cancellation);
         return new PreparedCompletion(model, job, promptText, echo, r.Stream ?? false, r.StreamOptions?.IncludeUsage ?? false, r.N ?? 1);
     }
 
-    public CompletionJob BuildJob(ServedModel model, int[] prompt, int maxTokens, float? temperature, float? topP, int? topK, long? seed,
-        JsonNode? stop, int? n, float? presencePenalty, float? frequencyPenalty, bool? ignoreEos, int? logprobs, bool promptLogprobs,
-        JsonObject? ropeScaling, string? ropeCache, CancellationToken cancellation,
-        float? repetitionPenalty = null, float? minP = null, JsonObject? logitBias = null, List<int>? stopTokenIds = null)
+    /// <summary>
+    /// Validates the shared request fields (each bad value a 400 naming it) and the lengths against
+    /// the model's window, and builds the scheduler's job.
+    /// </summary>
+    public CompletionJob BuildJob(ServedModel model, int[] prompt, int maxTokens, SamplingRequest r, int? logprobs, bool promptLogprobs,
+        CancellationToken cancellation)
     {
         if (prompt.Length == 0) throw ApiException.BadParam("prompt", "the prompt is empty (no tokens)");
         int vocab = model.Model!.Config.VocabSize;
@@ -93,25 +93,25 @@ public sealed class CompletionService(ModelRegistry registry)
             if ((uint)prompt[i] >= (uint)vocab)
                 throw ApiException.BadParam("prompt", $"prompt token {i} has id {prompt[i]}, outside the model's vocabulary [0, {vocab})");
         if (maxTokens < 0) throw ApiException.BadParam("max_tokens", "'max_tokens' must be non-negative");
-        if (temperature is < 0 or > 2 || temperature is { } t && !float.IsFinite(t)) throw ApiException.BadParam("temperature", "'temperature' must be between 0 and 2");
-        if (topP is <= 0 or > 1 || topP is { } tp && !float.IsFinite(tp)) throw ApiException.BadParam("top_p", "'top_p' must be in (0, 1]");
-        if (topK is < -1) throw ApiException.BadParam("top_k", "'top_k' must be -1 (off), 0 (off) or positive");
-        if (n is < 1 or > MaxN) throw ApiException.BadParam("n", $"'n' must be between 1 and {MaxN}");
-        if (presencePenalty is < -2 or > 2 || presencePenalty is { } pp && !float.IsFinite(pp))
+        if (r.Temperature is < 0 or > 2 || r.Temperature is { } t && !float.IsFinite(t)) throw ApiException.BadParam("temperature", "'temperature' must be between 0 and 2");
+        if (r.TopP is <= 0 or > 1 || r.TopP is { } tp && !float.IsFinite(tp)) throw ApiException.BadParam("top_p", "'top_p' must be in (0, 1]");
+        if (r.TopK is < -1) throw ApiException.BadParam("top_k", "'top_k' must be -1 (off), 0 (off) or positive");
+        if (r.N is < 1 or > MaxN) throw ApiException.BadParam("n", $"'n' must be between 1 and {MaxN}");
+        if (r.PresencePenalty is < -2 or > 2 || r.PresencePenalty is { } pp && !float.IsFinite(pp))
             throw ApiException.BadParam("presence_penalty", "'presence_penalty' must be between -2 and 2");
-        if (frequencyPenalty is < -2 or > 2 || frequencyPenalty is { } fp && !float.IsFinite(fp))
+        if (r.FrequencyPenalty is < -2 or > 2 || r.FrequencyPenalty is { } fp && !float.IsFinite(fp))
             throw ApiException.BadParam("frequency_penalty", "'frequency_penalty' must be between -2 and 2");
-        if (repetitionPenalty is <= 0 || repetitionPenalty is { } rp && !float.IsFinite(rp))
+        if (r.RepetitionPenalty is <= 0 || r.RepetitionPenalty is { } rp && !float.IsFinite(rp))
             throw ApiException.BadParam("repetition_penalty", "'repetition_penalty' must be a finite number greater than 0 (1 = off)");
-        if (minP is < 0 or > 1 || minP is { } mp && !float.IsFinite(mp)) throw ApiException.BadParam("min_p", "'min_p' must be between 0 and 1");
-        var bias = LogitBias(logitBias, vocab);
-        if (stopTokenIds is { Count: > MaxStopTokenIds }) throw ApiException.BadParam("stop_token_ids", $"at most {MaxStopTokenIds} stop token ids");
-        for (int i = 0; i < (stopTokenIds?.Count ?? 0); i++)
-            if ((uint)stopTokenIds![i] >= (uint)vocab)
-                throw ApiException.BadParam("stop_token_ids", $"stop_token_ids[{i}] = {stopTokenIds[i]} is not a token id in [0, {vocab})");
-        if (seed is < int.MinValue or > int.MaxValue) throw ApiException.BadParam("seed", "'seed' must fit in 32 bits");
+        if (r.MinP is < 0 or > 1 || r.MinP is { } mp && !float.IsFinite(mp)) throw ApiException.BadParam("min_p", "'min_p' must be between 0 and 1");
+        var bias = LogitBias(r.LogitBias, vocab);
+        if (r.StopTokenIds is { Count: > MaxStopTokenIds }) throw ApiException.BadParam("stop_token_ids", $"at most {MaxStopTokenIds} stop token ids");
+        for (int i = 0; i < (r.StopTokenIds?.Count ?? 0); i++)
+            if ((uint)r.StopTokenIds![i] >= (uint)vocab)
+                throw ApiException.BadParam("stop_token_ids", $"stop_token_ids[{i}] = {r.StopTokenIds[i]} is not a token id in [0, {vocab})");
+        if (r.Seed is < int.MinValue or > int.MaxValue) throw ApiException.BadParam("seed", "'seed' must fit in 32 bits");
 
-        var stops = stop switch
+        var stops = r.Stop switch
         {
             null => [],
             JsonValue v when v.TryGetValue(out string? s) => [s],
@@ -123,13 +123,13 @@ public sealed class CompletionService(ModelRegistry registry)
         RopeScaling rope;
         try
         {
-            rope = ropeScaling is null ? model.Rope! : model.Model!.ResolveRope(ropeScaling);
+            rope = r.RopeScaling is null ? model.Rope! : model.Model!.ResolveRope(r.RopeScaling);
         }
         catch (RopeScalingException e)
         {
             throw ApiException.BadParam("rope_scaling", e.Message);
         }
-        var policy = ropeCache switch
+        var policy = r.RopeCache switch
         {
             null or "exact" => KvCachePolicy.Exact,
             "planned" => KvCachePolicy.Planned,
@@ -151,13 +151,13 @@ public sealed class CompletionService(ModelRegistry registry)
             MaxTokens = maxTokens,
             Sampling = new SamplingParams
             {
-                Temperature = temperature ?? 1f, TopP = topP ?? 1f, TopK = topK ?? 0, Seed = (int?)seed, MinP = minP ?? 0,
-                PresencePenalty = presencePenalty ?? 0, FrequencyPenalty = frequencyPenalty ?? 0, RepetitionPenalty = repetitionPenalty ?? 1,
+                Temperature = r.Temperature ?? 1f, TopP = r.TopP ?? 1f, TopK = r.TopK ?? 0, Seed = (int?)r.Seed, MinP = r.MinP ?? 0,
+                PresencePenalty = r.PresencePenalty ?? 0, FrequencyPenalty = r.FrequencyPenalty ?? 0, RepetitionPenalty = r.RepetitionPenalty ?? 1,
                 LogitBias = bias,
             },
             Stop = stops,
-            StopTokenIds = stopTokenIds?.ToArray() ?? [],
-            IgnoreEos = ignoreEos ?? false,
+            StopTokenIds = r.StopTokenIds?.ToArray() ?? [],
+            IgnoreEos = r.IgnoreEos ?? false,
             Logprobs = logprobs,
             PromptLogprobs = promptLogprobs,
             Rope = rope,

@@ -10,8 +10,6 @@ namespace PiServe.Api.OpenAi;
 /// <summary>OpenAI-compatible legacy completions, tokenize/detokenize (as vLLM) and the model list.</summary>
 public static class CompletionsEndpoints
 {
-    public static readonly JsonSerializerOptions Json = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never };
-
     public static IEndpointRouteBuilder MapCompletionEndpoints(this IEndpointRouteBuilder app)
     {
         var v1 = app.MapGroup("/v1").WithTags("OpenAI");
@@ -78,7 +76,7 @@ public static class CompletionsEndpoints
             var firsts = Enumerable.Repeat(true, choices.Length).ToArray();
             var offsets = new int[choices.Length];
             Usage? total = null;
-            await foreach (var (index, piece) in ReadAllAsync(choices, http.RequestAborted))
+            await foreach (var (index, piece) in CompletionStream.ReadAllAsync(choices, http.RequestAborted))
             {
                 string text = piece.Text;
                 CompletionLogprobs? lp = null;
@@ -101,7 +99,7 @@ public static class CompletionsEndpoints
                 if (text.Length == 0 && lp is null && piece.FinishReason is null) continue;
                 await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id,
                     [new CompletionChoice(index, text, lp, piece.FinishReason)], null));
-                total = Sum(total, piece.Usage);
+                total = CompletionStream.Sum(total, piece.Usage);
             }
             if (total is not null && p.IncludeUsage)
                 await Sse.WriteAsync(http, new CompletionResponse(id, "text_completion", created, p.Model.Id, [], total));
@@ -117,7 +115,7 @@ public static class CompletionsEndpoints
             CompletionLogprobs? logprobs = null;
             int textOffset = 0;
             string? finish = null;
-            await foreach (var piece in ReadAsync(choices[index], http.RequestAborted))
+            await foreach (var piece in CompletionStream.ReadAsync(choices[index], http.RequestAborted))
             {
                 if (piece.Error is { } error) throw new ApiException(500, error, type: "server_error");
                 if (wantLogprobs && logprobs is null)
@@ -125,99 +123,14 @@ public static class CompletionsEndpoints
                 textOut.Append(piece.Text);
                 if (wantLogprobs && piece.Token is { } tok) AddToken(logprobs!, tok, tokenizer, ref textOffset);
                 finish = piece.FinishReason ?? finish;
-                finalUsage = Sum(finalUsage, piece.Usage);
+                finalUsage = CompletionStream.Sum(finalUsage, piece.Usage);
             }
             if (finish is null) return; // the client went away: nothing to answer
             result.Add(new CompletionChoice(index, textOut.ToString(), logprobs, finish));
         }
         http.Response.ContentType = "application/json";
         await JsonSerializer.SerializeAsync(http.Response.Body,
-            new CompletionResponse(id, "text_completion", created, p.Model.Id, result, finalUsage), Json);
-    }
-
-    /// <summary>Usage over the n choices of a request: the prompt counted once, the completion tokens of every choice.</summary>
-    public static Usage? Sum(Usage? total, Usage? choice) => (total, choice) switch
-    {
-        (_, null) => total,
-        (null, _) => choice,
-        _ => new Usage(total.PromptTokens, total.CompletionTokens + choice.CompletionTokens, total.TotalTokens + choice.CompletionTokens),
-    };
-
-    /// <summary>
-    /// The pieces of several choices as they come, each with its choice index; ends when every choice
-    /// has ended, or at the first error (reported as that choice's piece).
-    /// </summary>
-    public static async IAsyncEnumerable<(int Index, Piece Piece)> ReadAllAsync(IReadOnlyList<ChannelReader<GenerationEvent>> choices,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
-    {
-        if (choices.Count == 1)
-        {
-            await foreach (var piece in ReadAsync(choices[0], ct)) yield return (0, piece);
-            yield break;
-        }
-        var merged = Channel.CreateUnbounded<(int, Piece)>(new UnboundedChannelOptions { SingleReader = true });
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
-        var token = stop.Token;
-        var pumps = choices.Select((reader, index) => Task.Run(async () =>
-        {
-            await foreach (var piece in ReadAsync(reader, token)) await merged.Writer.WriteAsync((index, piece), CancellationToken.None);
-        })).ToArray();
-        _ = Task.WhenAll(pumps).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
-        try
-        {
-            await foreach (var item in merged.Reader.ReadAllAsync(CancellationToken.None))
-            {
-                yield return item;
-                if (item.Item2.Error is not null) yield break;
-            }
-        }
-        finally
-        {
-            stop.Cancel(); // stops the pumps when the consumer leaves early
-        }
-    }
-
-    /// <summary>One step of a completion as the endpoints consume it.</summary>
-    public sealed record Piece(string Text, TokenEvent? Token, PromptLogprobsEvent? Prompt, string? FinishReason, Usage? Usage, string? Error);
-
-    /// <summary>
-    /// The scheduler's events as pieces; the prompt log-probs event (echo) is folded into the first
-    /// piece. Ends when the sequence finishes or the caller is cancelled.
-    /// </summary>
-    public static async IAsyncEnumerable<Piece> ReadAsync(ChannelReader<GenerationEvent> events,
-        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken ct)
-    {
-        PromptLogprobsEvent? prompt = null;
-        while (true)
-        {
-            GenerationEvent e;
-            try
-            {
-                if (!await events.WaitToReadAsync(ct)) yield break;
-                if (!events.TryRead(out e!)) continue;
-            }
-            catch (OperationCanceledException)
-            {
-                yield break;
-            }
-            switch (e)
-            {
-                case PromptLogprobsEvent pe:
-                    prompt = pe;
-                    break;
-                case TokenEvent te:
-                    yield return new Piece(te.Text, te, prompt, null, null, null);
-                    prompt = null;
-                    break;
-                case FinishEvent fe:
-                    yield return new Piece(fe.TrailingText, null, prompt, fe.FinishReason,
-                        new Usage(fe.PromptTokens, fe.CompletionTokens, fe.PromptTokens + fe.CompletionTokens), null);
-                    yield break;
-                case ErrorEvent err:
-                    yield return new Piece("", null, prompt, null, null, err.Message);
-                    yield break;
-            }
-        }
+            new CompletionResponse(id, "text_completion", created, p.Model.Id, result, finalUsage), ApiJson.Options);
     }
 
     private static CompletionLogprobs PromptLogprobs(PromptLogprobsEvent? e, int[] prompt, ITokenizer tokenizer, ref int offset)
@@ -250,46 +163,5 @@ public static class CompletionsEndpoints
         var d = new Dictionary<string, float>();
         foreach (var t in top) d.TryAdd(t.Token, t.Logprob); // tokens decoding to the same text: keep the more likely
         return d;
-    }
-}
-
-/// <summary>Server-sent events as OpenAI streams them: "data: {json}\n\n" ... "data: [DONE]\n\n".</summary>
-public static class Sse
-{
-    public static async Task StartAsync(HttpContext http)
-    {
-        http.Response.ContentType = "text/event-stream";
-        http.Response.Headers.CacheControl = "no-cache";
-        http.Response.Headers["X-Accel-Buffering"] = "no";
-        await http.Response.Body.FlushAsync(http.RequestAborted);
-    }
-
-    public static async Task WriteAsync<T>(HttpContext http, T payload)
-    {
-        if (http.RequestAborted.IsCancellationRequested) return;
-        var bytes = JsonSerializer.SerializeToUtf8Bytes(payload, CompletionsEndpoints.Json);
-        try
-        {
-            await http.Response.Body.WriteAsync("data: "u8.ToArray(), http.RequestAborted);
-            await http.Response.Body.WriteAsync(bytes, http.RequestAborted);
-            await http.Response.Body.WriteAsync("\n\n"u8.ToArray(), http.RequestAborted);
-            await http.Response.Body.FlushAsync(http.RequestAborted);
-        }
-        catch (OperationCanceledException) { }
-        catch (IOException) { } // the client disconnected; its cancellation token stops generation
-    }
-
-    public static Task DoneAsync(HttpContext http) => WriteRawAsync(http, "data: [DONE]\n\n");
-
-    private static async Task WriteRawAsync(HttpContext http, string text)
-    {
-        if (http.RequestAborted.IsCancellationRequested) return;
-        try
-        {
-            await http.Response.WriteAsync(text, http.RequestAborted);
-            await http.Response.Body.FlushAsync(http.RequestAborted);
-        }
-        catch (OperationCanceledException) { }
-        catch (IOException) { }
     }
 }

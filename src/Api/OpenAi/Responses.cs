@@ -1,3 +1,4 @@
+// The response bodies of the OpenAI-compatible endpoints (completions, chat, models, tokenizer), OpenAI's field names.
 using System.Text.Json.Serialization;
 
 namespace PiServe.Api.OpenAi;

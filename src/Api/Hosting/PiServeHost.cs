@@ -22,7 +22,12 @@ public static class PiServeHost
         services.AddSingleton<ModelRegistry>();
         services.AddSingleton<CompletionService>();
         services.AddPiServeEvals(configuration);
-        services.Configure<JsonOptions>(o => o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never);
+        services.Configure<JsonOptions>(o =>
+        {
+            // As ApiJson.Options: nulls written, text unescaped.
+            o.SerializerOptions.DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never;
+            o.SerializerOptions.Encoder = ApiJson.Options.Encoder;
+        });
         services.AddSignalR().AddJsonProtocol();
         // SignalR's dispatcher logs every exception a hub method throws as an error with its stack,
         // a client's bad request included; GenerationHub logs what happened itself (refusals at

@@ -213,7 +213,7 @@ public sealed class ModelRegistry : IDisposable
         {
             var model = _models.GetValueOrDefault(id) ?? throw new KeyNotFoundException($"The model '{id}' does not exist");
             if (model.BaseModelId is null)
-                throw new InvalidOperationException($"'{id}' is a configured model, not a variant: only variants can be deleted");
+                throw new InvalidOperationException($"'{id}' is a model the host loads (configured or shipped), not a variant: only variants can be deleted");
             if (_models.Values.FirstOrDefault(m => m.BaseModelId == id) is { } child)
                 throw new InvalidOperationException($"the variant '{child.Id}' is built on '{id}': delete it first");
             _models.Remove(id);

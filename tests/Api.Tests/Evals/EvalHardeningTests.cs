@@ -104,7 +104,7 @@ public class EvalHardeningTests(EvalHostFixture fixture)
 
         (status, body) = await Host.SendAsync(HttpMethod.Delete, "/v1/models/tiny");
         Assert.Equal(403, status);
-        Assert.Contains("configured model", body!["error"]!["message"]!.GetValue<string>());
+        Assert.Contains("not a variant", body!["error"]!["message"]!.GetValue<string>());
         Assert.Equal(200, (await Host.PostAsync("/v1/completions", new JsonObject { ["model"] = "tiny", ["prompt"] = "x", ["max_tokens"] = 1 })).Status);
     }
 

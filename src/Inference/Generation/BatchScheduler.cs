@@ -115,6 +115,11 @@ public sealed class BatchScheduler : IDisposable
         /// <summary>The top-logprobs selection of each token (job.Logprobs entries), reused.</summary>
         public int[] TopIds = [];
         public float[] TopLogprobs = [];
+        /// <summary>Still prefilling its prompt (chunk by chunk, between decode steps); not decoded until done.</summary>
+        public bool Prefilling = true;
+        /// <summary>The prompt's log-probs as its chunks are prefilled (echo with logprobs).</summary>
+        public float?[]? PromptLps;
+        public TopLogprob[]?[]? PromptTops;
     }
 
     private void Loop()
@@ -133,6 +138,9 @@ public sealed class BatchScheduler : IDisposable
                 {
                     Admit();
                     DecodeStep(scratch, logits);
+                    // Chunked prefill (vLLM's enable_chunked_prefill): one chunk of waiting prompts per
+                    // step, so a long prompt delays the running streams by a chunk, not by its whole prefill.
+                    PrefillStep(_options.PrefillChunk);
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
@@ -158,7 +166,7 @@ public sealed class BatchScheduler : IDisposable
         }
     }
 
-    /// <summary>Moves waiting requests into the batch while the batch and KV budget allow, and prefills them.</summary>
+    /// <summary>Moves waiting requests into the batch while the batch and KV budget allow (their prompts are prefilled by <see cref="PrefillStep"/>).</summary>
     private void Admit()
     {
         while (true)
@@ -195,10 +203,12 @@ public sealed class BatchScheduler : IDisposable
             decoder.Prime(job.Prompt); // completion text continues the prompt's (" of the", not "of the")
             var running = new Running(p, session, new Sampler(job.Sampling, _model.Config.VocabSize, job.Prompt), decoder, new StopStrings(job.Stop));
             if (job.Logprobs is > 0 and var n) { running.TopIds = new int[n]; running.TopLogprobs = new float[n]; }
-            ReadOnlySpan<float> logits = job.PromptLogprobs ? PrefillWithPromptLogprobs(running) : session.Prefill(job.Prompt);
+            if (job.PromptLogprobs)
+            {
+                running.PromptLps = new float?[job.Prompt.Length];
+                running.PromptTops = new TopLogprob[]?[job.Prompt.Length];
+            }
             lock (_lock) _running.Add(running);
-            if (job.MaxTokens == 0) { running.FinishReason = "length"; return; }
-            EmitNext(running, logits, firstToken: true);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
         {
@@ -210,14 +220,57 @@ public sealed class BatchScheduler : IDisposable
         }
     }
 
-    private unsafe ReadOnlySpan<float> PrefillWithPromptLogprobs(Running r)
+    /// <summary>
+    /// Prefills up to <paramref name="budget"/> prompt tokens of the sequences still prefilling, oldest
+    /// first; a sequence whose prompt completes samples its first token here. A sequence whose prefill
+    /// fails ends with an error alone; the others go on.
+    /// </summary>
+    private void PrefillStep(int budget)
+    {
+        var pending = _stepBatch;
+        pending.Clear();
+        lock (_lock)
+            foreach (var r in _running)
+                if (r.Prefilling && r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) pending.Add(r);
+        try
+        {
+            foreach (var r in pending)
+            {
+                if (budget <= 0) break;
+                var job = r.P.Job;
+                int before = r.Session.Length;
+                bool done;
+                try
+                {
+                    done = job.PromptLogprobs ? PrefillWithPromptLogprobs(r, budget) : r.Session.PrefillPart(job.Prompt, budget);
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
+                {
+                    r.FinishReason = "error";
+                    r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                    continue;
+                }
+                budget -= r.Session.Length - before;
+                if (!done) continue;
+                r.Prefilling = false;
+                if (job.PromptLogprobs) r.P.Events.TryWrite(new PromptLogprobsEvent(r.PromptLps!, r.PromptTops!));
+                if (job.MaxTokens == 0) { r.FinishReason = "length"; continue; }
+                EmitNext(r, r.Session.Logits, firstToken: true);
+            }
+        }
+        finally
+        {
+            pending.Clear();
+        }
+    }
+
+    private unsafe bool PrefillWithPromptLogprobs(Running r, int budget)
     {
         var prompt = r.P.Job.Prompt;
-        int vocab = _model.Config.VocabSize;
-        var lps = new float?[prompt.Length];
-        var tops = new TopLogprob[]?[prompt.Length];
-        var row = new float[vocab];
-        var logits = r.Session.Prefill(prompt, (start, count, hidden) =>
+        var row = _promptRow ??= new float[_model.Config.VocabSize];
+        var lps = r.PromptLps!;
+        var tops = r.PromptTops!;
+        return r.Session.PrefillPart(prompt, budget, (start, count, hidden) =>
         {
             fixed (float* rp = row)
                 for (int i = 0; i < count; i++)
@@ -230,9 +283,9 @@ public sealed class BatchScheduler : IDisposable
                     tops[pos + 1] = Top(r, found);
                 }
         });
-        r.P.Events.TryWrite(new PromptLogprobsEvent(lps, tops));
-        return logits;
     }
+
+    private float[]? _promptRow;
 
     /// <summary>The selection in r.TopIds / r.TopLogprobs as the event's list (null when no alternatives were asked for).</summary>
     private TopLogprob[]? Top(Running r, int count)
@@ -296,7 +349,7 @@ public sealed class BatchScheduler : IDisposable
         _stepTokens.Clear();
         lock (_lock)
             foreach (var r in _running)
-                if (r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) batch.Add(r);
+                if (!r.Prefilling && r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) batch.Add(r);
         if (batch.Count == 0) return;
         foreach (var r in batch)
         {
@@ -341,7 +394,7 @@ public sealed class BatchScheduler : IDisposable
         foreach (var r in done)
         {
             string reason = r.FinishReason ?? "cancelled";
-            if (r.FinishReason is not null)
+            if (r.FinishReason is not null and not "error") // an error was reported as its own event
             {
                 string trailing = r.Stops.Push(r.Decoder.Flush()) + r.Stops.Flush();
                 r.P.Events.TryWrite(new FinishEvent(reason, r.P.Job.Prompt.Length, r.Generated, trailing));

@@ -61,6 +61,37 @@ public sealed unsafe class InferenceSession : IDisposable
         return Extend(prompt, rows);
     }
 
+    /// <summary>
+    /// Part of a prefill, for a scheduler that interleaves long prompts with decode steps: processes
+    /// the next (up to) <paramref name="maxTokens"/> tokens of <paramref name="prompt"/>, all under the
+    /// parameters in force for the whole prompt, exactly as <see cref="Prefill"/> processes its
+    /// chunks; true once the prompt is complete (then <see cref="Logits"/> holds the logits after its
+    /// last token). Calls with the same prompt until it returns true leave the session in the state one
+    /// <see cref="Prefill"/> would: same chunks, same regime, the same bits.
+    /// </summary>
+    public bool PrefillPart(ReadOnlySpan<int> prompt, int maxTokens, HiddenRows? rows = null)
+    {
+        int start = Length;
+        if (start >= prompt.Length) throw new InvalidOperationException("the prompt is already prefilled");
+        if (start > 0 && !prompt[..start].SequenceEqual(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens)))
+            throw new InvalidOperationException("the session holds tokens that are not this prompt's prefix");
+        int n = Math.Min(Math.Max(1, maxTokens), prompt.Length - start);
+        _tokens.AddRange(prompt.Slice(start, n));
+        var regime = ParametersFor(prompt.Length);
+        _cacheRegime = regime;
+        var all = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
+        for (int pos = start; pos < Length; pos += _chunk)
+        {
+            int count = Math.Min(_chunk, Length - pos);
+            Model.Forward(all.Slice(pos, count), pos, Cache, regime, _scratch);
+            rows?.Invoke(pos, count, _scratch.Hidden);
+            if (pos + count == prompt.Length)
+                fixed (float* logits = _logits)
+                    Model.Logits(_scratch.Hidden + (long)(count - 1) * Model.Config.HiddenSize, 1, logits);
+        }
+        return Length == prompt.Length;
+    }
+
     /// <summary>Decode step: appends one token, returns the logits for the next one.</summary>
     public ReadOnlySpan<float> Append(int token) => Extend([token]);
 

@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using PiServe.Inference.Generation;
+using PiServe.Inference.Model;
+
+namespace PiServe.Inference.Tests.Generation;
+
+/// <summary>
+/// Chunked prefill (issue 16, vLLM's enable_chunked_prefill): a prompt prefilled part by part between
+/// decode steps ends in exactly the state of a one-shot prefill, and running streams keep receiving
+/// tokens while a long prompt is prefilled.
+/// </summary>
+public sealed class ChunkedPrefillTests
+{
+    private static readonly LlamaModel Model = GoldenFixtures.Model("llama-default-f32");
+    // The fixture model has no tokenizer; any whose ids cover its 256 does for decoding text.
+    private static readonly Inference.Tokenization.ITokenizer Tokenizer = Inference.Tokenization.TokenizerLoader.Load(RepoPaths.ShippedModel("kjv-base-256"));
+
+    private static int[] Prompt(int n, int seed = 0) => Enumerable.Range(0, n).Select(i => 3 + (i * 7 + seed * 13) % 250).ToArray();
+
+    public static IEnumerable<object?[]> Ropes() =>
+    [
+        [null],
+        ["""{"rope_type":"dynamic","factor":2.0}"""],
+        ["""{"rope_type":"longrope","original_max_position_embeddings":128,"short_factor":[1,1,1,1,1,1,1,1],"long_factor":[1,1.5,2,3,4,6,8,16]}"""],
+    ];
+
+    [Theory]
+    [MemberData(nameof(Ropes))]
+    public void PrefillInPartsEqualsOneShotPrefill(string? ropeJson)
+    {
+        // 600 tokens cross LongRoPE's switch (128) and dynamic NTK's L (512): the whole prompt's regime
+        // is used for every part, as for a one-shot prefill.
+        var rope = ropeJson is null ? Model.Rope : Model.ResolveRope(JsonNode.Parse(ropeJson)!.AsObject());
+        var prompt = Prompt(600);
+        using var oneShot = new InferenceSession(Model, rope, prefillChunk: 64);
+        var expected = oneShot.Prefill(prompt).ToArray();
+        using var parts = new InferenceSession(Model, rope, prefillChunk: 64);
+        int calls = 0;
+        while (!parts.PrefillPart(prompt, 64)) calls++;
+        Assert.Equal(9, calls); // 600 = 9 × 64 + 24
+        Assert.Equal(expected, parts.Logits.ToArray());
+        Assert.Equal(0, parts.RebuildCount);
+        // ... and the next decode step agrees too (the caches are the same).
+        Assert.Equal(oneShot.Append(17).ToArray(), parts.Append(17).ToArray());
+    }
+
+    [Fact]
+    public void PartsRefuseAnotherPrompt()
+    {
+        using var session = new InferenceSession(Model, prefillChunk: 16);
+        session.PrefillPart(Prompt(40), 16);
+        Assert.Throws<InvalidOperationException>(() => session.PrefillPart(Prompt(40, seed: 1), 16));
+    }
+
+    /// <summary>Records, in order, what the scheduler reports (its calls come from its one loop thread).</summary>
+    private sealed class Recorder : ISchedulerObserver
+    {
+        public readonly List<string> Calls = [];
+        public void Rejected(string reason) { lock (Calls) Calls.Add("rejected"); }
+        public void Queued() { lock (Calls) Calls.Add("queued"); }
+        public void Abandoned(double queueSeconds) { lock (Calls) Calls.Add("abandoned"); }
+        public void Started(double queueSeconds) { lock (Calls) Calls.Add("started"); }
+        public void FirstToken(double secondsSinceSubmit) { lock (Calls) Calls.Add("first"); }
+        public void Token(double secondsSincePreviousToken) { lock (Calls) Calls.Add("token"); }
+        public void Finished(string finishReason, double seconds, int promptTokens, int completionTokens) { lock (Calls) Calls.Add("finished:" + finishReason); }
+        public void KvCache(long usedBytes, long capacityBytes) { }
+    }
+
+    [Fact]
+    public async Task RunningStreamsKeepDecodingWhileALongPromptIsPrefilled()
+    {
+        var recorder = new Recorder();
+        using var scheduler = new BatchScheduler(Model, Tokenizer, new SchedulerOptions { PrefillChunk = 32 }, recorder);
+        var a = scheduler.Submit(new CompletionJob { Prompt = Prompt(8), MaxTokens = 200, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 } });
+        Assert.True(await a.WaitToReadAsync()); // A is decoding
+        var b = scheduler.Submit(new CompletionJob { Prompt = Prompt(480, seed: 2), MaxTokens = 4, IgnoreEos = true });
+        await foreach (var _ in b.ReadAllAsync()) { }
+        await foreach (var _ in a.ReadAllAsync()) { }
+
+        List<string> calls;
+        lock (recorder.Calls) calls = [.. recorder.Calls];
+        int startedB = calls.IndexOf("started", calls.IndexOf("started") + 1);
+        int firstB = calls.IndexOf("first", calls.IndexOf("first") + 1);
+        Assert.True(startedB > 0 && firstB > startedB, string.Join(",", calls));
+        // 480 prompt tokens in chunks of 32: 15 scheduler steps, and A decodes a token in each of them.
+        int tokensOfADuringPrefill = calls.Skip(startedB).Take(firstB - startedB).Count(c => c == "token");
+        Assert.True(tokensOfADuringPrefill >= 14, $"A got {tokensOfADuringPrefill} tokens while B's prompt was prefilled: {string.Join(",", calls)}");
+    }
+
+    [Fact]
+    public async Task CancellingDuringPrefillStopsIt()
+    {
+        var recorder = new Recorder();
+        using var scheduler = new BatchScheduler(Model, Tokenizer, new SchedulerOptions { PrefillChunk = 8 }, recorder);
+        using var cts = new CancellationTokenSource();
+        var events = scheduler.Submit(new CompletionJob { Prompt = Prompt(500), MaxTokens = 4, Cancellation = cts.Token });
+        cts.Cancel();
+        var sw = Stopwatch.StartNew();
+        while (scheduler.RunningCount + scheduler.WaitingCount > 0 && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(5);
+        Assert.Equal(0, scheduler.ReservedKvBytes);
+        lock (recorder.Calls) Assert.DoesNotContain("first", recorder.Calls);
+        await foreach (var e in events.ReadAllAsync()) Assert.IsNotType<TokenEvent>(e);
+    }
+}

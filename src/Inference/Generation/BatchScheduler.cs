@@ -137,10 +137,12 @@ public sealed class BatchScheduler : IDisposable
                 try
                 {
                     Admit();
-                    DecodeStep(scratch, logits);
-                    // Chunked prefill (vLLM's enable_chunked_prefill): one chunk of waiting prompts per
-                    // step, so a long prompt delays the running streams by a chunk, not by its whole prefill.
-                    PrefillStep(_options.PrefillChunk);
+                    int decoding = DecodeStep(scratch, logits);
+                    // Chunked prefill (vLLM's enable_chunked_prefill): a chunk of waiting prompts per
+                    // step, so a long prompt delays the running streams by a chunk, not by its whole
+                    // prefill; while streams decode the chunk is a quarter (their inter-token time is
+                    // the decode step plus this chunk), alone it is whole (prefill at full efficiency).
+                    PrefillStep(decoding > 0 ? Math.Max(16, _options.PrefillChunk / 4) : _options.PrefillChunk);
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
@@ -341,7 +343,8 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<InferenceSession> _stepSessions = [];
     private readonly List<int> _stepTokens = [];
 
-    private void DecodeStep(ForwardScratch scratch, float[] logits)
+    /// <summary>One decode step for every sequence past its prefill; returns how many were decoded.</summary>
+    private int DecodeStep(ForwardScratch scratch, float[] logits)
     {
         var batch = _stepBatch;
         batch.Clear();
@@ -350,7 +353,7 @@ public sealed class BatchScheduler : IDisposable
         lock (_lock)
             foreach (var r in _running)
                 if (!r.Prefilling && r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) batch.Add(r);
-        if (batch.Count == 0) return;
+        if (batch.Count == 0) return 0;
         foreach (var r in batch)
         {
             _stepSessions.Add(r.Session);
@@ -360,8 +363,10 @@ public sealed class BatchScheduler : IDisposable
         Interlocked.Increment(ref DecodeSteps);
         Interlocked.Add(ref DecodedTokens, batch.Count);
         foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
+        int decoded = batch.Count;
         batch.Clear(); // finished requests are not kept reachable until the next step
         _stepSessions.Clear();
+        return decoded;
     }
 
     private void FailRunning(string message)

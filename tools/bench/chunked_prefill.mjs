@@ -1,0 +1,52 @@
+// Serving benchmark for chunked prefill (issue 16): N streams decode while one long prompt arrives.
+// Reports the long prompt's time to first token (alone, then under load) and the inter-token latency of
+// the running streams while it is prefilled versus before it arrived.
+// Usage: node tools/bench/chunked_prefill.mjs BASE_URL MODEL [LONG_TOKENS=4096] [STREAMS=8]
+const [base, model] = [process.argv[2], process.argv[3]];
+const longLen = Number(process.argv[4] ?? 4096), streams = Number(process.argv[5] ?? 8);
+const now = () => performance.now();
+const ids = (n, seed) => Array.from({ length: n }, (_, i) => 100 + ((i * 7919 + seed * 104729) % 20000));
+const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s.length ? +s[Math.min(s.length - 1, Math.floor(p * s.length))].toFixed(1) : null; };
+
+async function stream(prompt, maxTokens, onToken) {
+  const r = await fetch(base + "/v1/completions", {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ model, prompt, max_tokens: maxTokens, stream: true, ignore_eos: true, temperature: 0 }),
+  });
+  if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`);
+  const reader = r.body.getReader(), dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+      if (ev.startsWith("data: {")) onToken(now());
+    }
+  }
+}
+
+// The long prompt alone (warm-up first with a short request).
+await stream(ids(16, 1), 2, () => {});
+let t0 = now(), ttftAlone = null;
+await stream(ids(longLen, 2), 1, (t) => { ttftAlone ??= t - t0; });
+
+// Under load: streams decoding, the long prompt arrives after 2 s.
+const times = Array.from({ length: streams }, () => []);
+const running = times.map((ts, s) => stream(ids(100, 10 + s), 1500, (t) => ts.push(t)).catch(() => {}));
+await new Promise((r) => setTimeout(r, 2000));
+const arrive = now();
+let firstLong = null;
+await stream(ids(longLen, 3), 1, (t) => { firstLong ??= t; });
+const ttftLoaded = firstLong - arrive;
+const gaps = (from, to) => times.flatMap((ts) => ts.slice(1).map((t, i) => [ts[i], t]).filter(([a, b]) => b > from && b <= to).map(([a, b]) => b - a));
+const during = gaps(arrive, firstLong), before = gaps(arrive - 1500, arrive);
+console.log(JSON.stringify({
+  long_tokens: longLen, streams,
+  ttft_alone_ms: Math.round(ttftAlone), ttft_under_load_ms: Math.round(ttftLoaded), ttft_ratio: +(ttftLoaded / ttftAlone).toFixed(2),
+  itl_before_ms: { p50: pct(before, 0.5), p99: pct(before, 0.99), n: before.length },
+  itl_during_prefill_ms: { p50: pct(during, 0.5), p99: pct(during, 0.99), max: pct(during, 1), n: during.length },
+}));
+process.exit(0); // the decoding streams are left to the server to cancel

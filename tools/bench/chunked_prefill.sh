@@ -19,7 +19,7 @@ p = sys.argv[1]; c = json.load(open(p)); c["max_position_embeddings"] = 8192; js
 PY
 cp "$root/models/kjv-base-256/tokenizer.json" "$work/models/small/" # any tokenizer; the prompts are token ids
 dotnet "$exe" --urls "http://127.0.0.1:$port" --PiServe:ModelsRoot="$work/models" --PiServe:Models:0:Id=small \
-  --PiServe:Models:0:Path=small --PiServe:DataDirectory="$work/data" --Logging:LogLevel:Default=Warning &
+  --PiServe:Models:0:Path=small --PiServe:DataDirectory="$work/data" --Logging:LogLevel:Default=Warning ${EXTRA_ARGS:-} &
 host=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.5; done
 node "$root/tools/bench/chunked_prefill.mjs" "http://127.0.0.1:$port" small "${1:-4096}" "${2:-8}"

@@ -38,13 +38,13 @@ public static class ChatEndpoints
             messages.Add(new ChatMessage(m.Role, ContentText(m.Content, i)));
         }
 
+        int window = model.ContextWindowFor(model.Rope!);
         string promptText;
         try
         {
             // Rendering runs the model's own Jinja: bounded in work and size, and stopped when the
             // client goes away. The size limits grow with the window so a long document still fits.
-            long contextWindow = model.ContextWindowFor(model.Rope!);
-            int size = (int)Math.Clamp(contextWindow * 16, RenderLimits.Default.MaxOutputChars, 64L << 20);
+            int size = (int)Math.Clamp(window * 16L, RenderLimits.Default.MaxOutputChars, 64L << 20);
             var limits = RenderLimits.Default with { MaxOutputChars = size, MaxStringChars = size };
             promptText = template.Render(messages, r.AddGenerationPrompt ?? true, cancellationToken: http.RequestAborted, limits: limits);
         }
@@ -59,7 +59,6 @@ public static class ChatEndpoints
         }
         // The template writes BOS itself: tokenize without adding special tokens again, as HF does.
         int[] prompt = model.Tokenizer!.Encode(promptText, addSpecialTokens: false);
-        int window = model.ContextWindowFor(model.Rope!);
         int maxTokens = r.MaxCompletionTokens ?? r.MaxTokens ?? Math.Max(1, window - prompt.Length);
         if (maxTokens < 1) throw ApiException.BadParam("max_tokens", "'max_tokens' must be at least 1");
         if (r.TopLogprobs is < 0 or > CompletionService.MaxLogprobs) throw ApiException.BadParam("top_logprobs", $"'top_logprobs' must be between 0 and {CompletionService.MaxLogprobs}");

@@ -43,7 +43,15 @@ await stream(ids(longLen, 3), 1, (t) => { firstLong ??= t; });
 const ttftLoaded = firstLong - arrive;
 const gaps = (from, to) => times.flatMap((ts) => ts.slice(1).map((t, i) => [ts[i], t]).filter(([a, b]) => b > from && b <= to).map(([a, b]) => b - a));
 const during = gaps(arrive, firstLong), before = gaps(arrive - 1500, arrive);
+// The server's own inter-token latencies (its histogram, over the whole run) tell a stall in the
+// scheduler from one in delivery: buckets above 1 s.
+const metrics = await (await fetch(base + "/metrics")).text();
+const buckets = Object.fromEntries(metrics.split("\n")
+  .filter((l) => l.startsWith(`piserve_inter_token_latency_seconds_bucket{model="${model}"`))
+  .map((l) => [l.match(/le="([^"]+)"/)[1], Number(l.split(" ").pop())]));
+const serverItl = { total: buckets["+Inf"], over_1s: buckets["+Inf"] - buckets["1"], over_2_5s: buckets["+Inf"] - buckets["2.5"] };
 console.log(JSON.stringify({
+  server_itl_counts: serverItl,
   long_tokens: longLen, streams,
   ttft_alone_ms: Math.round(ttftAlone), ttft_under_load_ms: Math.round(ttftLoaded), ttft_ratio: +(ttftLoaded / ttftAlone).toFixed(2),
   itl_before_ms: { p50: pct(before, 0.5), p99: pct(before, 0.99), n: before.length },

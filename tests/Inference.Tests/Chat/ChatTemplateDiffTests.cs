@@ -103,22 +103,9 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
         foreach (var c in Expand(convs, new JsonObject { ["enable_thinking"] = false }, " [enable_thinking=false]")) yield return c;
         foreach (var c in Expand(convs, new JsonObject { ["enable_thinking"] = true }, " [enable_thinking=true]")) yield return c;
 
-        var toolConversation = Conv(
-            M("system", "You can look up weather."),
-            M("user", "Weather in Paris and Zürich?"),
-            new JsonObject
-            {
-                ["role"] = "assistant",
-                ["content"] = "",
-                ["tool_calls"] = new JsonArray(
-                    ToolCall("get_weather", new JsonObject { ["city"] = "Paris", ["days"] = 2, ["units"] = "metric", ["extra"] = new JsonArray(1, "two", true, null, 0.5) }),
-                    ToolCall("get_weather", "{\"city\": \"Zürich\"}")),
-            },
-            M("tool", "{\"temp\": 21}"),
-            M("tool", "{\"temp\": 18}"),
+        var toolConversation = WeatherConversation(
             new JsonObject { ["role"] = "assistant", ["content"] = "Paris 21°C, Zürich 18°C.", ["reasoning_content"] = "Both calls returned." },
-            M("user", "<tool_response>\nfake\n</tool_response>"),
-            M("user", "Thanks!"));
+            M("user", "<tool_response>\nfake\n</tool_response>"));
         foreach (var c in Expand([("tools + tool calls", toolConversation)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
         foreach (var c in Expand([("tool calls without tools", (JsonArray)toolConversation.DeepClone())])) yield return c;
         var pending = Conv(M("user", "Weather?"),
@@ -134,25 +121,33 @@ public sealed class ChatTemplateDiffTests(ITestOutputHelper log)
         foreach (var c in Expand([("tools without system", toolOnlySystem)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
     }
 
+    /// <summary>
+    /// The weather conversation both Qwen templates get: a system turn, two tool calls (object and
+    /// string arguments), two consecutive tool results, then <paramref name="after"/> and a last user turn.
+    /// </summary>
+    private static JsonArray WeatherConversation(params JsonObject[] after) => Conv(
+    [
+        M("system", "You can look up weather."),
+        M("user", "Weather in Paris and Zürich?"),
+        new JsonObject
+        {
+            ["role"] = "assistant",
+            ["content"] = "",
+            ["tool_calls"] = new JsonArray(
+                ToolCall("get_weather", new JsonObject { ["city"] = "Paris", ["days"] = 2, ["units"] = "metric", ["extra"] = new JsonArray(1, "two", true, null, 0.5) }),
+                ToolCall("get_weather", "{\"city\": \"Zürich\"}")),
+        },
+        M("tool", "{\"temp\": 21}"),
+        M("tool", "{\"temp\": 18}"),
+        .. after,
+        M("user", "Thanks!"),
+    ]);
+
     /// <summary>Qwen2.5's Hermes-style tools: the tool list in the system turn, calls with string and object arguments, consecutive tool results.</summary>
     private static IEnumerable<Case> Qwen25Cases()
     {
         foreach (var c in Expand(CommonConversations())) yield return c;
-        var toolConversation = Conv(
-            M("system", "You can look up weather."),
-            M("user", "Weather in Paris and Zürich?"),
-            new JsonObject
-            {
-                ["role"] = "assistant",
-                ["content"] = "",
-                ["tool_calls"] = new JsonArray(
-                    ToolCall("get_weather", new JsonObject { ["city"] = "Paris", ["days"] = 2, ["extra"] = new JsonArray(1, "two", true, null, 0.5) }),
-                    ToolCall("get_weather", "{\"city\": \"Zürich\"}")),
-            },
-            M("tool", "{\"temp\": 21}"),
-            M("tool", "{\"temp\": 18}"),
-            M("assistant", "Paris 21°C, Zürich 18°C."),
-            M("user", "Thanks!"));
+        var toolConversation = WeatherConversation(M("assistant", "Paris 21°C, Zürich 18°C."));
         foreach (var c in Expand([("tools + tool calls", toolConversation)], new JsonObject { ["tools"] = WeatherTools() })) yield return c;
         foreach (var c in Expand([("tool calls without tools", (JsonArray)toolConversation.DeepClone())])) yield return c;
         var pending = Conv(M("user", "Weather?"),

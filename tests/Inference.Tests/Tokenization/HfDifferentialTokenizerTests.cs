@@ -13,12 +13,11 @@ namespace PiServe.Inference.Tests.Tokenization;
 /// </summary>
 public class HfDifferentialTokenizerTests(ITestOutputHelper output)
 {
+    /// <summary>Every tokenizer the references know (<see cref="HfReference.Families"/>).</summary>
+    public static TheoryData<string> Families => new(HfReference.Families);
+
     [Theory]
-    [InlineData("llama2")]
-    [InlineData("llama3")]
-    [InlineData("qwen3")]
-    [InlineData("gemma3")]
-    [InlineData("kjv")]
+    [MemberData(nameof(Families))]
     public void EncodeAndDecodeMatchHuggingFace(string family)
     {
         var tokenizer = HfReference.Get(family);
@@ -94,11 +93,7 @@ public class HfDifferentialTokenizerTests(ITestOutputHelper output)
     /// where tokenizer_config.json does not ask for clean_up_tokenization_spaces (llama3 does): that clean-up is
     /// done by transformers (and the JS tokenizer, checked above), not by the Rust library.</summary>
     [Theory]
-    [InlineData("llama2")]
-    [InlineData("llama3")]
-    [InlineData("qwen3")]
-    [InlineData("gemma3")]
-    [InlineData("kjv")]
+    [MemberData(nameof(Families))]
     public void EncodeAndDecodeMatchHuggingFaceRust(string family)
     {
         var tokenizer = HfReference.Get(family);

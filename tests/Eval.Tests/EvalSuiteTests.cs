@@ -111,6 +111,9 @@ public class EvalSuiteTests
     {
         public IReadOnlyDictionary<int, CompletedUnit> CompletedUnits => inner.CompletedUnits;
         public void SetTotal(int total) => inner.SetTotal(total);
+        public void Plan(IReadOnlyList<(int Index, string Key)> units) => inner.Plan(units);
+        public int? Claim(IReadOnlyList<int> pending) => inner.Claim(pending);
+        public IReadOnlyDictionary<int, CompletedUnit> CompletedAmong(IReadOnlyList<int> pending) => inner.CompletedAmong(pending);
         public void UnitStarted(int index, string key) => inner.UnitStarted(index, key);
         public void UnitCompleted(CompletedUnit unit)
         {

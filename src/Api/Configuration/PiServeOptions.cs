@@ -21,7 +21,9 @@ public sealed class PiServeOptions
     public string DataRoot { get; set; } = "data";
     /// <summary>Datasets evaluation jobs may name: {Id, Kind (pg19 | proof-pile | govreport), Path inside DataRoot}.</summary>
     public List<DatasetOptions> Datasets { get; set; } = [];
-    /// <summary>Where the server keeps its state: the evaluation job database (evals.db).</summary>
+    /// <summary>Where the evaluation jobs and model variants live (SQLite here, or a shared PostgreSQL).</summary>
+    public JobStoreOptions JobStore { get; set; } = new();
+    /// <summary>Where the server keeps its state: the evaluation job database (evals.db) when JobStore:Kind is sqlite.</summary>
     public string DataDirectory { get; set; } = "piserve-data";
     /// <summary>Evaluation jobs run at once (interactive completions keep priority over all of them).</summary>
     public int EvalWorkers { get; set; } = 1;

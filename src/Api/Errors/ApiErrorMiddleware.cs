@@ -17,6 +17,13 @@ public sealed class ApiErrorMiddleware(RequestDelegate next, ILogger<ApiErrorMid
         {
             await WriteAsync(http, e);
         }
+        catch (Eval.Jobs.EvalStoreUnavailableException e)
+        {
+            // The job store's database is away: evaluation endpoints answer 503, everything else keeps serving.
+            log.LogWarning("{Method} {Path}: {Message}", http.Request.Method, http.Request.Path, e.Message);
+            await WriteAsync(http, new ApiException(503, "the evaluation job store is unavailable; try again shortly", type: "server_error",
+                code: "job_store_unavailable") { RetryAfter = TimeSpan.FromSeconds(5) });
+        }
         catch (BadHttpRequestException e)
         {
             await WriteAsync(http, new ApiException(e.StatusCode, e.Message));

@@ -36,7 +36,8 @@ public static class EvalEndpoints
 {
     public static IEndpointRouteBuilder MapEvalEndpoints(this IEndpointRouteBuilder app)
     {
-        var evals = app.MapGroup("/v1/evals").WithTags("Evaluations");
+        // Jobs and variants live in the job store: while it cannot be used, these answer 503 (completions keep serving).
+        var evals = app.MapGroup("/v1/evals").WithTags("Evaluations").AddEndpointFilter(RequireJobStore);
         evals.MapPost("", Create).WithName("CreateEval").Accepts<EvalCreateRequest>("application/json")
             .Produces<JsonObject>(202).Produces<ErrorBody>(400).Produces<ErrorBody>(404);
         evals.MapGet("", (string? state, string? model, EvalJobRunner runner) => Guard(() =>
@@ -53,9 +54,9 @@ public static class EvalEndpoints
 
         app.MapPost("/v1/diagnostics/attention-scores", AttentionScores).WithTags("Evaluations").WithName("AttentionScores")
             .Accepts<AttentionScoresRequest>("application/json").Produces<JsonObject>().Produces<ErrorBody>(400).Produces<ErrorBody>(404);
-        app.MapPost("/v1/models/{id}/variants", CreateVariant).WithTags("Evaluations").WithName("CreateModelVariant")
+        app.MapPost("/v1/models/{id}/variants", CreateVariant).WithTags("Evaluations").WithName("CreateModelVariant").AddEndpointFilter(RequireJobStore)
             .Accepts<VariantRequest>("application/json").Produces<JsonObject>(201).Produces<ErrorBody>(400).Produces<ErrorBody>(404);
-        app.MapDelete("/v1/models/{id}", DeleteVariant).WithTags("Evaluations").WithName("DeleteModelVariant")
+        app.MapDelete("/v1/models/{id}", DeleteVariant).WithTags("Evaluations").WithName("DeleteModelVariant").AddEndpointFilter(RequireJobStore)
             .Produces<JsonObject>().Produces<ErrorBody>(403).Produces<ErrorBody>(404).Produces<ErrorBody>(409);
         app.MapGet("/v1/datasets", (Eval.Datasets.DatasetCatalog catalog) => Results.Json(new JsonObject
         {
@@ -67,6 +68,12 @@ public static class EvalEndpoints
             }).ToArray()),
         })).WithTags("Evaluations").WithName("ListDatasets").Produces<JsonObject>();
         return app;
+    }
+
+    private static ValueTask<object?> RequireJobStore(EndpointFilterInvocationContext context, EndpointFilterDelegate next)
+    {
+        context.HttpContext.RequestServices.GetRequiredService<JobStoreStatus>().EnsureAvailable();
+        return next(context);
     }
 
     /// <summary>Runner refusals as OpenAI error JSON.</summary>
@@ -160,7 +167,15 @@ public static class EvalEndpoints
         {
             throw ApiException.BadParam("id", e.Message);
         }
-        runner.Store.SaveVariant(new SqliteEvalStore.Variant(r.Id, id, rope!, window, r.FromJob));
+        try
+        {
+            runner.Store.SaveVariant(new EvalVariant(r.Id, id, rope!, window, r.FromJob));
+        }
+        catch (EvalStoreUnavailableException)
+        {
+            registry.RemoveVariant(r.Id); // not stored: not registered either (other hosts would never see it)
+            throw;
+        }
         return Results.Json(new JsonObject
         {
             ["id"] = variant.Id, ["object"] = "model", ["base_model"] = id, ["rope_scaling"] = rope!.DeepClone(),

@@ -8,12 +8,16 @@ using PiServe.Eval.Datasets;
 using PiServe.Eval.Jobs;
 using PiServe.Eval.Models;
 using PiServe.Api.Configuration;
+using PiServe.Api.Errors;
 
 namespace PiServe.Api.Evals;
 
 public static class EvalServices
 {
-    /// <summary>The evaluation subsystem: dataset catalog, SQLite job store, job runner (started as a hosted service), hub progress.</summary>
+    /// <summary>
+    /// The evaluation subsystem: dataset catalog, job store (SQLite or PostgreSQL), job runner and the
+    /// store's synchronisation with this host (started as hosted services), hub progress.
+    /// </summary>
     public static IServiceCollection AddPiServeEvals(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddSingleton(sp =>
@@ -21,21 +25,44 @@ public static class EvalServices
             var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
             return new DatasetCatalog(o.DataRoot, o.Datasets.Select(d => new DatasetRegistration(d.Id, d.Kind, d.Path)));
         });
+        services.AddSingleton<IEvalStore>(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
+            return o.JobStore.Kind.ToLowerInvariant() switch
+            {
+                JobStoreOptions.Sqlite => new SqliteEvalStore(Path.Combine(Path.GetFullPath(o.DataDirectory), SqliteEvalStore.FileName)),
+                JobStoreOptions.Postgres when string.IsNullOrWhiteSpace(o.JobStore.ConnectionString) =>
+                    throw new InvalidOperationException("PiServe:JobStore:Kind is postgres but PiServe:JobStore:ConnectionString is empty"),
+                JobStoreOptions.Postgres => new PostgresEvalStore(o.JobStore.ConnectionString, sp.GetRequiredService<EvalRunnerOptions>().HostId),
+                var other => throw new InvalidOperationException($"PiServe:JobStore:Kind '{other}' is not one of: sqlite, postgres"),
+            };
+        });
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
-            return new SqliteEvalStore(Path.Combine(Path.GetFullPath(o.DataDirectory), SqliteEvalStore.FileName));
+            var js = o.JobStore;
+            if (js.LeaseSeconds is not (>= 1 and <= 3600)) throw new InvalidOperationException("PiServe:JobStore:LeaseSeconds must be between 1 and 3600");
+            if (js.PollSeconds is not (>= 0.05 and <= 60)) throw new InvalidOperationException("PiServe:JobStore:PollSeconds must be between 0.05 and 60");
+            return new EvalRunnerOptions
+            {
+                Workers = Math.Max(1, o.EvalWorkers),
+                HostId = string.IsNullOrWhiteSpace(js.HostId) ? EvalRunnerOptions.DefaultHostId() : js.HostId,
+                Lease = TimeSpan.FromSeconds(js.LeaseSeconds),
+                PollInterval = TimeSpan.FromSeconds(js.PollSeconds),
+            };
         });
+        services.AddSingleton<JobStoreStatus>();
+        services.AddSingleton<StoreSync>();
         services.AddSingleton<RegistryEvalModels>();
-        services.AddSingleton<IEvalObserver, HubEvalObserver>();
+        services.AddSingleton<HubEvalObserver>();
+        services.AddSingleton<IEvalObserver>(sp => sp.GetRequiredService<HubEvalObserver>());
         // piserve_eval_jobs{state} and piserve_eval_tokens_scored_total, when the host registered the metrics.
         services.AddSingleton<IEvalObserver>(sp => sp.GetService<Metrics.PiServeMetrics>() is { } m ? new MetricsEvalObserver(m) : NoEvalObserver.Instance);
         services.AddSingleton(sp =>
         {
-            var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
             var log = sp.GetRequiredService<ILoggerFactory>().CreateLogger("PiServe.Evals");
-            return new EvalJobRunner(sp.GetRequiredService<SqliteEvalStore>(), sp.GetRequiredService<RegistryEvalModels>(),
-                sp.GetRequiredService<DatasetCatalog>(), new EvalRunnerOptions { Workers = Math.Max(1, o.EvalWorkers) },
+            return new EvalJobRunner(sp.GetRequiredService<IEvalStore>(), sp.GetRequiredService<RegistryEvalModels>(),
+                sp.GetRequiredService<DatasetCatalog>(), sp.GetRequiredService<EvalRunnerOptions>(),
                 sp.GetServices<IEvalObserver>(), message => log.LogInformation("{Message}", message));
         });
         services.AddHostedService<EvalRunnerService>();
@@ -43,38 +70,97 @@ public static class EvalServices
     }
 }
 
-/// <summary>
-/// Starts the job runner once the host is up (after the models are loaded): variants registered
-/// earlier are restored, then unfinished jobs resume. On shutdown the workers stop and their jobs stay
-/// "running" in the store, to resume at the next start.
-/// </summary>
-public sealed class EvalRunnerService(EvalJobRunner runner, RegistryEvalModels models, DatasetCatalog datasets, ILogger<EvalRunnerService> log)
-    : IHostedService
+/// <summary>Whether the job store is usable: its schema in place and its database answering (for /health/ready and the eval endpoints).</summary>
+public sealed class JobStoreStatus(IEvalStore store, EvalJobRunner runner)
 {
+    private volatile string? _startupProblem = "the job store is being opened";
+
+    public string Description => store.Description;
+    public bool SchemaReady { get; private set; }
+
+    /// <summary>Null when the store is usable; else why not.</summary>
+    public string? Problem => _startupProblem ?? runner.StoreProblem;
+
+    internal void Opened()
+    {
+        SchemaReady = true;
+        _startupProblem = null;
+    }
+
+    internal void Failed(string problem) => _startupProblem = problem;
+
+    /// <summary>Throws the 503 the evaluation endpoints answer while the store cannot be used.</summary>
+    public void EnsureAvailable()
+    {
+        if (!SchemaReady)
+            throw new ApiException(503, $"the evaluation job store is not available yet: {Problem}", type: "server_error", code: "job_store_unavailable")
+            {
+                RetryAfter = TimeSpan.FromSeconds(5),
+            };
+    }
+}
+
+/// <summary>
+/// Opens the job store once the host is up (after the models are loaded) — retrying in the background
+/// while its database is unreachable, so completions are served meanwhile — then starts the job
+/// runner and <see cref="StoreSync"/> (variants, progress of jobs on other hosts). On shutdown the
+/// workers stop and their jobs stay "running" in the store, to resume at the next start or elsewhere.
+/// </summary>
+public sealed class EvalRunnerService(IEvalStore store, EvalJobRunner runner, JobStoreStatus status, StoreSync sync,
+    DatasetCatalog datasets, ILogger<EvalRunnerService> log) : IHostedService
+{
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _opening;
+    private bool _syncStarted;
+
     public Task StartAsync(CancellationToken cancellationToken)
     {
         foreach (var d in datasets.All.Where(d => d.Error is not null))
             log.LogError("Dataset {Id} is refused: {Error}", d.Id, d.Error);
-        foreach (var v in runner.Store.Variants())
-        {
-            try
-            {
-                models.RegisterVariant(v.BaseModel, v.Id, v.RopeScaling, v.ContextWindow);
-                log.LogInformation("Restored model variant {Id} of {Base}", v.Id, v.BaseModel);
-            }
-            catch (Exception e) when (e is ArgumentException or Inference.Rope.RopeScalingException)
-            {
-                log.LogError("Model variant {Id} of {Base} cannot be restored: {Error}", v.Id, v.BaseModel, e.Message);
-            }
-        }
-        runner.Start();
+        _opening = Task.Run(() => OpenAsync(_stop.Token));
         return Task.CompletedTask;
     }
 
-    public Task StopAsync(CancellationToken cancellationToken)
+    private async Task OpenAsync(CancellationToken stop)
     {
+        var delay = TimeSpan.FromMilliseconds(250);
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                store.EnsureSchema();
+                status.Opened();
+                log.LogInformation("Evaluation job store: {Store}", store.Description);
+                break;
+            }
+            catch (EvalStoreUnavailableException e)
+            {
+                status.Failed(e.Message);
+                log.LogWarning("{Problem}; evaluation endpoints answer 503 until it is reachable (retrying in {Delay:0.#} s)", e.Message, delay.TotalSeconds);
+                try { await Task.Delay(delay, stop); } catch (OperationCanceledException) { return; }
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));
+            }
+        }
+        if (stop.IsCancellationRequested) return;
+        try
+        {
+            sync.SyncVariants(); // variants registered earlier (or on other hosts) before jobs that may use them resume
+        }
+        catch (EvalStoreUnavailableException e)
+        {
+            log.LogWarning("Variants not restored yet: {Error}", e.Message);
+        }
+        runner.Start();
+        sync.Start(stop);
+        _syncStarted = true;
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _stop.Cancel();
+        if (_opening is not null) await Task.WhenAny(_opening, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
         runner.Stop(TimeSpan.FromSeconds(5));
-        return Task.CompletedTask;
+        if (_syncStarted) await sync.StopAsync();
     }
 }
 
@@ -99,14 +185,26 @@ public sealed class RegistryEvalModels(ModelRegistry registry) : IEvalModelProvi
 }
 
 /// <summary>Pushes "EvalProgress" (the job JSON without results) to every client of the generation hub.</summary>
-public sealed class HubEvalObserver(IHubContext<GenerationHub> hub) : IEvalObserver
+public sealed class HubEvalObserver(IHubContext<GenerationHub> hub, ILogger<HubEvalObserver> log) : IEvalObserver
 {
     public const string Method = "EvalProgress";
 
     public void JobStateChanged(EvalJob job, string? from, string to) { }
     public void TokensScored(EvalJob job, long tokens) { }
 
-    public void Progress(EvalJob job) => _ = hub.Clients.All.SendAsync(Method, job.ToJson(includeResults: false));
+    public void Progress(EvalJob job) => _ = SendAsync(job);
+
+    private async Task SendAsync(EvalJob job)
+    {
+        try
+        {
+            await hub.Clients.All.SendAsync(Method, job.ToJson(includeResults: false));
+        }
+        catch (Exception e)
+        {
+            log.LogDebug("EvalProgress for {Job} not sent: {Error}", job.Id, e.Message);
+        }
+    }
 }
 
 /// <summary>Feeds the eval metrics: a gauge of jobs per state (moved on every transition) and scored tokens by model.</summary>

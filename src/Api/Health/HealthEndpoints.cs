@@ -1,3 +1,4 @@
+using PiServe.Api.Evals;
 using PiServe.Api.Models;
 
 namespace PiServe.Api.Health;
@@ -9,13 +10,16 @@ public static class HealthEndpoints
     {
         var health = app.MapGroup("/health").WithTags("Health");
         health.MapGet("/live", () => Results.Ok(new { status = "live" }));
-        health.MapGet("/ready", (ModelRegistry registry) =>
+        health.MapGet("/ready", (ModelRegistry registry, JobStoreStatus store) =>
         {
             // Model errors name files relative to the models root (ModelRegistry): readiness is open without a key.
             var models = registry.All.Select(m => new { id = m.Id, status = m.Status, error = m.Error }).ToList();
-            return registry.AllLoaded
-                ? Results.Ok(new { status = "ready", models })
-                : Results.Json(new { status = "not_ready", models }, statusCode: 503);
+            // The store's description names host, port and database, never the password.
+            string? storeProblem = store.Problem;
+            var jobStore = new { status = storeProblem is null ? "ready" : "unavailable", store = store.Description, error = storeProblem };
+            return registry.AllLoaded && storeProblem is null
+                ? Results.Ok(new { status = "ready", models, job_store = jobStore })
+                : Results.Json(new { status = "not_ready", models, job_store = jobStore }, statusCode: 503);
         });
         return app;
     }

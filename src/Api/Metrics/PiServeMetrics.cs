@@ -232,6 +232,12 @@ public sealed class PiServeMetrics
         if (tokens > 0) _evalTokensScored.WithLabels(Label(model)).Inc(tokens);
     }
 
+    /// <summary>Sets <c>piserve_eval_jobs{state}</c> from the job store's own counts (shared by every host of a deployment).</summary>
+    public void SetEvalJobs(IReadOnlyDictionary<string, long> counts)
+    {
+        foreach (var (state, n) in counts) _evalJobs.WithLabels(Label(state)).Set(n);
+    }
+
     /// <summary>
     /// An evaluation job moved between states: <c>piserve_eval_jobs{state=from}</c> −1 and
     /// <c>piserve_eval_jobs{state=to}</c> +1. Pass null as <paramref name="fromState"/> for a new job and

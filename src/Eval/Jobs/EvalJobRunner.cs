@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using PiServe.Eval.Datasets;
 using PiServe.Eval.Models;
 using PiServe.Eval.Suites;
@@ -17,31 +16,47 @@ public sealed record EvalRunnerOptions
     public TimeSpan PriorityPoll { get; init; } = TimeSpan.FromMilliseconds(20);
     /// <summary>Least time between two progress reports of one job.</summary>
     public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(250);
+    /// <summary>This runner's id: the owner of its unit claims (unique per process; hosts sharing a store must differ).</summary>
+    public string HostId { get; init; } = DefaultHostId();
+    /// <summary>How long a claim outlives its runner's last heartbeat: a killed host's unit is taken over after this.</summary>
+    public TimeSpan Lease { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>How often an idle worker looks in the store for jobs with free work (a local submit wakes it at once).</summary>
+    public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
+    /// <summary>Longest wait between two attempts while the store is unreachable (the wait doubles from 0.2 s up to this).</summary>
+    public TimeSpan MaxRetryDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    public static string DefaultHostId() => $"{Environment.MachineName}-{Environment.ProcessId}-{Guid.NewGuid().ToString("N")[..8]}";
 }
 
 /// <summary>
-/// Queues, runs, resumes and cancels evaluation jobs. Jobs live in the <see cref="SqliteEvalStore"/>;
-/// at <see cref="Start"/> every queued or running job is queued again and resumes from its last
-/// completed unit. Workers are dedicated threads; a job's suite runs synchronously on one of them,
-/// yielding to interactive requests before every unit and forward pass. Stopping the runner leaves
-/// running jobs "running" in the store (they resume at the next start); DELETE cancels them.
+/// Queues, runs, resumes and cancels evaluation jobs kept in an <see cref="IEvalStore"/>. Workers are
+/// dedicated threads that take jobs with free work from the store — a running job nobody heartbeats
+/// (its host died or stopped: it resumes from its last completed unit), a running job with unclaimed
+/// units, or a queued one — so with a shared store every host works on every job, unit by unit
+/// (<see cref="EvalContext.Units"/>). A suite runs synchronously on its worker, yielding to interactive
+/// requests before every unit and forward pass. A heartbeat thread extends this runner's leases and
+/// stops a job's work within a unit when it was cancelled from any host. Store outages are waited out
+/// with backoff: no completed unit is lost and the job completes once the database is back.
+/// Stopping the runner leaves running jobs "running" in the store; DELETE cancels them.
 /// </summary>
 public sealed class EvalJobRunner : IDisposable
 {
-    private readonly SqliteEvalStore _store;
+    private readonly IEvalStore _store;
     private readonly IEvalModelProvider _models;
     private readonly DatasetCatalog _datasets;
     private readonly EvalRunnerOptions _options;
     private readonly IEvalObserver[] _observers;
     private readonly Action<string>? _log;
-    private readonly Channel<string> _queue = Channel.CreateUnbounded<string>();
+    private readonly SemaphoreSlim _wake = new(0);
     private readonly ConcurrentDictionary<string, CancellationTokenSource> _running = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, long> _lastProgress = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _shutdown = new();
     private readonly List<Thread> _workers = [];
+    private Thread? _heartbeat;
+    private volatile string? _storeProblem;
     private bool _started;
 
-    public EvalJobRunner(SqliteEvalStore store, IEvalModelProvider models, DatasetCatalog datasets, EvalRunnerOptions options,
+    public EvalJobRunner(IEvalStore store, IEvalModelProvider models, DatasetCatalog datasets, EvalRunnerOptions options,
         IEnumerable<IEvalObserver>? observers = null, Action<string>? log = null)
     {
         _store = store;
@@ -52,20 +67,36 @@ public sealed class EvalJobRunner : IDisposable
         _log = log;
     }
 
-    public SqliteEvalStore Store => _store;
+    public IEvalStore Store => _store;
     public DatasetCatalog Datasets => _datasets;
+    public string HostId => _options.HostId;
 
-    /// <summary>Reports every stored job to the observers, queues unfinished ones (running first) and starts the workers.</summary>
+    /// <summary>The last store failure a worker or the heartbeat saw, null once the store answers again.</summary>
+    public string? StoreProblem => _storeProblem;
+
+    /// <summary>Jobs this runner is working on now.</summary>
+    public IReadOnlyCollection<string> RunningHere => _running.Keys.ToList();
+
+    /// <summary>
+    /// Starts the workers and the heartbeat. The store's schema must be in place (<see cref="IEvalStore.EnsureSchema"/>).
+    /// A store owned by this host alone releases every claim first, so its unfinished jobs resume at once.
+    /// </summary>
     public void Start()
     {
         if (_started) return;
         _started = true;
-        var jobs = _store.List();
-        foreach (var job in jobs) Notify(o => o.JobStateChanged(job, null, job.State));
-        foreach (var job in jobs.Where(j => j.State == EvalStates.Running).Concat(jobs.Where(j => j.State == EvalStates.Queued)))
+        if (!_store.Shared) _store.ReleaseAll();
+        try
         {
-            _log?.Invoke($"eval job {job.Id} ({job.Kind}, {job.State}) queued to resume at unit {job.Done} of {job.Total}");
-            _queue.Writer.TryWrite(job.Id);
+            var jobs = _store.List();
+            foreach (var job in jobs) Notify(o => o.JobStateChanged(job, null, job.State));
+            foreach (var job in jobs.Where(j => j.State is EvalStates.Running or EvalStates.Queued))
+                _log?.Invoke($"eval job {job.Id} ({job.Kind}, {job.State}) is unfinished: unit {job.Done} of {job.Total} done");
+        }
+        catch (EvalStoreUnavailableException e)
+        {
+            _storeProblem = e.Message;
+            _log?.Invoke($"eval jobs: {e.Message}; the workers wait for the store");
         }
         for (int i = 0; i < Math.Max(1, _options.Workers); i++)
         {
@@ -73,21 +104,54 @@ public sealed class EvalJobRunner : IDisposable
             _workers.Add(t);
             t.Start();
         }
+        _heartbeat = new Thread(HeartbeatLoop) { IsBackground = true, Name = "piserve-eval-heartbeat" };
+        _heartbeat.Start();
     }
 
-    /// <summary>Stops the workers; jobs in flight stay "running" and resume at the next start.</summary>
+    /// <summary>Stops the workers; jobs in flight stay "running" and resume at the next start (or on another host).</summary>
     public void Stop(TimeSpan? wait = null)
     {
         if (_shutdown.IsCancellationRequested) return;
         _shutdown.Cancel();
-        _queue.Writer.TryComplete();
         var deadline = DateTime.UtcNow + (wait ?? TimeSpan.FromSeconds(10));
         foreach (var t in _workers) t.Join(Max(TimeSpan.Zero, deadline - DateTime.UtcNow));
+        _heartbeat?.Join(Max(TimeSpan.Zero, deadline - DateTime.UtcNow));
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
 
     public void Dispose() => Stop();
+
+    /// <summary>
+    /// Runs a store call from a worker, waiting out outages: retried with a doubling delay (0.2 s up to
+    /// <see cref="EvalRunnerOptions.MaxRetryDelay"/>) until it succeeds or the runner stops.
+    /// </summary>
+    private T Durable<T>(Func<T> call, CancellationToken cancellation)
+    {
+        var delay = TimeSpan.FromMilliseconds(200);
+        for (int attempt = 1; ; attempt++)
+        {
+            try
+            {
+                var result = call();
+                if (_storeProblem is not null)
+                {
+                    _storeProblem = null;
+                    _log?.Invoke("eval jobs: the store answers again");
+                }
+                return result;
+            }
+            catch (EvalStoreUnavailableException e)
+            {
+                if (_storeProblem is null || attempt == 1) _log?.Invoke($"eval jobs: {e.Message}; retrying in {delay.TotalSeconds:0.#} s");
+                _storeProblem = e.Message;
+                if (cancellation.WaitHandle.WaitOne(delay)) cancellation.ThrowIfCancellationRequested();
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxRetryDelay.Ticks));
+            }
+        }
+    }
+
+    private void Durable(Action call, CancellationToken cancellation) => Durable(() => { call(); return 0; }, cancellation);
 
     public EvalJob? Get(string id) => _store.Get(id);
 
@@ -161,18 +225,21 @@ public sealed class EvalJobRunner : IDisposable
             Model = r.Model!,
             Dataset = p.Dataset?.Id,
             State = EvalStates.Queued,
-            CreatedAt = SqliteEvalStore.Now(),
+            CreatedAt = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
             Parameters = p.Parameters,
             RopeScaling = (JsonObject?)r.RopeScaling?.DeepClone(),
         };
         _store.Insert(job);
         Notify(o => o.JobStateChanged(job, null, EvalStates.Queued));
         Notify(o => o.Progress(job));
-        _queue.Writer.TryWrite(job.Id);
+        _wake.Release();
         return job;
     }
 
-    /// <summary>Cancels a queued or running job (the worker stops before its next unit or forward pass).</summary>
+    /// <summary>
+    /// Cancels a queued or running job. A worker here stops before its next unit or forward pass; workers
+    /// on other hosts see the state at their next heartbeat.
+    /// </summary>
     public EvalJob Cancel(string id)
     {
         var job = _store.Get(id) ?? throw new EvalRequestException(404, $"no evaluation job '{id}'", "id");
@@ -201,58 +268,102 @@ public sealed class EvalJobRunner : IDisposable
 
     private void WorkerLoop()
     {
+        var stop = _shutdown.Token;
         try
         {
-            while (_queue.Reader.WaitToReadAsync(_shutdown.Token).AsTask().GetAwaiter().GetResult())
+            while (!stop.IsCancellationRequested)
             {
-                if (!_queue.Reader.TryRead(out var id)) continue;
+                string? id = Durable(() => _store.NextRunnableJob(RunningHere), stop);
+                if (id is null)
+                {
+                    _wake.Wait(_options.PollInterval, stop);
+                    continue;
+                }
                 try
                 {
                     RunJob(id);
                 }
+                catch (OperationCanceledException) when (stop.IsCancellationRequested)
+                {
+                    return;
+                }
                 catch (Exception e)
                 {
                     _log?.Invoke($"eval job {id}: worker error {e}");
+                    // A job that fails to start here is not picked again at once (another host may run it).
+                    if (stop.WaitHandle.WaitOne(_options.PollInterval)) return;
                 }
-                if (_shutdown.IsCancellationRequested) return;
             }
         }
         catch (OperationCanceledException) { }
-        catch (ChannelClosedException) { }
+    }
+
+    /// <summary>Extends this runner's leases and stops local work on jobs cancelled (or finished) elsewhere.</summary>
+    private void HeartbeatLoop()
+    {
+        var period = TimeSpan.FromTicks(Math.Clamp(_options.Lease.Ticks / 4, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromSeconds(5).Ticks));
+        var stop = _shutdown.Token;
+        while (!stop.WaitHandle.WaitOne(period))
+        {
+            try
+            {
+                var states = _store.Heartbeat(_options.HostId, RunningHere, _options.Lease);
+                foreach (var (id, state) in states)
+                {
+                    if (!EvalStates.IsTerminal(state) || !_running.TryGetValue(id, out var cts) || cts.IsCancellationRequested) continue;
+                    _log?.Invoke($"eval job {id} is {state} in the store: stopping its work here");
+                    cts.Cancel();
+                }
+            }
+            catch (EvalStoreUnavailableException e)
+            {
+                _storeProblem = e.Message;
+            }
+            catch (Exception e)
+            {
+                _log?.Invoke($"eval heartbeat failed: {e.Message}");
+            }
+        }
     }
 
     private void RunJob(string id)
     {
-        var job = _store.Get(id);
-        if (job is null || EvalStates.IsTerminal(job.State) || _shutdown.IsCancellationRequested) return;
-        using var cts = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
-        _running[id] = cts;
+        var stop = _shutdown.Token;
+        using var cts = CancellationTokenSource.CreateLinkedTokenSource(stop);
+        if (!_running.TryAdd(id, cts)) return; // another worker of this host took it
         try
         {
-            if (!_store.Transition(id, [EvalStates.Queued, EvalStates.Running], EvalStates.Running)) return; // cancelled meanwhile
-            var running = _store.Get(id)!;
+            var job = Durable(() => _store.Get(id), stop);
+            if (job is null || EvalStates.IsTerminal(job.State)) return;
+            if (!Durable(() => _store.Transition(id, [EvalStates.Queued, EvalStates.Running], EvalStates.Running), stop)) return; // cancelled meanwhile
+            Durable(() => _store.Heartbeat(_options.HostId, [id], _options.Lease), stop);
+            var running = Durable(() => _store.Get(id)!, stop);
             if (job.State != EvalStates.Running) Notify(o => o.JobStateChanged(running, job.State, EvalStates.Running));
+            else _log?.Invoke($"eval job {id} ({job.Kind}): working from unit {job.Done} of {job.Total}");
             Notify(o => o.Progress(running));
             var clock = Stopwatch.StartNew();
             try
             {
                 var results = Execute(running, cts.Token);
-                if (_store.Transition(id, [EvalStates.Running], EvalStates.Succeeded, results: results))
+                if (Durable(() => _store.Transition(id, [EvalStates.Running], EvalStates.Succeeded, results: results), stop))
+                {
                     Finished(id, EvalStates.Succeeded);
-                _log?.Invoke($"eval job {id} ({running.Kind}) succeeded after {clock.Elapsed.TotalSeconds:F1} s");
+                    _log?.Invoke($"eval job {id} ({running.Kind}) succeeded after {clock.Elapsed.TotalSeconds:F1} s here");
+                }
             }
             catch (OperationCanceledException) when (cts.IsCancellationRequested)
             {
-                // Cancelled by DELETE (the state is already "cancelled"), or the host is stopping: the job
-                // stays "running" and resumes from its last completed unit at the next start.
-                _log?.Invoke(_shutdown.IsCancellationRequested ? $"eval job {id} interrupted by shutdown; it resumes at the next start" : $"eval job {id} cancelled");
+                // Cancelled (the state is already "cancelled"), or the host is stopping: the job stays
+                // "running" and resumes from its last completed unit at the next start or on another host.
+                _log?.Invoke(stop.IsCancellationRequested ? $"eval job {id} interrupted by shutdown; it resumes at the next start" : $"eval job {id} stopped here: it is no longer running");
+                if (stop.IsCancellationRequested) throw;
             }
             catch (Exception e) when (e is EvalFailedException or RopeScalingException or EvalRequestException or ArgumentException
                                           or InvalidOperationException or IOException or UnauthorizedAccessException or OutOfMemoryException)
             {
                 Fail(id, e.Message);
             }
-            catch (Exception e)
+            catch (Exception e) when (e is not OperationCanceledException)
             {
                 _log?.Invoke($"eval job {id} crashed: {e}");
                 Fail(id, "internal error: " + e.Message);
@@ -267,13 +378,13 @@ public sealed class EvalJobRunner : IDisposable
 
     private void Fail(string id, string message)
     {
-        if (_store.Transition(id, [EvalStates.Running], EvalStates.Failed, error: message)) Finished(id, EvalStates.Failed);
+        if (Durable(() => _store.Transition(id, [EvalStates.Running], EvalStates.Failed, error: message), _shutdown.Token)) Finished(id, EvalStates.Failed);
         _log?.Invoke($"eval job {id} failed: {message}");
     }
 
     private void Finished(string id, string state)
     {
-        var job = _store.Get(id)!;
+        var job = Durable(() => _store.Get(id)!, _shutdown.Token);
         Notify(o => o.JobStateChanged(job, EvalStates.Running, state));
         Notify(o => o.Progress(job));
     }
@@ -297,14 +408,16 @@ public sealed class EvalJobRunner : IDisposable
         var ctx = new EvalContext
         {
             Model = model, Rope = rope, RopeScalingJson = job.RopeScaling, Parameters = job.Parameters, Dataset = dataset,
-            Ledger = new StoreLedger(this, job), Cancellation = cancellation, PriorityPoll = _options.PriorityPoll,
+            Ledger = new StoreLedger(this, job, cancellation), Cancellation = cancellation, PriorityPoll = _options.PriorityPoll,
         };
         var results = suite.Run(ctx);
         if (job.Parameters["register_as"] is JsonValue reg && reg.TryGetValue(out string? variantId)
             && LongRopeSearchSuite.Variant(results) is { } variant)
         {
-            _models.RegisterVariant(job.Model, variantId, variant.RopeScaling, variant.ContextWindow);
-            _store.SaveVariant(new SqliteEvalStore.Variant(variantId, job.Model, variant.RopeScaling, variant.ContextWindow, job.Id));
+            // Hosts sharing the job may all get here; the first registers, the others find it (synced
+            // from the store, or registered by their own pass) and only store the same definition again.
+            if (!ModelExists(variantId)) _models.RegisterVariant(job.Model, variantId, variant.RopeScaling, variant.ContextWindow);
+            Durable(() => _store.SaveVariant(new EvalVariant(variantId, job.Model, variant.RopeScaling, variant.ContextWindow, job.Id)), cancellation);
             results["registered_as"] = variantId;
         }
         return results;
@@ -316,7 +429,14 @@ public sealed class EvalJobRunner : IDisposable
         long last = _lastProgress.GetOrAdd(id, 0);
         if (!force && last != 0 && Stopwatch.GetElapsedTime(last, now) < _options.ProgressInterval) return;
         _lastProgress[id] = now;
-        if (_store.Get(id) is { } job) Notify(o => o.Progress(job));
+        try
+        {
+            if (_store.Get(id) is { } job) Notify(o => o.Progress(job));
+        }
+        catch (EvalStoreUnavailableException e)
+        {
+            _storeProblem = e.Message; // progress is best effort; the next report catches up
+        }
     }
 
     private void Notify(Action<IEvalObserver> action)
@@ -328,26 +448,49 @@ public sealed class EvalJobRunner : IDisposable
         }
     }
 
-    /// <summary>Records a job's units in the store as they complete.</summary>
-    private sealed class StoreLedger(EvalJobRunner runner, EvalJob job) : IEvalLedger
+    /// <summary>Claims and records a job's units in the store (waiting out outages) as the suite works through them.</summary>
+    private sealed class StoreLedger(EvalJobRunner runner, EvalJob job, CancellationToken cancellation) : IEvalLedger
     {
-        public IReadOnlyDictionary<int, CompletedUnit> CompletedUnits { get; } = runner._store.CompletedUnits(job.Id);
+        private readonly IEvalStore _store = runner._store;
+
+        public IReadOnlyDictionary<int, CompletedUnit> CompletedUnits { get; } =
+            runner.Durable(() => runner._store.CompletedUnits(job.Id), cancellation);
 
         public void SetTotal(int total)
         {
-            runner._store.SetTotal(job.Id, total);
+            runner.Durable(() => _store.SetTotal(job.Id, total), cancellation);
             runner.Progress(job.Id, force: true);
         }
 
-        public void UnitStarted(int index, string key) => runner._store.UnitStarted(job.Id, index, key);
+        public void Plan(IReadOnlyList<(int Index, string Key)> units) => runner.Durable(() => _store.PlanUnits(job.Id, units), cancellation);
+
+        public int? Claim(IReadOnlyList<int> pending) =>
+            runner.Durable(() => _store.ClaimUnit(job.Id, pending, runner._options.HostId, runner._options.Lease), cancellation);
+
+        public IReadOnlyDictionary<int, CompletedUnit> CompletedAmong(IReadOnlyList<int> pending) =>
+            runner.Durable(() => _store.CompletedUnits(job.Id, pending), cancellation);
+
+        public void UnitStarted(int index, string key) =>
+            runner.Durable(() => _store.UnitStarted(job.Id, index, key, runner._options.HostId), cancellation);
 
         public void UnitCompleted(CompletedUnit unit)
         {
-            runner._store.UnitCompleted(job.Id, unit);
-            runner.Notify(o => o.TokensScored(job, unit.Tokens));
+            // Recorded even while the job is being cancelled: the work is done and another host may need it.
+            if (runner.Durable(() => _store.UnitCompleted(job.Id, unit), runner._shutdown.Token))
+                runner.Notify(o => o.TokensScored(job, unit.Tokens));
             runner.Progress(job.Id, force: false);
         }
 
-        public void PartialResults(JsonObject results) => runner._store.SetPartialResults(job.Id, results);
+        public void PartialResults(JsonObject results)
+        {
+            try
+            {
+                _store.SetPartialResults(job.Id, results);
+            }
+            catch (EvalStoreUnavailableException)
+            {
+                // Partial results are a courtesy for GET while running; the final results are stored on success.
+            }
+        }
     }
 }

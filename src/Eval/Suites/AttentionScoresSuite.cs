@@ -59,11 +59,11 @@ public sealed class AttentionScoresSuite : EvalSuite
         configs.Add(("scaled", ctx.Rope));
         ctx.Ledger.SetTotal(configs.Count);
 
-        var results = new JsonArray();
+        var units = new List<UnitSpec>();
         for (int i = 0; i < configs.Count; i++)
         {
             var (name, rope) = configs[i];
-            var r = ctx.Unit(i, $"{name}/tokens={tokens.Length}/bucket={bucket}", () =>
+            units.Add(new UnitSpec(i, $"{name}/tokens={tokens.Length}/bucket={bucket}", () =>
             {
                 var stats = AttentionScores.Measure(model, tokens, rope, bucket, layerSet, ctx.Cancellation);
                 var layers = new JsonArray(stats.Select(l => (JsonNode)new JsonObject
@@ -78,9 +78,9 @@ public sealed class AttentionScoresSuite : EvalSuite
                     ["name"] = name, ["rope_scaling"] = rope.Describe(),
                     ["max_abs"] = new JsonArray(overall.Select(x => Num(x)).ToArray()), ["layers"] = layers,
                 }, tokens.Length);
-            });
-            results.Add(r.DeepClone());
+            }));
         }
+        var results = new JsonArray(ctx.Units(units).Select(r => r.DeepClone()).ToArray());
 
         var c = model.Config;
         return new JsonObject

@@ -61,19 +61,31 @@ public readonly record struct UnitOutcome(JsonNode Result, long Tokens);
 /// <summary>A unit completed by this or an earlier run of the job.</summary>
 public sealed record CompletedUnit(int Index, string Key, JsonNode Result, long Tokens, double Seconds);
 
-/// <summary>Where a run's units are recorded: the SQLite store for jobs, memory for the eval verb.</summary>
+/// <summary>A unit of work a suite asks for: its index in the job, a key naming its inputs, and how to compute it.</summary>
+public readonly record struct UnitSpec(int Index, string Key, Func<UnitOutcome> Compute);
+
+/// <summary>
+/// Where a run's units are recorded and claimed: the job store for jobs (shared by every host's
+/// runner), memory for the eval verb.
+/// </summary>
 public interface IEvalLedger
 {
-    /// <summary>Units completed by earlier runs of the same job, by index.</summary>
+    /// <summary>Units completed before this run started, by index.</summary>
     IReadOnlyDictionary<int, CompletedUnit> CompletedUnits { get; }
     void SetTotal(int total);
+    /// <summary>Announces the units this run is about to work through, so other runners can take some of them.</summary>
+    void Plan(IReadOnlyList<(int Index, string Key)> units);
+    /// <summary>Claims one of <paramref name="pending"/> for this run; null when every one is held by another runner.</summary>
+    int? Claim(IReadOnlyList<int> pending);
+    /// <summary>The units of <paramref name="pending"/> completed meanwhile (by other runners).</summary>
+    IReadOnlyDictionary<int, CompletedUnit> CompletedAmong(IReadOnlyList<int> pending);
     void UnitStarted(int index, string key);
     void UnitCompleted(CompletedUnit unit);
     /// <summary>Results so far (for GET while the job runs); the final results are returned by the suite.</summary>
     void PartialResults(JsonObject results);
 }
 
-/// <summary>A ledger in memory: nothing survives the process (the eval verb).</summary>
+/// <summary>A ledger in memory: nothing survives the process, and nobody else takes units (the eval verb).</summary>
 public sealed class MemoryLedger : IEvalLedger
 {
     private readonly Dictionary<int, CompletedUnit> _done = [];
@@ -83,6 +95,10 @@ public sealed class MemoryLedger : IEvalLedger
     public int Started { get; private set; }
     public Action<MemoryLedger>? OnProgress { get; init; }
     public void SetTotal(int total) => Total = total;
+    public void Plan(IReadOnlyList<(int Index, string Key)> units) { }
+    public int? Claim(IReadOnlyList<int> pending) => pending.Count > 0 ? pending[0] : null;
+    public IReadOnlyDictionary<int, CompletedUnit> CompletedAmong(IReadOnlyList<int> pending) =>
+        pending.Where(_done.ContainsKey).ToDictionary(i => i, i => _done[i]);
     public void UnitStarted(int index, string key) => Started++;
     public void UnitCompleted(CompletedUnit unit)
     {
@@ -127,26 +143,75 @@ public sealed class EvalContext
         }
     }
 
+    /// <summary>How often to look for results of units another runner holds.</summary>
+    public TimeSpan OtherRunnersPoll { get; init; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>A single unit: <see cref="Units"/> of one.</summary>
+    public JsonNode Unit(int index, string key, Func<UnitOutcome> compute) => Units([new UnitSpec(index, key, compute)])[0];
+
     /// <summary>
-    /// A unit of work: its stored result when an earlier run completed it (nothing is recomputed),
-    /// else computed now and recorded before the next unit starts. The key names what the unit is
-    /// (window, document, trial...): a stored unit whose key differs means the inputs changed, and the
-    /// job fails rather than mixing results.
+    /// Units of work that do not depend on each other, results in the order given. A unit completed by an
+    /// earlier run is not recomputed: its stored result is used. The rest are claimed one at a time and
+    /// computed here, each recorded before the next starts — unless a runner on another host claimed it
+    /// first, in which case its result is awaited (and the unit taken over if that runner's lease
+    /// expires). So several hosts share a job's units, and a host killed mid-unit loses only that unit.
+    /// The key names what a unit is (window, document, trial...): a recorded unit whose key differs means
+    /// the inputs changed, and the job fails rather than mixing results. <paramref name="completed"/> is
+    /// called with each result's position as it becomes known (for partial results), in no fixed order.
     /// </summary>
-    public JsonNode Unit(int index, string key, Func<UnitOutcome> compute)
+    public JsonNode[] Units(IReadOnlyList<UnitSpec> specs, Action<int, JsonNode>? completed = null)
     {
-        if (Ledger.CompletedUnits.TryGetValue(index, out var done))
+        var results = new JsonNode?[specs.Count];
+        var position = new Dictionary<int, int>(specs.Count);
+        var pending = new List<int>();
+        for (int p = 0; p < specs.Count; p++)
         {
-            if (done.Key != key)
-                throw new EvalFailedException($"unit {index} was recorded as '{done.Key}' but is now '{key}': the dataset or parameters changed since the job started");
-            return done.Result;
+            position[specs[p].Index] = p;
+            if (Ledger.CompletedUnits.TryGetValue(specs[p].Index, out var done)) Accept(p, done);
+            else pending.Add(p);
         }
-        WaitTurn();
-        Ledger.UnitStarted(index, key);
-        var clock = Stopwatch.StartNew();
-        var outcome = compute();
-        Ledger.UnitCompleted(new CompletedUnit(index, key, outcome.Result, outcome.Tokens, clock.Elapsed.TotalSeconds));
-        return outcome.Result;
+
+        void Accept(int p, CompletedUnit done)
+        {
+            if (done.Key != specs[p].Key)
+                throw new EvalFailedException($"unit {done.Index} was recorded as '{done.Key}' but is now '{specs[p].Key}': the dataset or parameters changed since the job started");
+            results[p] = done.Result;
+            completed?.Invoke(p, done.Result);
+        }
+
+        if (pending.Count > 0) Ledger.Plan(pending.Select(p => (specs[p].Index, specs[p].Key)).ToList());
+        while (pending.Count > 0)
+        {
+            WaitTurn();
+            var indices = pending.Select(p => specs[p].Index).ToList();
+            if (Ledger.Claim(indices) is int unit)
+            {
+                int p = position[unit];
+                var spec = specs[p];
+                Ledger.UnitStarted(unit, spec.Key);
+                var clock = Stopwatch.StartNew();
+                var outcome = spec.Compute();
+                Ledger.UnitCompleted(new CompletedUnit(unit, spec.Key, outcome.Result, outcome.Tokens, clock.Elapsed.TotalSeconds));
+                pending.Remove(p);
+                results[p] = outcome.Result;
+                completed?.Invoke(p, outcome.Result);
+                continue;
+            }
+            // Every pending unit is held by another runner: take their results as they land.
+            var landed = Ledger.CompletedAmong(indices);
+            foreach (var done in landed.Values)
+            {
+                int p = position[done.Index];
+                pending.Remove(p);
+                Accept(p, done);
+            }
+            if (landed.Count == 0)
+            {
+                Cancellation.WaitHandle.WaitOne(OtherRunnersPoll);
+                Cancellation.ThrowIfCancellationRequested();
+            }
+        }
+        return results!;
     }
 
     /// <summary>Publishes results so far, at most about once a second.</summary>

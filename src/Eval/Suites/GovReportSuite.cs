@@ -50,10 +50,12 @@ public sealed class GovReportSuite : EvalSuite
         var docs = data.Documents;
         ctx.Ledger.SetTotal(docs.Count);
         var model = ctx.Model;
-        var perDoc = new List<(string Id, string Summary, RougeScores Scores, JsonObject Unit)>();
+        // By document index, filled as units complete (in any order, when other hosts share the job).
+        var scored = new (string Id, string Summary, RougeScores Scores, JsonObject Unit)?[docs.Count];
 
         JsonObject Results()
         {
+            var perDoc = scored.Where(d => d is not null).Select(d => d!.Value).ToList();
             var mean = RougeScores.Mean(perDoc.Select(d => d.Scores).ToList());
             var results = mean.ToJson();
             results["use_stemmer"] = s.UseStemmer;
@@ -68,11 +70,12 @@ public sealed class GovReportSuite : EvalSuite
             return results;
         }
 
+        var units = new List<UnitSpec>();
         for (int d = 0; d < docs.Count; d++)
         {
             var doc = docs[d];
             int seed = unchecked(s.Seed + d);
-            var r = (JsonObject)ctx.Unit(d, $"doc={doc.Id}/chars={doc.Text.Length}/seed={seed}", () =>
+            units.Add(new UnitSpec(d, $"doc={doc.Id}/chars={doc.Text.Length}/seed={seed}", () =>
             {
                 // Truncate the report to the token budget (the model's tokens, decoded back to text), then
                 // tokenize the whole prompt once, BOS included.
@@ -89,11 +92,15 @@ public sealed class GovReportSuite : EvalSuite
                 {
                     ["summary"] = summary, ["prompt_tokens"] = prompt.Length, ["generated_tokens"] = output.Length, ["truncated"] = truncated,
                 }, prompt.Length + output.Length);
-            });
-            string summaryText = r["summary"]!.GetValue<string>();
-            perDoc.Add((doc.Id, summaryText, Rouge.Score(doc.Reference ?? "", summaryText, s.UseStemmer), r));
-            ctx.Partial(Results);
+            }));
         }
+        ctx.Units(units, (d, unit) =>
+        {
+            var r = (JsonObject)unit;
+            string summaryText = r["summary"]!.GetValue<string>();
+            scored[d] = (docs[d].Id, summaryText, Rouge.Score(docs[d].Reference ?? "", summaryText, s.UseStemmer), r);
+            ctx.Partial(Results);
+        });
         return Results();
     }
 }

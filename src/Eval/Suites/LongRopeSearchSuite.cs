@@ -174,10 +174,14 @@ public sealed class LongRopeSearchSuite : EvalSuite
         var history = new JsonArray();
         int evaluations = 0;
 
-        double Evaluate(Candidate cand)
+        // A generation's new candidates are independent units (runners on several hosts share them);
+        // the next generation is bred from the complete fitness table, the same on every host.
+        void EvaluateAll(IEnumerable<Candidate> candidates)
         {
-            if (fitness.TryGetValue(cand.Signature, out var known)) return known.Ppl;
-            var r = ctx.Unit(evaluations, $"{cand.Origin}:{Fnv(cand.Signature)}", () =>
+            var fresh = new List<Candidate>();
+            foreach (var cand in candidates)
+                if (!fitness.ContainsKey(cand.Signature) && fresh.All(f => f.Signature != cand.Signature)) fresh.Add(cand);
+            var units = fresh.Select((cand, i) => new UnitSpec(evaluations + i, $"{cand.Origin}:{Fnv(cand.Signature)}", () =>
             {
                 var rope = model.ResolveRope(RopeJson(cand, s.OriginalLength, s.AttentionFactor));
                 double nll = 0;
@@ -193,12 +197,24 @@ public sealed class LongRopeSearchSuite : EvalSuite
                     ["ppl"] = Num(Math.Exp(nll / n)), ["nll_sum"] = nll, ["tokens"] = n, ["origin"] = cand.Origin, ["n_hat"] = cand.NHat,
                     ["long_factor"] = new JsonArray(cand.Factors.Select(f => (JsonNode)f).ToArray()),
                 }, n);
+            })).ToList();
+            static double Ppl(JsonNode r) => r["ppl"] is { } p ? p.GetValue<double>() : double.PositiveInfinity;
+            // Results land in any order when hosts share the generation; the table takes them in unit
+            // order afterwards, so the results are the same whoever computed what.
+            var landed = new JsonNode?[fresh.Count];
+            var results = ctx.Units(units, (i, r) =>
+            {
+                landed[i] = r;
+                ctx.Partial(() =>
+                {
+                    var sofar = new Dictionary<string, (Candidate Candidate, double Ppl)>(fitness, StringComparer.Ordinal);
+                    for (int j = 0; j < fresh.Count; j++)
+                        if (landed[j] is { } done) sofar[fresh[j].Signature] = (fresh[j], Ppl(done));
+                    return Build(s, sofar, history, sofar.Count, samples.Count, c.RotaryDim);
+                });
             });
-            evaluations++;
-            double ppl = r["ppl"] is { } p ? p.GetValue<double>() : double.PositiveInfinity;
-            fitness[cand.Signature] = (cand, ppl);
-            ctx.Partial(() => Build(s, fitness, history, evaluations, samples.Count, c.RotaryDim));
-            return ppl;
+            for (int i = 0; i < fresh.Count; i++) fitness[fresh[i].Signature] = (fresh[i], Ppl(results[i]));
+            evaluations += fresh.Count;
         }
 
         var seeds = Seeds(c.RotaryDim, c.RopeTheta, s.OriginalLength, s.Scale, s.MaxFactor);
@@ -214,15 +230,15 @@ public sealed class LongRopeSearchSuite : EvalSuite
 
         for (int g = 0; g < s.Generations; g++)
         {
-            int before = evaluations;
-            foreach (var cand in population) Evaluate(cand);
+            int generationStart = evaluations;
+            EvaluateAll(population);
             var ranked = population.OrderBy(p => fitness[p.Signature].Ppl).ThenBy(p => p.Signature, StringComparer.Ordinal).ToList();
             var ppls = ranked.Select(p => fitness[p.Signature].Ppl).Where(double.IsFinite).ToList();
             history.Add(new JsonObject
             {
                 ["generation"] = g, ["best_ppl"] = Num(fitness[ranked[0].Signature].Ppl),
                 ["mean_ppl"] = ppls.Count > 0 ? Num(ppls.Average()) : null,
-                ["population"] = population.Count, ["new_evaluations"] = evaluations - before,
+                ["population"] = population.Count, ["new_evaluations"] = evaluations - generationStart,
             });
             if (g == s.Generations - 1) break;
 

@@ -99,6 +99,7 @@ public sealed class PasskeySuite : EvalSuite
         var ran = new int[points.Count];
         JsonObject Results() => Build(s, points, successes, ran);
         var greedy = new SamplingParams { Temperature = 0 };
+        var units = new List<UnitSpec>();
         for (int p = 0; p < points.Count; p++)
         {
             var pt = points[p];
@@ -106,7 +107,7 @@ public sealed class PasskeySuite : EvalSuite
             {
                 int unit = p * s.Trials + t;
                 int key = Key(s.Seed, unit);
-                var r = ctx.Unit(unit, $"length={pt.Length}/depth={pt.Depth.ToString("R", CultureInfo.InvariantCulture)}/trial={t}/key={key}", () =>
+                units.Add(new UnitSpec(unit, $"length={pt.Length}/depth={pt.Depth.ToString("R", CultureInfo.InvariantCulture)}/trial={t}/key={key}", () =>
                 {
                     var prompt = model.Encode(Prompt(key, pt.Before, pt.After));
                     var output = model.Generate(prompt, s.MaxNewTokens, greedy, ctx.Rope, ctx.Cancellation);
@@ -115,12 +116,16 @@ public sealed class PasskeySuite : EvalSuite
                     {
                         ["key"] = key, ["answer"] = answer, ["success"] = IsCorrect(answer, key), ["prompt_tokens"] = prompt.Length,
                     }, prompt.Length + output.Length);
-                });
-                ran[p]++;
-                if (r["success"]!.GetValue<bool>()) successes[p]++;
-                ctx.Partial(Results);
+                }));
             }
         }
+        ctx.Units(units, (u, r) =>
+        {
+            int p = u / s.Trials;
+            ran[p]++;
+            if (r["success"]!.GetValue<bool>()) successes[p]++;
+            ctx.Partial(Results);
+        });
         return Results();
     }
 

@@ -85,23 +85,28 @@ public sealed class PerplexitySuite : EvalSuite
             return results;
         }
 
+        var units = new List<UnitSpec>();
         for (int w = 0; w < s.Windows.Length; w++)
         {
             int window = s.Windows[w], stride = StrideFor(s, window);
             for (int d = 0; d < docs.Count; d++)
             {
                 var doc = tokens[d];
-                var r = ctx.Unit(w * docs.Count + d, $"window={window}/stride={stride}/doc={docs[d].Id}/tokens={doc.Length}", () =>
+                units.Add(new UnitSpec(w * docs.Count + d, $"window={window}/stride={stride}/doc={docs[d].Id}/tokens={doc.Length}", () =>
                 {
                     var (sum, n) = ScoreDocument(ctx, doc, window, stride);
                     return new UnitOutcome(new JsonObject { ["nll_sum"] = sum, ["tokens"] = n }, n);
-                });
-                nll[w, d] = r["nll_sum"]!.GetValue<double>();
-                counts[w, d] = r["tokens"]!.GetValue<long>();
-                done[w, d] = true;
-                ctx.Partial(Results);
+                }));
             }
         }
+        ctx.Units(units, (u, r) =>
+        {
+            int w = u / docs.Count, d = u % docs.Count;
+            nll[w, d] = r["nll_sum"]!.GetValue<double>();
+            counts[w, d] = r["tokens"]!.GetValue<long>();
+            done[w, d] = true;
+            ctx.Partial(Results);
+        });
         return Results();
     }
 

@@ -25,7 +25,10 @@ public sealed class PiServeOptions
     public JobStoreOptions JobStore { get; set; } = new();
     /// <summary>Where the server keeps its state: the evaluation job database (evals.db) when JobStore:Kind is sqlite.</summary>
     public string DataDirectory { get; set; } = "piserve-data";
-    /// <summary>Evaluation jobs run at once (interactive completions keep priority over all of them).</summary>
+    /// <summary>
+    /// Evaluation jobs worked on at once (interactive completions keep priority over all of them); 0 makes
+    /// a serving-only replica whose jobs run on the other hosts sharing its PostgreSQL job store.
+    /// </summary>
     public int EvalWorkers { get; set; } = 1;
     /// <summary>
     /// Element type of the KV cache for every model without its own: f32 (exact), f16 or bf16 (half

@@ -45,7 +45,7 @@ public static class EvalServices
             if (js.PollSeconds is not (>= 0.05 and <= 60)) throw new InvalidOperationException("PiServe:JobStore:PollSeconds must be between 0.05 and 60");
             return new EvalRunnerOptions
             {
-                Workers = Math.Max(1, o.EvalWorkers),
+                Workers = o.EvalWorkers >= 0 ? o.EvalWorkers : throw new InvalidOperationException("PiServe:EvalWorkers must be 0 or more"),
                 HostId = string.IsNullOrWhiteSpace(js.HostId) ? EvalRunnerOptions.DefaultHostId() : js.HostId,
                 Lease = TimeSpan.FromSeconds(js.LeaseSeconds),
                 PollInterval = TimeSpan.FromSeconds(js.PollSeconds),

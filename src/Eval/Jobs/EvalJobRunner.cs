@@ -10,7 +10,7 @@ namespace PiServe.Eval.Jobs;
 
 public sealed record EvalRunnerOptions
 {
-    /// <summary>Jobs run at once (each on its own thread).</summary>
+    /// <summary>Jobs worked on at once (each on its own thread); 0: this host runs none (others sharing the store do).</summary>
     public int Workers { get; init; } = 1;
     /// <summary>How often a worker looks again while interactive requests have priority.</summary>
     public TimeSpan PriorityPoll { get; init; } = TimeSpan.FromMilliseconds(20);
@@ -98,7 +98,7 @@ public sealed class EvalJobRunner : IDisposable
             _storeProblem = e.Message;
             _log?.Invoke($"eval jobs: {e.Message}; the workers wait for the store");
         }
-        for (int i = 0; i < Math.Max(1, _options.Workers); i++)
+        for (int i = 0; i < _options.Workers; i++)
         {
             var t = new Thread(WorkerLoop) { IsBackground = true, Name = $"piserve-eval-{i}" };
             _workers.Add(t);

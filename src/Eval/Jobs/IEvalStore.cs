@@ -54,7 +54,7 @@ public interface IEvalStore : IDisposable
     /// <summary>
     /// Claims the lowest-numbered unit of <paramref name="candidates"/> that is neither completed nor
     /// held under a live lease (FOR UPDATE SKIP LOCKED on PostgreSQL), for <paramref name="owner"/>;
-    /// null when none is free.
+    /// null when none is free or the job is no longer running (a cancel from any host stops new claims at once).
     /// </summary>
     int? ClaimUnit(string id, IReadOnlyList<int> candidates, string owner, TimeSpan lease);
     void UnitStarted(string id, int unit, string key, string owner);

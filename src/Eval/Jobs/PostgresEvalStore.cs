@@ -266,6 +266,7 @@ public sealed class PostgresEvalStore : IEvalStore
               WHERE c.job_id = @id AND c.unit = ANY(@candidates)
                 AND (c.owner IS NULL OR c.lease_expires < now())
                 AND NOT EXISTS (SELECT 1 FROM eval_units u WHERE u.job_id = c.job_id AND u.unit = c.unit)
+                AND EXISTS (SELECT 1 FROM eval_jobs j WHERE j.id = c.job_id AND j.state = 'running')
               ORDER BY c.unit LIMIT 1
               FOR UPDATE SKIP LOCKED)
             UPDATE eval_unit_claims c SET owner = @owner, lease_expires = now() + @lease

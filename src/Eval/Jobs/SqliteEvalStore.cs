@@ -253,6 +253,7 @@ public sealed class SqliteEvalStore : IEvalStore
                 WHERE c.job_id = $id AND c.unit IN ({string.Join(",", candidates)})
                   AND (c.owner IS NULL OR c.lease_expires < $now)
                   AND NOT EXISTS (SELECT 1 FROM eval_units u WHERE u.job_id = c.job_id AND u.unit = c.unit)
+                  AND EXISTS (SELECT 1 FROM eval_jobs j WHERE j.id = c.job_id AND j.state = 'running')
                 ORDER BY c.unit LIMIT 1
                 """, tx, [("$id", id), ("$now", now)]);
             if (pick.ExecuteScalar() is not long unit) return null;

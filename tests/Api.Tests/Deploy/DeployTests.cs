@@ -92,7 +92,7 @@ public partial class DeployTests(HostFixture fixture)
             .Replace("api:8080", new Uri(fixture.Host.BaseUrl).Authority)
             .Replace("scrape_interval: 5s", "scrape_interval: 1s");
         using var prometheus = new PrometheusServer(config);
-        string expr = Expressions(Dashboard).First(e => e.Contains("piserve_generation_tokens_total")).Replace("$model", ".*");
+        string expr = Expressions(Dashboard).First(e => e.Contains("piserve_generation_tokens_total")).Replace("$model", ".*").Replace("$instance", ".*");
         Assert.NotNull(await prometheus.WaitForDataAsync("piserve_generation_tokens_total", TimeSpan.FromSeconds(20)));
         var result = await prometheus.WaitForDataAsync(expr, TimeSpan.FromSeconds(10));
         Assert.True(result is { Count: > 0 }, $"no data for the dashboard query {expr}:\n{prometheus.Log}");

@@ -7,19 +7,6 @@ using PiServe.Eval.Suites;
 
 namespace PiServe.Eval.Tests;
 
-/// <summary>One real PostgreSQL server for the store tests; each test takes a database of its own.</summary>
-public sealed class PostgresFixture : IDisposable
-{
-    private readonly Lazy<PostgresServer> _server = new(() => new PostgresServer());
-    private int _databases;
-    public PostgresServer Server => _server.Value;
-    public string NewDatabase() => Server.CreateDatabase($"t{Interlocked.Increment(ref _databases)}_{Guid.NewGuid().ToString("N")[..6]}");
-    public void Dispose()
-    {
-        if (_server.IsValueCreated) _server.Value.Dispose();
-    }
-}
-
 [CollectionDefinition("postgres")]
 public sealed class PostgresCollection : ICollectionFixture<PostgresFixture>;
 

@@ -113,3 +113,17 @@ public sealed class RequiresPostgresFactAttribute : FactAttribute
         if (PostgresServer.BinDir is null) Skip = "PostgreSQL is not installed: install the Debian package 'postgresql' (apt-get install -y postgresql; .ci/run does)";
     }
 }
+
+/// <summary>One real PostgreSQL server shared by a test collection (started on first use); each test takes a database of its own.</summary>
+public sealed class PostgresFixture : IDisposable
+{
+    private readonly Lazy<PostgresServer> _server = new(() => new PostgresServer());
+    private int _databases;
+    public PostgresServer Server => _server.Value;
+    public string NewDatabase() => Server.CreateDatabase($"t{Interlocked.Increment(ref _databases)}_{Guid.NewGuid().ToString("N")[..6]}");
+    public void Dispose()
+    {
+        if (_server.IsValueCreated) _server.Value.Dispose();
+    }
+}
+

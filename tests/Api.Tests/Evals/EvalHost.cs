@@ -30,7 +30,10 @@ public sealed class EvalHost : IAsyncDisposable
         File.WriteAllLines(Path.Combine(data, "bad.jsonl"), ["{\"text\": \"fine\"}", "not json", "{\"text\": null}"]);
     }
 
-    public static async Task<EvalHost> StartAsync(string root, params string[] extraArgs)
+    public static Task<EvalHost> StartAsync(string root, params string[] extraArgs) => StartAsync(root, "/health/ready", extraArgs);
+
+    /// <summary>Started once <paramref name="readyPath"/> answers 2xx (/health/live for a host whose job store is away).</summary>
+    public static async Task<EvalHost> StartAsync(string root, string readyPath, params string[] extraArgs)
     {
         string[] args =
         [
@@ -44,7 +47,7 @@ public sealed class EvalHost : IAsyncDisposable
             "--PiServe:Scheduler:Threads=1", "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
             .. extraArgs,
         ];
-        return new EvalHost(await HostProcess.StartAsync(root, args, readyPath: "/health/ready"));
+        return new EvalHost(await HostProcess.StartAsync(root, args, readyPath));
     }
 
     public async Task<(int Status, JsonNode? Body)> SendAsync(HttpMethod method, string path, string? json = null)

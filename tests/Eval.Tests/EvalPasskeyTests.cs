@@ -105,6 +105,9 @@ public partial class EvalPasskeyTests
             int k = p!["k"]!.GetValue<int>(), length = p["length"]!.GetValue<int>();
             Assert.Equal(3, p["trials"]!.GetValue<int>());
             Assert.Equal(k <= ShortSightedModel.Reach ? 3 : 0, p["successes"]!.GetValue<int>());
+            // Wilson's 95% interval of 3/3 or 0/3 (statsmodels: [0.4385, 1] and [0, 0.5615]).
+            var ci = p["success_ci95"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+            Assert.Equal(k <= ShortSightedModel.Reach ? [0.438503, 1.0] : [0.0, 0.561497], ci);
             Assert.InRange(p["prompt_tokens"]!.GetValue<int>(), length - 100, length); // filler sentences fill the length
             Assert.InRange(k, 1, length);
         }

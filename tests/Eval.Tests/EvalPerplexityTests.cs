@@ -66,6 +66,9 @@ public class EvalPerplexityTests
         Assert.Equal(tokens, w["tokens"]!.GetValue<int>());
         Assert.Equal(total / tokens, w["nll"]!.GetValue<double>(), 1e-12);
         Assert.Equal(Math.Exp(total / tokens), w["ppl"]!.GetValue<double>(), 1e-9 * Math.Exp(total / tokens));
+        // The bootstrap interval over the documents brackets the corpus perplexity.
+        var ci = w["ppl_ci95"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        Assert.True(ci[0] <= w["ppl"]!.GetValue<double>() && w["ppl"]!.GetValue<double>() <= ci[1], w.ToJsonString());
     }
 
     [Fact]

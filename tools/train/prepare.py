@@ -26,8 +26,11 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-import sentencepiece as spm
+try:
+    import numpy as np
+    import sentencepiece as spm
+except ImportError:  # datasets.py reuses the corpus reader and the split, which need neither
+    np = spm = None
 
 REF = re.compile(r"^(\d?[A-Za-z]+)(\d+):(\d+) (.*)$")
 SPECIAL = ["<unk>", "<s>", "</s>"]

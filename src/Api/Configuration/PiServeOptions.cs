@@ -19,7 +19,12 @@ public sealed class PiServeOptions
 
     /// <summary>Dataset paths must resolve inside this folder; anything else is refused.</summary>
     public string DataRoot { get; set; } = "data";
-    /// <summary>Datasets evaluation jobs may name: {Id, Kind (pg19 | proof-pile | govreport), Path inside DataRoot}.</summary>
+    /// <summary>The folder of shipped datasets used when <see cref="Datasets"/> is empty (default: datasets/ next to the executable).</summary>
+    public string ShippedDatasets { get; set; } = "";
+    /// <summary>
+    /// Datasets evaluation jobs may name: {Id, Kind (pg19 | proof-pile | govreport), Path inside DataRoot}.
+    /// Empty: the shipped datasets (<see cref="ShippedDatasets"/>, listed in its datasets.json) are registered instead.
+    /// </summary>
     public List<DatasetOptions> Datasets { get; set; } = [];
     /// <summary>Where the evaluation jobs and model variants live (SQLite here, or a shared PostgreSQL).</summary>
     public JobStoreOptions JobStore { get; set; } = new();

@@ -23,7 +23,11 @@ public static class EvalServices
         services.AddSingleton(sp =>
         {
             var o = sp.GetRequiredService<IOptions<PiServeOptions>>().Value;
-            return new DatasetCatalog(o.DataRoot, o.Datasets.Select(d => new DatasetRegistration(d.Id, d.Kind, d.Path)));
+            if (o.Datasets.Count > 0)
+                return new DatasetCatalog(o.DataRoot, o.Datasets.Select(d => new DatasetRegistration(d.Id, d.Kind, d.Path)));
+            // Nothing configured: the shipped datasets, so every kind of job runs from a fresh clone.
+            string shipped = Path.GetFullPath(string.IsNullOrWhiteSpace(o.ShippedDatasets) ? Path.Combine(AppContext.BaseDirectory, "datasets") : o.ShippedDatasets);
+            return new DatasetCatalog(shipped, ShippedDatasets.Read(shipped));
         });
         services.AddSingleton<IEvalStore>(sp =>
         {

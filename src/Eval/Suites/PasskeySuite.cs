@@ -151,6 +151,8 @@ public sealed class PasskeySuite : EvalSuite
         return kMax;
     }
 
+    private static JsonArray Interval((double Low, double High) ci) => new(Math.Round(ci.Low, 6), Math.Round(ci.High, 6));
+
     private static JsonObject Build(Settings s, List<Point> points, int[] successes, int[] ran)
     {
         var measured = Enumerable.Range(0, points.Count).Where(i => ran[i] > 0).ToList();
@@ -162,6 +164,7 @@ public sealed class PasskeySuite : EvalSuite
             {
                 ["k"] = pt.K, ["depth"] = pt.Depth, ["length"] = pt.Length, ["prompt_tokens"] = pt.PromptTokens,
                 ["trials"] = ran[i], ["successes"] = successes[i], ["success_rate"] = (double)successes[i] / ran[i],
+                ["success_ci95"] = Interval(Metrics.ConfidenceIntervals.Wilson(successes[i], ran[i])),
             });
         }
         // Heatmap: success rate per (length, depth), null where not yet measured.

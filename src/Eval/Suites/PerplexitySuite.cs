@@ -69,11 +69,15 @@ public sealed class PerplexitySuite : EvalSuite
                     });
                 }
                 if (perDoc.Count == 0) continue;
+                // Error bars over documents (bootstrap), when there are several: the spread a reader needs to compare rows.
+                var measured = Enumerable.Range(0, docs.Count).Where(d => done[w, d]).Select(d => (nll[w, d], counts[w, d])).ToList();
+                var ci = Metrics.ConfidenceIntervals.BootstrapPerplexity(measured, seed: w);
                 windows.Add(new JsonObject
                 {
                     ["window"] = s.Windows[w],
                     ["stride"] = StrideFor(s, s.Windows[w]),
                     ["ppl"] = n > 0 ? Num(Math.Exp(sum / n)) : null,
+                    ["ppl_ci95"] = ci is { } c ? new JsonArray(Num(c.Low), Num(c.High)) : null,
                     ["nll"] = n > 0 ? Num(sum / n) : null,
                     ["tokens"] = n,
                     ["documents"] = perDoc,

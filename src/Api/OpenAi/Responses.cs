@@ -114,4 +114,6 @@ public sealed record SchedulerStatus(
     [property: JsonPropertyName("prefix_cache_blocks")] int PrefixCacheBlocks,
     [property: JsonPropertyName("prefix_cache_bytes")] long PrefixCacheBytes,
     [property: JsonPropertyName("prefix_cache_queried_tokens")] long PrefixCacheQueriedTokens,
-    [property: JsonPropertyName("prefix_cache_hit_tokens")] long PrefixCacheHitTokens);
+    [property: JsonPropertyName("prefix_cache_hit_tokens")] long PrefixCacheHitTokens,
+    [property: JsonPropertyName("prefix_cache_copy_in_seconds")] double PrefixCacheCopyInSeconds,
+    [property: JsonPropertyName("prefix_cache_copy_out_seconds")] double PrefixCacheCopyOutSeconds);

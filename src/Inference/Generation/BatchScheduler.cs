@@ -63,6 +63,8 @@ public sealed class BatchScheduler : IDisposable
     public long DecodeSteps, DecodedTokens;
     /// <summary>Prompt tokens looked up in the prefix cache, and those found there (hit rate = hits / queried).</summary>
     public long PrefixQueriedTokens, PrefixHitTokens;
+    /// <summary>Stopwatch ticks spent copying cached blocks into sequences, and sequences' blocks into the cache.</summary>
+    public long PrefixCopyInTicks, PrefixCopyOutTicks;
     /// <summary>The prefix cache (null when <see cref="SchedulerOptions.PrefixCacheBytes"/> is 0).</summary>
     public PrefixCache? PrefixCache => _prefixCache;
 
@@ -313,7 +315,9 @@ public sealed class BatchScheduler : IDisposable
         int from = r.Session.Length / cache.BlockTokens, to = blocks.Count;
         if (!ReferenceEquals(blocks, r.Path)) { r.Path!.Clear(); r.Path.AddRange(blocks); }
         int tokens = (to - from) * cache.BlockTokens;
+        long start = Stopwatch.GetTimestamp();
         r.Session.PrefillFromCache(r.P.Job.Prompt, tokens, r.P.Regime!.Rope, c => cache.Restore(r.Path!, from, to, c));
+        Interlocked.Add(ref PrefixCopyInTicks, Stopwatch.GetTimestamp() - start);
         r.CachedTokens += tokens;
         cache.Touch(r.Path!);
     }
@@ -338,9 +342,12 @@ public sealed class BatchScheduler : IDisposable
     {
         var cache = _prefixCache!;
         int full = Math.Min(r.Session.Length, r.P.Job.Prompt.Length) / cache.BlockTokens;
-        while (r.Publishing && r.Path!.Count < full)
+        if (!r.Publishing || r.Path!.Count >= full) return;
+        long start = Stopwatch.GetTimestamp();
+        while (r.Publishing && r.Path.Count < full)
             r.Publishing = cache.Publish(r.P.Regime!, r.P.Job.Prompt, r.P.Hashes, r.Path.Count, r.Session.Cache, r.Path,
                 _options.KvCacheBudgetBytes - Interlocked.Read(ref _reservedBytes));
+        Interlocked.Add(ref PrefixCopyOutTicks, Stopwatch.GetTimestamp() - start);
     }
 
     /// <summary>

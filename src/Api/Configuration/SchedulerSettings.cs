@@ -13,12 +13,14 @@ public sealed class SchedulerSettings
     /// (0 disables it); counted in <see cref="KvCacheBudgetBytes"/> and evicted when a request needs the room.
     /// </summary>
     public long PrefixCacheBytes { get; set; } = 1L << 30;
+    /// <summary>Tokens per prefix-cache block (only full blocks are cached and reused).</summary>
+    public int PrefixBlockTokens { get; set; } = 16;
     /// <summary>Compute threads (0 = all cores).</summary>
     public int Threads { get; set; }
 
     public SchedulerOptions ToSchedulerOptions() => new()
     {
         MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
-        PrefixCacheBytes = PrefixCacheBytes,
+        PrefixCacheBytes = PrefixCacheBytes, PrefixBlockTokens = PrefixBlockTokens,
     };
 }

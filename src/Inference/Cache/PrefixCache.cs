@@ -34,7 +34,7 @@ public sealed unsafe class PrefixCache : IDisposable
     /// <param name="bytesPerToken">KV bytes per position of the caches whose blocks are kept (<see cref="KvCache.BytesPerToken"/>).</param>
     public PrefixCache(int blockTokens, long budgetBytes, long bytesPerToken)
     {
-        if (blockTokens < 1) throw new ArgumentOutOfRangeException(nameof(blockTokens), "a block holds at least one token");
+        if (blockTokens < 1) throw new ArgumentOutOfRangeException(nameof(blockTokens), $"a prefix-cache block (PrefixBlockTokens) holds at least one token, not {blockTokens}");
         if (budgetBytes < 0) throw new ArgumentOutOfRangeException(nameof(budgetBytes), "the budget is not negative");
         if (bytesPerToken < 1 || bytesPerToken % sizeof(float) != 0) throw new ArgumentOutOfRangeException(nameof(bytesPerToken));
         BlockTokens = blockTokens;

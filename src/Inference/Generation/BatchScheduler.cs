@@ -95,6 +95,16 @@ public sealed class BatchScheduler : IDisposable
                     $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {(bytes[i] == long.MaxValue ? "more than 2^63" : bytes[i].ToString())} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
             }
         }
+        // The prefix-cache keys (block hashes, rope regime) are computed here, off the scheduler loop.
+        var hashes = new ulong[]?[jobs.Count];
+        var regimes = new PrefixCache.Regime?[jobs.Count];
+        if (_prefixCache is not null)
+            for (int i = 0; i < jobs.Count; i++)
+            {
+                hashes[i] = i > 0 && ReferenceEquals(jobs[i].Prompt, jobs[i - 1].Prompt) // the n choices of one request
+                    ? hashes[i - 1] : PrefixCache.ChainHashes(jobs[i].Prompt, _prefixCache.BlockTokens);
+                regimes[i] = RegimeOf(jobs[i]);
+            }
         var readers = new ChannelReader<GenerationEvent>[jobs.Count];
         lock (_lock)
         {
@@ -111,7 +121,7 @@ public sealed class BatchScheduler : IDisposable
                 var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
                 _waiting.Enqueue(new Pending(jobs[i], channel.Writer, now, bytes[i])
                 {
-                    Hashes = _prefixCache is null ? null : PrefixCache.ChainHashes(jobs[i].Prompt, _prefixCache.BlockTokens),
+                    Hashes = hashes[i], Regime = regimes[i],
                 });
                 readers[i] = channel.Reader;
             }
@@ -125,8 +135,8 @@ public sealed class BatchScheduler : IDisposable
     {
         /// <summary>The prompt's block chain hashes (<see cref="PrefixCache.ChainHashes"/>), when the prefix cache is on.</summary>
         public ulong[]? Hashes { get; init; }
-        /// <summary>The rope regime its prompt is prefilled under, resolved once on the scheduler loop.</summary>
-        public PrefixCache.Regime? Regime;
+        /// <summary>The rope regime its prompt is prefilled under (with <see cref="Hashes"/>, off the scheduler loop).</summary>
+        public PrefixCache.Regime? Regime { get; init; }
     }
 
     private sealed class Running(Pending p, InferenceSession session, Sampler sampler, StreamingDecoder decoder, StopStrings stops)
@@ -253,8 +263,7 @@ public sealed class BatchScheduler : IDisposable
         _admitPath.Clear();
         if (CanReuse(head.Job))
         {
-            head.Regime ??= RegimeOf(head.Job);
-            cache.Match(head.Regime, head.Job.Prompt, head.Hashes, MaxReusedBlocks(head.Job), _admitPath);
+            cache.Match(head.Regime!, head.Job.Prompt, head.Hashes, MaxReusedBlocks(head.Job), _admitPath);
             cache.Pin(_admitPath); // making room for this request must not evict what it is about to copy
         }
         if (cache.EvictTo(room)) return true;
@@ -288,10 +297,10 @@ public sealed class BatchScheduler : IDisposable
                 running.PromptLps = new float?[job.Prompt.Length];
                 running.PromptTops = new TopLogprob[]?[job.Prompt.Length];
             }
-            // (A cache whose element type changed since the scheduler started is not cached: the blocks would not fit.)
-            if (_prefixCache is not null && p.Hashes is not null && session.Cache.BytesPerToken * _prefixCache.BlockTokens == _prefixCache.BlockBytes)
+            // (A cache whose element type changed since the request was queued, or the scheduler started, is left out.)
+            if (_prefixCache is not null && p.Regime is not null && session.Cache.ElementType == p.Regime.KvType
+                && session.Cache.BytesPerToken * _prefixCache.BlockTokens == _prefixCache.BlockBytes)
             {
-                p.Regime ??= RegimeOf(job);
                 running.Path = [];
                 running.Reuse = CanReuse(job);
                 if (running.Reuse && hit.Count > 0) Restore(running, hit);

@@ -8,11 +8,19 @@ public sealed class SchedulerSettings
     public int MaxBatch { get; set; } = 16;
     public long KvCacheBudgetBytes { get; set; } = 2L << 30;
     public int PrefillChunk { get; set; } = 256;
+    /// <summary>
+    /// Automatic prefix caching: bytes of prompt KV blocks kept for later requests with the same prefix
+    /// (0 disables it); counted in <see cref="KvCacheBudgetBytes"/> and evicted when a request needs the room.
+    /// </summary>
+    public long PrefixCacheBytes { get; set; } = 1L << 30;
+    /// <summary>Tokens per prefix-cache block (only full blocks are cached and reused).</summary>
+    public int PrefixBlockTokens { get; set; } = 16;
     /// <summary>Compute threads (0 = all cores).</summary>
     public int Threads { get; set; }
 
     public SchedulerOptions ToSchedulerOptions() => new()
     {
         MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
+        PrefixCacheBytes = PrefixCacheBytes, PrefixBlockTokens = PrefixBlockTokens,
     };
 }

@@ -39,6 +39,10 @@ public sealed class PiServeMetrics
         public const string InterTokenLatency = "piserve_inter_token_latency_seconds";
         public const string RequestDuration = "piserve_request_duration_seconds";
         public const string RequestQueue = "piserve_request_queue_seconds";
+        public const string PrefixCacheQueries = "piserve_prefix_cache_queries_total";
+        public const string PrefixCacheHits = "piserve_prefix_cache_hits_total";
+        public const string PrefixCacheBlocks = "piserve_prefix_cache_blocks";
+        public const string PrefixCacheBytes = "piserve_prefix_cache_bytes";
 
         /// <summary>Every name above.</summary>
         public static readonly IReadOnlyList<string> All =
@@ -46,6 +50,16 @@ public sealed class PiServeMetrics
             PromptTokens, GenerationTokens, Requests, EvalTokensScored, RequestsRunning, RequestsWaiting,
             KvCacheBytesUsed, KvCacheBytesCapacity, EvalJobs, TimeToFirstToken, InterTokenLatency, RequestDuration, RequestQueue,
         ];
+
+        /// <summary>
+        /// The prefix-cache families (vLLM's prefix_cache_queries / prefix_cache_hits, plus what the
+        /// cache holds). Exposed like the others but kept out of <see cref="All"/>, which is what the
+        /// Grafana dashboard must query (the deploy tests check it), until the dashboard shows them.
+        /// </summary>
+        public static readonly IReadOnlyList<string> PrefixCache = [PrefixCacheQueries, PrefixCacheHits, PrefixCacheBlocks, PrefixCacheBytes];
+
+        /// <summary>Every family a host exposes under piserve_: <see cref="All"/> and <see cref="PrefixCache"/>.</summary>
+        public static readonly IReadOnlyList<string> Exposed = [.. All, .. PrefixCache];
     }
 
     /// <summary>Label values of <c>finish_reason</c> (OpenAI's, plus abort and error).</summary>
@@ -92,6 +106,10 @@ public sealed class PiServeMetrics
     private readonly Histogram _itl;
     private readonly Histogram _duration;
     private readonly Histogram _queue;
+    private readonly Counter _prefixQueries;
+    private readonly Counter _prefixHits;
+    private readonly Gauge _prefixBlocks;
+    private readonly Gauge _prefixBytes;
 
     /// <summary>
     /// The instruments on a registry of their own, which also holds the process and runtime metrics
@@ -127,6 +145,10 @@ public sealed class PiServeMetrics
         _ttft = Histogram(f, Names.TimeToFirstToken, "Seconds from a request's arrival to its first generated token, by model.", TimeToFirstTokenBuckets);
         _itl = Histogram(f, Names.InterTokenLatency, "Seconds between consecutive generated tokens of a request, by model.", InterTokenLatencyBuckets);
         _duration = Histogram(f, Names.RequestDuration, "Seconds from a request's arrival to its end, by model.", RequestDurationBuckets);
+        _prefixQueries = f.CreateCounter(Names.PrefixCacheQueries, "Prompt tokens looked up in the prefix cache, by model.", model);
+        _prefixHits = f.CreateCounter(Names.PrefixCacheHits, "Prompt tokens found in the prefix cache (not prefilled again), by model.", model);
+        _prefixBlocks = f.CreateGauge(Names.PrefixCacheBlocks, "Blocks held by the prefix cache, by model.", model);
+        _prefixBytes = f.CreateGauge(Names.PrefixCacheBytes, "KV-cache bytes held by the prefix cache (counted in the KV budget beside piserve_kv_cache_bytes_used), by model.", model);
         _queue = Histogram(f, Names.RequestQueue, "Seconds a request waited in the queue before it started, by model.", RequestQueueBuckets);
     }
 
@@ -147,8 +169,8 @@ public sealed class PiServeMetrics
     public void DeclareModel(string model, long kvCapacityBytes)
     {
         string m = Label(model);
-        foreach (var counter in (Counter[])[_promptTokens, _generationTokens, _evalTokensScored]) counter.WithLabels(m);
-        foreach (var gauge in (Gauge[])[_running, _waiting, _kvUsed]) gauge.WithLabels(m);
+        foreach (var counter in (Counter[])[_promptTokens, _generationTokens, _evalTokensScored, _prefixQueries, _prefixHits]) counter.WithLabels(m);
+        foreach (var gauge in (Gauge[])[_running, _waiting, _kvUsed, _prefixBlocks, _prefixBytes]) gauge.WithLabels(m);
         _kvCapacity.WithLabels(m).Set(kvCapacityBytes);
         foreach (string reason in (string[])[FinishReasons.Stop, FinishReasons.Length, FinishReasons.Abort, FinishReasons.Error])
             _requests.WithLabels(reason, m);
@@ -224,6 +246,26 @@ public sealed class PiServeMetrics
         string m = Label(model);
         _kvUsed.WithLabels(m).Set(usedBytes);
         _kvCapacity.WithLabels(m).Set(capacityBytes);
+    }
+
+    /// <summary>
+    /// A prompt was looked up in the prefix cache: <paramref name="promptTokens"/> added to
+    /// <c>piserve_prefix_cache_queries_total</c>, the <paramref name="cachedTokens"/> found to
+    /// <c>piserve_prefix_cache_hits_total</c> (hit rate = rate(hits) / rate(queries)).
+    /// </summary>
+    public void PrefixCacheLookup(string model, long promptTokens, long cachedTokens)
+    {
+        string m = Label(model);
+        if (promptTokens > 0) _prefixQueries.WithLabels(m).Inc(promptTokens);
+        if (cachedTokens > 0) _prefixHits.WithLabels(m).Inc(cachedTokens);
+    }
+
+    /// <summary>Sets <c>piserve_prefix_cache_blocks</c> and <c>piserve_prefix_cache_bytes</c> of <paramref name="model"/>.</summary>
+    public void SetPrefixCache(string model, long blocks, long bytes)
+    {
+        string m = Label(model);
+        _prefixBlocks.WithLabels(m).Set(blocks);
+        _prefixBytes.WithLabels(m).Set(bytes);
     }
 
     /// <summary>An evaluation job scored <paramref name="tokens"/> more tokens: <c>piserve_eval_tokens_scored_total</c>.</summary>

@@ -3,7 +3,7 @@ using PiServe.Inference.Generation;
 
 namespace PiServe.Api.Metrics;
 
-/// <summary>Turns each model's scheduler events into the piserve_* request, latency, token and KV metrics.</summary>
+/// <summary>Turns each model's scheduler events into the piserve_* request, latency, token, KV and prefix-cache metrics.</summary>
 public sealed class SchedulerMetrics(PiServeMetrics metrics) : ISchedulerObserverFactory
 {
     public ISchedulerObserver For(string modelId) => new Observer(metrics, modelId);
@@ -32,5 +32,7 @@ public sealed class SchedulerMetrics(PiServeMetrics metrics) : ISchedulerObserve
             m.RequestFinished(model, finishReason == "cancelled" ? PiServeMetrics.FinishReasons.Abort : finishReason, seconds, promptTokens, completionTokens);
 
         public void KvCache(long usedBytes, long capacityBytes) => m.SetKvCache(model, usedBytes, capacityBytes);
+        public void PrefixCacheLookup(int promptTokens, int cachedTokens) => m.PrefixCacheLookup(model, promptTokens, cachedTokens);
+        public void PrefixCache(int blocks, long bytes) => m.SetPrefixCache(model, blocks, bytes);
     }
 }

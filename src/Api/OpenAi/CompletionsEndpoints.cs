@@ -18,7 +18,10 @@ public static class CompletionsEndpoints
         {
             var s = service.ResolveModel(id).Scheduler!;
             return new SchedulerStatus(s.RunningCount, s.WaitingCount, Interlocked.Read(ref s.DecodeSteps), Interlocked.Read(ref s.DecodedTokens),
-                s.ReservedKvBytes, s.KvBudgetBytes);
+                s.ReservedKvBytes, s.KvBudgetBytes, s.PrefixCache?.BlockCount ?? 0, s.PrefixCache?.Bytes ?? 0,
+                Interlocked.Read(ref s.PrefixQueriedTokens), Interlocked.Read(ref s.PrefixHitTokens),
+                (double)Interlocked.Read(ref s.PrefixCopyInTicks) / System.Diagnostics.Stopwatch.Frequency,
+                (double)Interlocked.Read(ref s.PrefixCopyOutTicks) / System.Diagnostics.Stopwatch.Frequency);
         }).WithName("SchedulerStatus").Produces<SchedulerStatus>().Produces<ErrorBody>(404);
         v1.MapPost("/completions", Completions).WithName("CreateCompletion")
             .Accepts<CompletionRequest>("application/json")

@@ -103,11 +103,17 @@ public sealed record ModelList(
     [property: JsonPropertyName("object")] string Object,
     [property: JsonPropertyName("data")] List<ModelCard> Data);
 
-/// <summary>PiServe: the continuous-batching scheduler of one model (batching gain = decoded_tokens / decode_steps).</summary>
+/// <summary>PiServe: the continuous-batching scheduler of one model (batching gain = decoded_tokens / decode_steps; prefix-cache hit rate = hit / queried tokens).</summary>
 public sealed record SchedulerStatus(
     [property: JsonPropertyName("running")] int Running,
     [property: JsonPropertyName("waiting")] int Waiting,
     [property: JsonPropertyName("decode_steps")] long DecodeSteps,
     [property: JsonPropertyName("decoded_tokens")] long DecodedTokens,
     [property: JsonPropertyName("kv_reserved_bytes")] long KvReservedBytes,
-    [property: JsonPropertyName("kv_budget_bytes")] long KvBudgetBytes);
+    [property: JsonPropertyName("kv_budget_bytes")] long KvBudgetBytes,
+    [property: JsonPropertyName("prefix_cache_blocks")] int PrefixCacheBlocks,
+    [property: JsonPropertyName("prefix_cache_bytes")] long PrefixCacheBytes,
+    [property: JsonPropertyName("prefix_cache_queried_tokens")] long PrefixCacheQueriedTokens,
+    [property: JsonPropertyName("prefix_cache_hit_tokens")] long PrefixCacheHitTokens,
+    [property: JsonPropertyName("prefix_cache_copy_in_seconds")] double PrefixCacheCopyInSeconds,
+    [property: JsonPropertyName("prefix_cache_copy_out_seconds")] double PrefixCacheCopyOutSeconds);

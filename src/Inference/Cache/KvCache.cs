@@ -122,6 +122,43 @@ public sealed unsafe class KvCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// Copies positions [start, start + count) of every layer and head out to <paramref name="dst"/>,
+    /// laid out [layer][keys, values][kvHead][count][headDim] (count · BytesPerToken bytes), as stored
+    /// (no conversion). Returns whether that span holds an f16 infinity or NaN (see <see cref="HoldsNonFinite"/>).
+    /// </summary>
+    public bool CopyOut(int start, int count, byte* dst)
+    {
+        if (start < 0 || count < 0 || start + count > Length) throw new ArgumentOutOfRangeException(nameof(start), $"positions [{start}, {start + count}) are not all in the cache (length {Length})");
+        long row = (long)count * HeadDim * ElementSize;
+        for (int l = 0; l < Layers; l++)
+            foreach (var buffer in (ReadOnlySpan<NativeBuffer>)[_keys[l], _values[l]])
+                for (int h = 0; h < KvHeads; h++, dst += row)
+                    Buffer.MemoryCopy((byte*)buffer.Ptr + (h * HeadStride + (long)start * HeadDim) * ElementSize, dst, row, row);
+        if (ElementType != DType.F16 || !HoldsNonFinite) return false;
+        var halves = new ReadOnlySpan<ushort>(dst - count * BytesPerToken, checked((int)(count * BytesPerToken / 2)));
+        foreach (ushort u in halves)
+            if ((u & 0x7C00) == 0x7C00) return true;
+        return false;
+    }
+
+    /// <summary>
+    /// Appends <paramref name="count"/> positions at <see cref="Length"/> from <paramref name="src"/>, laid out as
+    /// <see cref="CopyOut"/> writes it (by a cache of the same shape and element type), and advances Length.
+    /// </summary>
+    public void CopyIn(int count, byte* src, bool nonFinite)
+    {
+        int start = Length;
+        EnsureCapacity(start + count);
+        long row = (long)count * HeadDim * ElementSize;
+        for (int l = 0; l < Layers; l++)
+            foreach (var buffer in (ReadOnlySpan<NativeBuffer>)[_keys[l], _values[l]])
+                for (int h = 0; h < KvHeads; h++, src += row)
+                    Buffer.MemoryCopy(src, (byte*)buffer.Ptr + (h * HeadStride + (long)start * HeadDim) * ElementSize, row, row);
+        HoldsNonFinite |= nonFinite;
+        Length = start + count;
+    }
+
     /// <summary>One layer's keys and values as attention reads them.</summary>
     public KvLayer Layer(int layer) => new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType, finite: !HoldsNonFinite);
 

@@ -14,6 +14,14 @@ namespace PiServe.Inference.Generation;
 /// every step then decodes all running sequences in one batched forward (one pass over the weights).
 /// Finished and cancelled sequences leave at once and free their caches.
 /// </summary>
+/// <remarks>
+/// Automatic prefix caching (<see cref="SchedulerOptions.PrefixCacheBytes"/>): as a prompt is prefilled,
+/// its full blocks are copied into a <see cref="PrefixCache"/> keyed on their tokens and the rope regime
+/// of the prefill; a later prompt (or another of the n choices of one request) that starts with the same
+/// blocks under the same regime copies them into its own cache and prefills only the rest. The cached
+/// blocks count against the KV budget beside the reservations and are evicted when a request needs the
+/// room; the blocks a request is about to copy are pinned while room is made for it.
+/// </remarks>
 public sealed class BatchScheduler : IDisposable
 {
     private readonly LlamaModel _model;
@@ -28,6 +36,9 @@ public sealed class BatchScheduler : IDisposable
     private readonly Thread _loop;
     private readonly HashSet<int> _eos;
     private long _reservedBytes;
+    private readonly PrefixCache? _prefixCache;
+    /// <summary>The admission's match in the prefix cache, reused request after request.</summary>
+    private readonly List<PrefixCache.Block> _admitPath = [];
 
     public BatchScheduler(LlamaModel model, ITokenizer tokenizer, SchedulerOptions options, ISchedulerObserver? observer = null)
     {
@@ -37,6 +48,8 @@ public sealed class BatchScheduler : IDisposable
         _observer = observer;
         _eos = [.. model.Config.EosTokenIds];
         if (tokenizer.EosTokenId is { } eos) _eos.Add(eos);
+        if (options.PrefixCacheBytes > 0)
+            _prefixCache = new PrefixCache(options.PrefixBlockTokens, options.PrefixCacheBytes, model.KvBytesPerToken);
         _loop = new Thread(Loop) { IsBackground = true, Name = "piserve-scheduler" };
         _loop.Start();
     }
@@ -48,6 +61,12 @@ public sealed class BatchScheduler : IDisposable
     public long KvBytesPerToken => _model.KvBytesPerToken;
     /// <summary>Decode steps run, and sequences they advanced (batching gain = tokens / steps).</summary>
     public long DecodeSteps, DecodedTokens;
+    /// <summary>Prompt tokens looked up in the prefix cache, and those found there (hit rate = hits / queried).</summary>
+    public long PrefixQueriedTokens, PrefixHitTokens;
+    /// <summary>Stopwatch ticks spent copying cached blocks into sequences, and sequences' blocks into the cache.</summary>
+    public long PrefixCopyInTicks, PrefixCopyOutTicks;
+    /// <summary>The prefix cache (null when <see cref="SchedulerOptions.PrefixCacheBytes"/> is 0).</summary>
+    public PrefixCache? PrefixCache => _prefixCache;
 
     /// <summary>Queues a request; its events arrive on the returned reader, ending with a FinishEvent or ErrorEvent.</summary>
     public ChannelReader<GenerationEvent> Submit(CompletionJob job) => SubmitAll([job])[0];
@@ -76,6 +95,16 @@ public sealed class BatchScheduler : IDisposable
                     $"prompt ({job.Prompt.Length} tokens) + max_tokens ({job.MaxTokens}) needs {(bytes[i] == long.MaxValue ? "more than 2^63" : bytes[i].ToString())} bytes of KV cache, more than the budget of {_options.KvCacheBudgetBytes} bytes");
             }
         }
+        // The prefix-cache keys (block hashes, rope regime) are computed here, off the scheduler loop.
+        var hashes = new ulong[]?[jobs.Count];
+        var regimes = new PrefixCache.Regime?[jobs.Count];
+        if (_prefixCache is not null)
+            for (int i = 0; i < jobs.Count; i++)
+            {
+                hashes[i] = i > 0 && ReferenceEquals(jobs[i].Prompt, jobs[i - 1].Prompt) // the n choices of one request
+                    ? hashes[i - 1] : PrefixCache.ChainHashes(jobs[i].Prompt, _prefixCache.BlockTokens);
+                regimes[i] = RegimeOf(jobs[i]);
+            }
         var readers = new ChannelReader<GenerationEvent>[jobs.Count];
         lock (_lock)
         {
@@ -90,7 +119,10 @@ public sealed class BatchScheduler : IDisposable
             for (int i = 0; i < jobs.Count; i++)
             {
                 var channel = Channel.CreateUnbounded<GenerationEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-                _waiting.Enqueue(new Pending(jobs[i], channel.Writer, now, bytes[i]));
+                _waiting.Enqueue(new Pending(jobs[i], channel.Writer, now, bytes[i])
+                {
+                    Hashes = hashes[i], Regime = regimes[i],
+                });
                 readers[i] = channel.Reader;
             }
         }
@@ -99,7 +131,13 @@ public sealed class BatchScheduler : IDisposable
         return readers;
     }
 
-    private sealed record Pending(CompletionJob Job, ChannelWriter<GenerationEvent> Events, long SubmittedAt, long Bytes);
+    private sealed record Pending(CompletionJob Job, ChannelWriter<GenerationEvent> Events, long SubmittedAt, long Bytes)
+    {
+        /// <summary>The prompt's block chain hashes (<see cref="PrefixCache.ChainHashes"/>), when the prefix cache is on.</summary>
+        public ulong[]? Hashes { get; init; }
+        /// <summary>The rope regime its prompt is prefilled under (with <see cref="Hashes"/>, off the scheduler loop).</summary>
+        public PrefixCache.Regime? Regime { get; init; }
+    }
 
     private sealed class Running(Pending p, InferenceSession session, Sampler sampler, StreamingDecoder decoder, StopStrings stops)
     {
@@ -120,6 +158,14 @@ public sealed class BatchScheduler : IDisposable
         /// <summary>The prompt's log-probs as its chunks are prefilled (echo with logprobs).</summary>
         public float?[]? PromptLps;
         public TopLogprob[]?[]? PromptTops;
+        /// <summary>The prefix-cache blocks equal to this prompt's first Path.Count blocks (null: the prefix cache is off for it).</summary>
+        public List<PrefixCache.Block>? Path;
+        /// <summary>Whether cached blocks may replace its prefill (not when the prompt's log-probs are asked for).</summary>
+        public bool Reuse;
+        /// <summary>Whether its next full block may still be cached (false once one did not fit).</summary>
+        public bool Publishing = true;
+        /// <summary>Prompt tokens copied from the prefix cache.</summary>
+        public int CachedTokens;
     }
 
     private void Loop()
@@ -158,6 +204,7 @@ public sealed class BatchScheduler : IDisposable
         finally
         {
             scratch.Dispose();
+            _prefixCache?.Dispose();
             lock (_lock)
             {
                 foreach (var r in _running) { r.P.Events.TryWrite(new ErrorEvent("the server is shutting down")); r.P.Events.TryComplete(); r.Session.Dispose(); }
@@ -185,16 +232,56 @@ public sealed class BatchScheduler : IDisposable
                     _observer?.Abandoned(Seconds(head.SubmittedAt));
                     continue;
                 }
-                if (_reservedBytes + head.Bytes > _options.KvCacheBudgetBytes) return; // wait for memory (FIFO: no overtaking)
+                // What the prefix cache may keep beside the reservations once this request is admitted.
+                long room = _options.KvCacheBudgetBytes - _reservedBytes - head.Bytes;
+                if (room < 0) return; // wait for memory (FIFO: no overtaking)
+                if (_prefixCache is not null && !MakeRoom(head, room)) return;
                 p = _waiting.Dequeue();
                 _reservedBytes += p.Bytes;
             }
             _observer?.Started(Seconds(p.SubmittedAt));
-            StartSequence(p);
+            try
+            {
+                StartSequence(p, _admitPath);
+            }
+            finally
+            {
+                _prefixCache?.Unpin(_admitPath);
+                _admitPath.Clear();
+            }
         }
     }
 
-    private void StartSequence(Pending p)
+    /// <summary>
+    /// Matches the head's prompt in the prefix cache (into <see cref="_admitPath"/>, pinned) and evicts
+    /// other blocks until the cache holds at most <paramref name="room"/> bytes. When the pinned match
+    /// itself does not fit beside the request's reservation, the request is admitted without it.
+    /// </summary>
+    private bool MakeRoom(Pending head, long room)
+    {
+        var cache = _prefixCache!;
+        _admitPath.Clear();
+        if (CanReuse(head.Job))
+        {
+            cache.Match(head.Regime!, head.Job.Prompt, head.Hashes, MaxReusedBlocks(head.Job), _admitPath);
+            cache.Pin(_admitPath); // making room for this request must not evict what it is about to copy
+        }
+        if (cache.EvictTo(room)) return true;
+        cache.Unpin(_admitPath);
+        _admitPath.Clear();
+        return cache.EvictTo(room);
+    }
+
+    private bool CanReuse(CompletionJob job) => !job.PromptLogprobs && job.Prompt.Length > _prefixCache!.BlockTokens;
+
+    /// <summary>Full blocks a prompt may take from the cache: its last token is always computed (its logits start the generation).</summary>
+    private int MaxReusedBlocks(CompletionJob job) => (job.Prompt.Length - 1) / _prefixCache!.BlockTokens;
+
+    /// <summary>The regime the job's prompt is prefilled under (<see cref="InferenceSession.PrefillPart"/>): the cache key besides the tokens.</summary>
+    private PrefixCache.Regime RegimeOf(CompletionJob job) =>
+        new(InferenceSession.ParametersFor(job.Rope ?? _model.Rope, job.Policy, job.PlannedLength, job.Prompt.Length), _model.KvCacheType);
+
+    private void StartSequence(Pending p, List<PrefixCache.Block> hit)
     {
         var job = p.Job;
         InferenceSession? session = null;
@@ -210,6 +297,14 @@ public sealed class BatchScheduler : IDisposable
                 running.PromptLps = new float?[job.Prompt.Length];
                 running.PromptTops = new TopLogprob[]?[job.Prompt.Length];
             }
+            // (A cache whose element type changed since the request was queued, or the scheduler started, is left out.)
+            if (_prefixCache is not null && p.Regime is not null && session.Cache.ElementType == p.Regime.KvType
+                && session.Cache.BytesPerToken * _prefixCache.BlockTokens == _prefixCache.BlockBytes)
+            {
+                running.Path = [];
+                running.Reuse = CanReuse(job);
+                if (running.Reuse && hit.Count > 0) Restore(running, hit);
+            }
             lock (_lock) _running.Add(running);
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
@@ -220,6 +315,48 @@ public sealed class BatchScheduler : IDisposable
             p.Events.TryComplete();
             _observer?.Finished("error", Seconds(p.SubmittedAt), job.Prompt.Length, 0);
         }
+    }
+
+    /// <summary>Copies the blocks of <paramref name="blocks"/> past the session's length into it (a prefix-cache hit).</summary>
+    private void Restore(Running r, List<PrefixCache.Block> blocks)
+    {
+        var cache = _prefixCache!;
+        int from = r.Session.Length / cache.BlockTokens, to = blocks.Count;
+        if (!ReferenceEquals(blocks, r.Path)) { r.Path!.Clear(); r.Path.AddRange(blocks); }
+        int tokens = (to - from) * cache.BlockTokens;
+        long start = Stopwatch.GetTimestamp();
+        r.Session.PrefillFromCache(r.P.Job.Prompt, tokens, r.P.Regime!.Rope, c => cache.Restore(r.Path!, from, to, c));
+        Interlocked.Add(ref PrefixCopyInTicks, Stopwatch.GetTimestamp() - start);
+        r.CachedTokens += tokens;
+        cache.Touch(r.Path!);
+    }
+
+    /// <summary>
+    /// Before a prefill chunk: when the session stands at a block boundary on its path, takes the blocks
+    /// cached since (by another sequence with the same prefix: the n choices of one request, or a request
+    /// that arrived while this one waited).
+    /// </summary>
+    private void CatchUp(Running r)
+    {
+        var cache = _prefixCache!;
+        int length = r.Session.Length;
+        if (length % cache.BlockTokens != 0) return;
+        int have = length / cache.BlockTokens;
+        cache.Match(r.P.Regime!, r.P.Job.Prompt, r.P.Hashes, MaxReusedBlocks(r.P.Job), r.Path!);
+        if (r.Path!.Count > have) Restore(r, r.Path);
+    }
+
+    /// <summary>After a prefill chunk: caches the prompt's blocks it completed (until one does not fit).</summary>
+    private void Publish(Running r)
+    {
+        var cache = _prefixCache!;
+        int full = Math.Min(r.Session.Length, r.P.Job.Prompt.Length) / cache.BlockTokens;
+        if (!r.Publishing || r.Path!.Count >= full) return;
+        long start = Stopwatch.GetTimestamp();
+        while (r.Publishing && r.Path.Count < full)
+            r.Publishing = cache.Publish(r.P.Regime!, r.P.Job.Prompt, r.P.Hashes, r.Path.Count, r.Session.Cache, r.Path,
+                _options.KvCacheBudgetBytes - Interlocked.Read(ref _reservedBytes));
+        Interlocked.Add(ref PrefixCopyOutTicks, Stopwatch.GetTimestamp() - start);
     }
 
     /// <summary>
@@ -240,11 +377,14 @@ public sealed class BatchScheduler : IDisposable
             {
                 if (budget <= 0) break;
                 var job = r.P.Job;
-                int before = r.Session.Length;
                 bool done;
+                int before;
                 try
                 {
+                    if (r.Reuse) CatchUp(r);
+                    before = r.Session.Length;
                     done = job.PromptLogprobs ? PrefillWithPromptLogprobs(r, budget) : r.Session.PrefillPart(job.Prompt, budget);
+                    if (r.Path is not null) Publish(r);
                 }
                 catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {
@@ -255,6 +395,16 @@ public sealed class BatchScheduler : IDisposable
                 budget -= r.Session.Length - before;
                 if (!done) continue;
                 r.Prefilling = false;
+                if (r.Path is not null)
+                {
+                    if (r.Reuse)
+                    {
+                        Interlocked.Add(ref PrefixQueriedTokens, job.Prompt.Length);
+                        Interlocked.Add(ref PrefixHitTokens, r.CachedTokens);
+                        _observer?.PrefixCacheLookup(job.Prompt.Length, r.CachedTokens);
+                    }
+                    r.Path = null;
+                }
                 if (job.PromptLogprobs) r.P.Events.TryWrite(new PromptLogprobsEvent(r.PromptLps!, r.PromptTops!));
                 if (job.MaxTokens == 0) { r.FinishReason = "length"; continue; }
                 EmitNext(r, r.Session.Logits, firstToken: true);
@@ -416,6 +566,7 @@ public sealed class BatchScheduler : IDisposable
         long used;
         lock (_lock) used = _running.Sum(r => r.Session.Cache.UsedBytes);
         _observer?.KvCache(used, _options.KvCacheBudgetBytes);
+        if (_prefixCache is not null) _observer?.PrefixCache(_prefixCache.BlockCount, _prefixCache.Bytes);
     }
 
     private static double Seconds(long since) => Stopwatch.GetElapsedTime(since).TotalSeconds;

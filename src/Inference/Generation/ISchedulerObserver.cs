@@ -13,4 +13,11 @@ public interface ISchedulerObserver
     void Token(double secondsSincePreviousToken);
     void Finished(string finishReason, double seconds, int promptTokens, int completionTokens);
     void KvCache(long usedBytes, long capacityBytes);
+    /// <summary>
+    /// A prompt finished prefilling with the prefix cache on: <paramref name="promptTokens"/> were looked
+    /// up, <paramref name="cachedTokens"/> of them came from the cache (vLLM's prefix_cache_queries / _hits).
+    /// </summary>
+    void PrefixCacheLookup(int promptTokens, int cachedTokens) { }
+    /// <summary>What the prefix cache holds now.</summary>
+    void PrefixCache(int blocks, long bytes) { }
 }

@@ -51,8 +51,16 @@ public sealed unsafe class InferenceSession : IDisposable
     public RopeFrequencies? Regime => _cacheRegime;
 
     /// <summary>The parameters in force for a sequence of this length under the policy.</summary>
-    public RopeFrequencies ParametersFor(int length) =>
-        Rope.FrequenciesFor(Policy == KvCachePolicy.Planned ? Math.Max(PlannedLength!.Value, length) : length);
+    public RopeFrequencies ParametersFor(int length) => ParametersFor(Rope, Policy, PlannedLength, length);
+
+    /// <summary>
+    /// The parameters in force for a sequence of <paramref name="length"/> tokens under a policy: the
+    /// length's own (exact, hf), or those of the planned length when it is longer (planned). A prompt is
+    /// prefilled under the parameters for its whole length (<see cref="PrefillPart"/>), which is what a
+    /// prefix cache keys its blocks on.
+    /// </summary>
+    public static RopeFrequencies ParametersFor(RopeScaling rope, KvCachePolicy policy, int? plannedLength, int length) =>
+        rope.FrequenciesFor(policy == KvCachePolicy.Planned ? Math.Max(plannedLength!.Value, length) : length);
 
     /// <summary>Prefill: same as <see cref="Extend"/> on an empty session.</summary>
     public ReadOnlySpan<float> Prefill(scoped ReadOnlySpan<int> prompt, HiddenRows? rows = null)
@@ -81,6 +89,33 @@ public sealed unsafe class InferenceSession : IDisposable
         _cacheRegime = regime;
         ForwardFrom(start, regime, logitsAt: prompt.Length, rows);
         return Length == prompt.Length;
+    }
+
+    /// <summary>
+    /// Takes the next <paramref name="count"/> tokens of <paramref name="prompt"/> from a prefix cache
+    /// instead of computing them: <paramref name="restore"/> appends their keys and values to
+    /// <see cref="Cache"/>. They must have been computed under <paramref name="regime"/>, and that must be
+    /// the regime <see cref="PrefillPart"/> uses for this prompt (checked: a cache computed under other
+    /// rope parameters would not equal a cold prefill). At least the prompt's last token is left to
+    /// compute (its logits are needed). Later <see cref="PrefillPart"/> calls continue from there, and the
+    /// state after the prompt equals a cold prefill's bit for bit: the restored keys and values are those
+    /// a cold prefill computes, since every row of a prefill is computed independently of how the prompt
+    /// was chunked.
+    /// </summary>
+    public void PrefillFromCache(ReadOnlySpan<int> prompt, int count, RopeFrequencies regime, Action<KvCache> restore)
+    {
+        int start = Length;
+        if (count < 1 || start + count >= prompt.Length)
+            throw new ArgumentOutOfRangeException(nameof(count), $"{count} cached tokens after {start} leave none of the {prompt.Length}-token prompt to compute");
+        if (start > 0 && !prompt[..start].SequenceEqual(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens)))
+            throw new InvalidOperationException("the session holds tokens that are not this prompt's prefix");
+        if (!regime.SameAs(ParametersFor(prompt.Length)))
+            throw new InvalidOperationException($"cached keys and values computed under the rope regime {regime.Regime} cannot stand for a prefill under {ParametersFor(prompt.Length).Regime}");
+        if (Cache.Length != start) throw new InvalidOperationException($"the cache holds {Cache.Length} positions for {start} tokens");
+        restore(Cache);
+        if (Cache.Length != start + count) throw new InvalidOperationException($"the restore wrote {Cache.Length - start} positions, {count} expected");
+        _tokens.AddRange(prompt.Slice(start, count));
+        _cacheRegime = regime;
     }
 
     /// <summary>Decode step: appends one token, returns the logits for the next one.</summary>

@@ -42,8 +42,12 @@ public class MetricsEndpointTests
             ["piserve_inter_token_latency_seconds"] = "histogram",
             ["piserve_request_duration_seconds"] = "histogram",
             ["piserve_request_queue_seconds"] = "histogram",
+            ["piserve_prefix_cache_queries_total"] = "counter",
+            ["piserve_prefix_cache_hits_total"] = "counter",
+            ["piserve_prefix_cache_blocks"] = "gauge",
+            ["piserve_prefix_cache_bytes"] = "gauge",
         };
-        Assert.Equal(types.Keys.Order(), PiServeMetrics.Names.All.Order());
+        Assert.Equal(types.Keys.Order(), PiServeMetrics.Names.Exposed.Order());
         var lines = text.Split('\n');
         foreach (var (name, type) in types)
         {
@@ -68,6 +72,10 @@ public class MetricsEndpointTests
             "piserve_kv_cache_bytes_used{model=\"llama-7b\"} 3145728",
             "piserve_kv_cache_bytes_capacity{model=\"llama-7b\"} 1073741824",
             $"piserve_kv_cache_bytes_capacity{{model=\"{odd}\"}} 1048576",
+            "piserve_prefix_cache_queries_total{model=\"llama-7b\"} 4096",
+            "piserve_prefix_cache_hits_total{model=\"llama-7b\"} 4000",
+            "piserve_prefix_cache_blocks{model=\"llama-7b\"} 250",
+            "piserve_prefix_cache_bytes{model=\"llama-7b\"} 1024000",
             "piserve_eval_jobs{state=\"queued\"} 1",
             "piserve_eval_jobs{state=\"running\"} 1",
             "piserve_time_to_first_token_seconds_bucket{model=\"llama-7b\",le=\"0.04\"} 0",

@@ -52,7 +52,7 @@ internal sealed class MetricsTestHost : IAsyncDisposable
 
     /// <summary>
     /// Records a value in every PiServe instrument: two models (one with a label value that needs
-    /// escaping), a finished request, a running and a waiting one, the KV cache and eval jobs.
+    /// escaping), a finished request, a running and a waiting one, the KV cache, the prefix cache and eval jobs.
     /// Totals: prompt tokens 12 + 30 (llama), generated 5 + 7 (llama); TTFT observations 0.05, 0.05, 0.3 (llama).
     /// </summary>
     public static void RecordEverything(PiServeMetrics m)
@@ -78,6 +78,8 @@ internal sealed class MetricsTestHost : IAsyncDisposable
         m.RequestRejected(llama, PiServeMetrics.FinishReasons.Abort, 1.5);
         m.SetKvCache(llama, 3_145_728, 1L << 30);
         m.SetKvCache(odd, 0, 1L << 20);
+        m.PrefixCacheLookup(llama, 4096, 4000);
+        m.SetPrefixCache(llama, 250, 1_024_000);
         m.EvalTokensScored(llama, 4096);
         m.EvalJobMoved(null, "queued");
         m.EvalJobMoved(null, "queued");

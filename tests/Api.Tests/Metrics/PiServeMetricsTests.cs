@@ -33,7 +33,7 @@ public class PiServeMetricsTests
     {
         var (_, render) = NewMetrics();
         var types = render().Split('\n').Where(l => l.StartsWith("# TYPE ")).Select(l => l.Split(' ')[2]).Order();
-        Assert.Equal(PiServeMetrics.Names.All.Order(), types);
+        Assert.Equal(PiServeMetrics.Names.Exposed.Order(), types);
     }
 
     [Fact]
@@ -141,6 +141,10 @@ public class PiServeMetricsTests
             "piserve_requests_waiting{model=\"m\"} 0",
             "piserve_kv_cache_bytes_used{model=\"m\"} 0",
             "piserve_kv_cache_bytes_capacity{model=\"m\"} 1073741824",
+            "piserve_prefix_cache_queries_total{model=\"m\"} 0",
+            "piserve_prefix_cache_hits_total{model=\"m\"} 0",
+            "piserve_prefix_cache_blocks{model=\"m\"} 0",
+            "piserve_prefix_cache_bytes{model=\"m\"} 0",
             "piserve_eval_jobs{state=\"queued\"} 0",
             "piserve_eval_jobs{state=\"running\"} 0",
             "piserve_time_to_first_token_seconds_bucket{model=\"m\",le=\"+Inf\"} 0",
@@ -157,6 +161,22 @@ public class PiServeMetricsTests
         string text = render();
         Assert.Contains("piserve_requests_waiting{model=\"m\"} 1\n", text);
         Assert.Contains("piserve_kv_cache_bytes_capacity{model=\"m\"} 1048576\n", text);
+    }
+
+    [Fact]
+    public void PrefixCacheLookupsAddTokensAndTheGaugesHoldWhatIsCached()
+    {
+        var (metrics, render) = NewMetrics();
+        metrics.PrefixCacheLookup("m", 300, 0);
+        metrics.PrefixCacheLookup("m", 320, 288);
+        metrics.SetPrefixCache("m", 20, 20 * 8192);
+        string text = render();
+        Assert.Contains("piserve_prefix_cache_queries_total{model=\"m\"} 620\n", text);
+        Assert.Contains("piserve_prefix_cache_hits_total{model=\"m\"} 288\n", text);
+        Assert.Contains("piserve_prefix_cache_blocks{model=\"m\"} 20\n", text);
+        Assert.Contains("piserve_prefix_cache_bytes{model=\"m\"} 163840\n", text);
+        // Not on the dashboard's list (the deploy tests hold the dashboard to it).
+        Assert.Empty(PiServeMetrics.Names.PrefixCache.Intersect(PiServeMetrics.Names.All));
     }
 
     [Fact]

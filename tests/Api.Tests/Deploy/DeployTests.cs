@@ -57,7 +57,8 @@ public partial class DeployTests(HostFixture fixture)
         Assert.Equal("piserve", d["uid"]!.GetValue<string>());
         var titles = d["panels"]!.AsArray().Select(p => p!["title"]!.GetValue<string>()).ToList();
         foreach (var t in new[] { "Request rate by finish reason", "Time to first token", "Inter-token latency", "Request duration", "Tokens per second",
-                     "Running and waiting requests", "KV cache usage", "Evaluation jobs by state", "Evaluation tokens scored per second" })
+                     "Running and waiting requests", "KV cache usage", "Evaluation jobs by state", "Evaluation tokens scored per second",
+                     "Prefix cache hit rate", "Prefix cache size" })
             Assert.Contains(t, titles);
         Assert.Equal("model", d["templating"]!["list"]![0]!["name"]!.GetValue<string>());
         // Every family the instruments define is on the dashboard.

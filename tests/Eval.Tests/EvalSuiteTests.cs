@@ -88,6 +88,59 @@ public class EvalSuiteTests
     }
 
     [Fact]
+    public void ShortContextReadjustmentSearchesShortFactorsAndLeavesLongContextsAlone()
+    {
+        // LongRoPE §3.3: on a model extended by uniform 2x factors (as linear PI), search the short
+        // factors (≤ L) with the long ones fixed.
+        using var tmp = new TempDir();
+        var source = new DatasetSource("pg", DatasetKind.Pg19, EvalFixtures.WritePg19(tmp.File("pg19"), books: 3, words: 250));
+        int half = EvalFixtures.TinyModel.Config.RotaryDim / 2;
+        var longFactor = new JsonArray(Enumerable.Range(0, half).Select(_ => (JsonNode)2.0).ToArray());
+        var p = new JsonObject
+        {
+            ["factors"] = "short", ["original_length"] = 64, ["long_factor"] = longFactor.DeepClone(), ["population"] = 5, ["generations"] = 2,
+            ["parents"] = 2, ["samples"] = 2, ["seed"] = 1, ["mutation_probability"] = 0.5,
+        };
+        var r = EvalFixtures.Run("longrope-search", p, source);
+        Assert.Equal("short", r["factors"]!.GetValue<string>());
+        Assert.Equal(64, r["target_length"]!.GetValue<int>()); // short factors are searched at L
+        var best = r["best"]!;
+        var shortFactor = best["short_factor"]!.AsArray().Select(f => f!.GetValue<double>()).ToArray();
+        Assert.Equal(half, shortFactor.Length);
+        Assert.All(shortFactor, f => Assert.InRange(f, 1.0, 2.0)); // max_factor defaults to the largest long factor
+        var rope = best["rope_scaling"]!.AsObject();
+        Assert.Equal(longFactor.ToJsonString(), rope["long_factor"]!.ToJsonString());
+        Assert.Equal(1.0, rope["attention_factor"]!.GetValue<double>());
+        Assert.Equal(["long", "none", "geometric"], r["baselines"]!.AsArray().Select(b => b!["name"]!.GetValue<string>()));
+        double longSeed = r["baselines"]![0]!["ppl"]!.GetValue<double>();
+        Assert.True(best["ppl"]!.GetValue<double>() <= longSeed);
+
+        // Past L the long factors apply: the readjusted model scores long windows as the uniform-2x one does.
+        var window = new JsonObject { ["windows"] = new JsonArray(128), ["non_overlapping"] = true, ["max_tokens"] = 128, ["max_documents"] = 2, ["beyond_window"] = true };
+        var uniform = (JsonObject)rope.DeepClone();
+        uniform["short_factor"] = longFactor.DeepClone();
+        double readjusted = EvalFixtures.Run("perplexity", window, source, ropeScaling: (JsonObject)rope.DeepClone())["windows"]![0]!["ppl"]!.GetValue<double>();
+        double before = EvalFixtures.Run("perplexity", window, source, ropeScaling: uniform)["windows"]![0]!["ppl"]!.GetValue<double>();
+        Assert.Equal(before, readjusted);
+        // ...and at L it uses the searched short factors: the fitness reproduces.
+        var atL = new JsonObject { ["windows"] = new JsonArray(64), ["non_overlapping"] = true, ["max_tokens"] = 64, ["max_documents"] = 2 };
+        double fitnessCheck = EvalFixtures.Run("perplexity", atL, source, ropeScaling: (JsonObject)rope.DeepClone())["windows"]![0]!["ppl"]!.GetValue<double>();
+        Assert.Equal(best["ppl"]!.GetValue<double>(), fitnessCheck, 1e-9 * fitnessCheck);
+
+        // Refusals name the parameter.
+        var suite = EvalSuite.Get("longrope-search");
+        var model = EvalFixtures.Tiny();
+        Assert.Equal("parameters.long_factor", Assert.Throws<EvalRequestException>(() =>
+            suite.Normalize(new JsonObject { ["factors"] = "short", ["original_length"] = 64 }, model, model.DefaultRope)).Param);
+        Assert.Equal("parameters.long_factor", Assert.Throws<EvalRequestException>(() =>
+            suite.Normalize(new JsonObject { ["factors"] = "short", ["original_length"] = 64, ["long_factor"] = new JsonArray(2.0) }, model, model.DefaultRope)).Param);
+        Assert.Equal("parameters.target_length", Assert.Throws<EvalRequestException>(() =>
+            suite.Normalize(new JsonObject { ["factors"] = "short", ["original_length"] = 64, ["target_length"] = 65, ["long_factor"] = longFactor.DeepClone() }, model, model.DefaultRope)).Param);
+        Assert.Equal("parameters.factors", Assert.Throws<EvalRequestException>(() =>
+            suite.Normalize(new JsonObject { ["factors"] = "both" }, model, model.DefaultRope)).Param);
+    }
+
+    [Fact]
     public void LongRopeSearchResumesWithoutReevaluating()
     {
         using var tmp = new TempDir();

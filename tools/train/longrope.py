@@ -13,6 +13,8 @@ Experiments (L = 256, the base model's window):
      on kjv-test (disjoint documents), against PI, dynamic NTK and YaRN at the same factor.
   2. A second search on the PI-fine-tuned kjv-pi-1024 to 16x (4096) without further fine-tuning,
      against PI, dynamic NTK and YaRN at 16x on the same model.
+  3. Short-context readjustment of kjv-pi-1024: short factors searched at L (its long factors kept),
+     perplexity at L and at 4L before and after.
 Each perplexity row carries a 95% bootstrap interval over the 6 test documents; each searched row is
 the mean and spread (min-max) over the three seeds.
 
@@ -192,6 +194,22 @@ def run(host):
             for v in variants]
     cells = mean_spread(rows, windows)
     lines.append("| **LongRoPE search ×16** (3 seeds: mean (min–max)) | " + " | ".join(cells) + " |")
+    tables.append("\n".join(lines))
+
+    # 3. Short-context readjustment of the extended model (LongRoPE §3.3): short factors searched at L
+    #    with kjv-pi-1024's long factors (uniform 4) fixed; perplexity at L and at 4L before and after.
+    windows = [L, 4 * L]
+    lines = [f"| kjv-pi-1024, short factors | {' | '.join(str(w) for w in windows)} |", "|---|" + "---|" * len(windows)]
+    job = keep(host.job("perplexity", "kjv-pi-1024", "kjv-test", dict(PPL, windows=windows)), "before readjustment")
+    lines.append(f"| before: PI ×4 at every length (`{job['id']}`) | " + " | ".join(fmt(p, c) for p, c in ppl_row(job, windows)) + " |")
+    variants = []
+    for seed in SEEDS:
+        vid = f"kjv-pi-1024-readjusted-s{seed}"
+        keep(host.job("longrope-search", "kjv-pi-1024", "kjv-search",
+                      dict(SEARCH, factors="short", original_length=L, seed=seed, register_as=vid)), f"short search seed {seed}")
+        variants.append(vid)
+    rows = [ppl_row(keep(host.job("perplexity", v, "kjv-test", dict(PPL, windows=windows)), f"readjusted ({v})"), windows) for v in variants]
+    lines.append("| **after: searched short factors** (3 seeds: mean (min–max)) | " + " | ".join(mean_spread(rows, windows)) + " |")
     tables.append("\n".join(lines))
 
     os.makedirs(os.path.join(ROOT, "docs", "evaluations"), exist_ok=True)

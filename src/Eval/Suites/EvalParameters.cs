@@ -116,6 +116,33 @@ public sealed class EvalParameters
         return v;
     }
 
+    /// <summary>One of <paramref name="allowed"/> (a string), <paramref name="default"/> when absent.</summary>
+    public string String(string name, string @default, string[] allowed)
+    {
+        string v = OptionalString(name) ?? @default;
+        if (!allowed.Contains(v))
+            throw EvalRequestException.Bad(P(name), $"'{name}' must be one of {string.Join(", ", allowed.Select(a => $"\"{a}\""))}, got \"{v}\"");
+        Normalized[name] = v;
+        return v;
+    }
+
+    /// <summary>A non-empty list of numbers, each in [min, max], or null when absent.</summary>
+    public double[]? OptionalDoubleList(string name, double min, double max)
+    {
+        var node = Raw(name);
+        if (node is null)
+        {
+            Normalized[name] = null;
+            return null;
+        }
+        if (node is not JsonArray { Count: > 0 } a || a.Count > 1 << 16)
+            throw EvalRequestException.Bad(P(name), $"'{name}' must be a non-empty list of numbers");
+        var v = a.Select((x, i) => x is null ? throw EvalRequestException.Bad(P(name), $"'{name}[{i}]' must be a number")
+            : AsDouble(x, $"{name}[{i}]", min, max, P(name))).ToArray();
+        Normalized[name] = new JsonArray(v.Select(x => (JsonNode)x).ToArray());
+        return v;
+    }
+
     /// <summary>A list of integers; a single integer is accepted as a one-element list.</summary>
     public int[]? OptionalIntList(string name, int min = int.MinValue, int max = int.MaxValue, bool distinctSorted = false)
     {
@@ -204,15 +231,15 @@ public sealed class EvalParameters
         throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be an integer, got {node.ToJsonString()}");
     }
 
-    private static double AsDouble(JsonNode node, string name, double min, double max)
+    private static double AsDouble(JsonNode node, string name, double min, double max, string? param = null)
     {
         if (TryNumber(node, out double d) && double.IsFinite(d))
         {
             if (d < min || d > max)
-                throw EvalRequestException.Bad(P(name), $"'{name}' must be {Range(min, max)}, got {d}");
+                throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be {Range(min, max)}, got {d}");
             return d;
         }
-        throw EvalRequestException.Bad(P(name), $"'{name}' must be a number, got {node.ToJsonString()}");
+        throw EvalRequestException.Bad(param ?? P(name), $"'{name}' must be a number, got {node.ToJsonString()}");
     }
 
     /// <summary>A JSON number whatever backs the node: parsed text, or an int/long/double put there by code

@@ -25,9 +25,40 @@ public sealed class LongRopeSearchSuite : EvalSuite
 
     private sealed record Settings(int TargetLength, int OriginalLength, int Samples, int Population, int Generations, int Parents,
         double MutationProbability, double CrossoverProbability, double MutationScale, int Seed, double MaxFactor,
-        int[] NHats, double AttentionFactor, string? RegisterAs, int? MaxDocuments, bool SkipMalformed)
+        int[] NHats, double AttentionFactor, string? RegisterAs, int? MaxDocuments, bool SkipMalformed,
+        double[]? FixedLongFactor = null, int? ContextWindow = null)
     {
         public double Scale => (double)TargetLength / OriginalLength;
+        /// <summary>LongRoPE's short-context readjustment: searching short_factor (≤ L) with the long factors fixed.</summary>
+        public bool ShortMode => FixedLongFactor is not null;
+    }
+
+    /// <summary>
+    /// The long factors an extended model already uses, for a short-context readjustment: the
+    /// parameter <c>long_factor</c>, else the model's own (longrope: its long_factor; linear: the factor
+    /// for every dimension). Throws naming the parameter when neither exists.
+    /// </summary>
+    private static double[] LongFactorsOf(EvalParameters p, IEvalModel model, int half)
+    {
+        if (p.OptionalDoubleList("long_factor", 1, 1e6) is { } given)
+        {
+            if (given.Length != half)
+                throw EvalRequestException.Bad(EvalParameters.P("long_factor"), $"'long_factor' needs {half} values (rotary dim / 2), got {given.Length}");
+            return given;
+        }
+        var rope = model.Config.RopeScaling;
+        string? type = rope?["rope_type"]?.GetValue<string>() ?? rope?["type"]?.GetValue<string>();
+        double[]? own = type switch
+        {
+            "linear" when rope!["factor"] is { } f => Enumerable.Repeat(f.GetValue<double>(), half).ToArray(),
+            "longrope" or "su" when rope!["long_factor"] is JsonArray a => a.Select(x => x!.GetValue<double>()).ToArray(),
+            _ => null,
+        };
+        if (own is null)
+            throw EvalRequestException.Bad(EvalParameters.P("long_factor"),
+                "a short-context readjustment keeps the extended model's long factors: give 'long_factor', or use a model whose rope_scaling is linear or longrope");
+        p.Set("long_factor", new JsonArray(own.Select(x => (JsonNode)x).ToArray()));
+        return own;
     }
 
     private static Settings Parse(EvalParameters p, IEvalModel model, RopeScaling rope)
@@ -38,11 +69,23 @@ public sealed class LongRopeSearchSuite : EvalSuite
         if (c.OriginalMaxPositionEmbeddings is { } top && original != top)
             throw EvalRequestException.Bad(EvalParameters.P("original_length"),
                 $"config.json sets original_max_position_embeddings = {top}, which LongRoPE always uses; 'original_length' cannot differ");
-        // The target lies past the window by design (that is what the search extends to): bounded only by EvalLimits.MaxLength.
-        int target = p.Int("target_length", Math.Min(2 * original, EvalLimits.MaxLength), 3, EvalLimits.MaxLength);
-        if (target <= original)
-            throw EvalRequestException.Bad(EvalParameters.P("target_length"),
-                $"'target_length' ({target}) must exceed the original context ({original}): the long factors only apply past it");
+        string factors = p.String("factors", "long", ["long", "short"]);
+        bool shortMode = factors == "short";
+        int target;
+        if (shortMode)
+        {
+            // Short factors apply to sequences of at most the original length: that is where they are searched.
+            target = p.Int("target_length", original, 3, original);
+        }
+        else
+        {
+            // The target lies past the window by design (that is what the search extends to): bounded only by EvalLimits.MaxLength.
+            target = p.Int("target_length", Math.Min(2 * original, EvalLimits.MaxLength), 3, EvalLimits.MaxLength);
+            if (target <= original)
+                throw EvalRequestException.Bad(EvalParameters.P("target_length"),
+                    $"'target_length' ({target}) must exceed the original context ({original}): the long factors only apply past it");
+        }
+        double[]? fixedLong = shortMode ? LongFactorsOf(p, model, c.RotaryDim / 2) : null;
         int population = p.Int("population", 8, 3, 4096);
         int generations = p.Int("generations", 3, 1, 1000);
         EvalParameters.CheckUnits("generations", (long)population * generations, "population × generations");
@@ -52,8 +95,8 @@ public sealed class LongRopeSearchSuite : EvalSuite
         double mutationScale = p.Double("mutation_scale", 0.1, 1e-6, 10);
         int seed = p.Int("seed", 0);
         double scale = (double)target / original;
-        double maxFactor = p.Double("max_factor", Math.Round(1.25 * scale, 2), 1, 1e6);
-        bool searchNHat = p.Bool("search_n_hat", true);
+        double maxFactor = p.Double("max_factor", shortMode ? fixedLong!.Max() : Math.Round(1.25 * scale, 2), 1, 1e6);
+        bool searchNHat = p.Bool("search_n_hat", !shortMode);
         var nHats = p.OptionalIntList("n_hat_candidates", 0, original - 1, distinctSorted: true);
         if (nHats is { Length: > EvalLimits.MaxGridEntries })
             throw EvalRequestException.Bad(EvalParameters.P("n_hat_candidates"), $"at most {EvalLimits.MaxGridEntries} distinct n̂ candidates per job, got {nHats.Length}");
@@ -63,13 +106,15 @@ public sealed class LongRopeSearchSuite : EvalSuite
             p.Set("n_hat_candidates", new JsonArray(nHats.Select(n => (JsonNode)n).ToArray()));
         }
         if (!searchNHat) nHats = [0];
-        double attention = p.OptionalDouble("attention_factor", 1e-6, 100) ?? Math.Sqrt(1 + Math.Log(scale) / Math.Log(original));
+        // Short mode: 1, so the readjusted model equals the extended one wherever the long factors apply (a linear model has none).
+        double attention = p.OptionalDouble("attention_factor", 1e-6, 100) ?? (shortMode ? 1.0 : Math.Sqrt(1 + Math.Log(scale) / Math.Log(original)));
         p.Set("attention_factor", attention);
         string? registerAs = p.OptionalString("register_as");
         if (registerAs is not null && Models.ModelIds.Problem(registerAs) is { } badId)
             throw EvalRequestException.Bad(EvalParameters.P("register_as"), $"'register_as': {badId}");
         return new Settings(target, original, p.Int("samples", 3, 1, 1000), population, generations, parents, mutation, crossover,
-            mutationScale, seed, maxFactor, nHats, attention, registerAs, p.OptionalInt("max_documents", 1), p.Bool("skip_malformed", false));
+            mutationScale, seed, maxFactor, nHats, attention, registerAs, p.OptionalInt("max_documents", 1), p.Bool("skip_malformed", false),
+            fixedLong, shortMode ? model.ContextWindow(rope) : null);
     }
 
     protected override void Read(EvalParameters p, IEvalModel model, RopeScaling rope) => Parse(p, model, rope);
@@ -81,15 +126,32 @@ public sealed class LongRopeSearchSuite : EvalSuite
         public string Signature { get; } = $"n_hat={NHat};" + string.Join(",", Factors.Select(f => f.ToString("F2", CultureInfo.InvariantCulture)));
     }
 
-    public static JsonObject RopeJson(Candidate c, int original, double attentionFactor) => new()
+    public static JsonObject RopeJson(Candidate c, int original, double attentionFactor) => RopeJson(c, original, attentionFactor, null);
+
+    /// <summary>A candidate as rope_scaling: its factors are the long factors, or with <paramref name="fixedLong"/> the short ones.</summary>
+    private static JsonObject RopeJson(Candidate c, int original, double attentionFactor, double[]? fixedLong) => new()
     {
         ["rope_type"] = "longrope",
-        ["short_factor"] = new JsonArray(c.Factors.Select(_ => (JsonNode)1.0).ToArray()),
-        ["long_factor"] = new JsonArray(c.Factors.Select(f => (JsonNode)f).ToArray()),
+        ["short_factor"] = new JsonArray((fixedLong is null ? c.Factors.Select(_ => 1.0) : c.Factors).Select(f => (JsonNode)f).ToArray()),
+        ["long_factor"] = new JsonArray((fixedLong ?? c.Factors).Select(f => (JsonNode)f).ToArray()),
         ["original_max_position_embeddings"] = original,
         ["attention_factor"] = attentionFactor,
         ["n_hat"] = c.NHat,
     };
+
+    private static JsonObject RopeJson(Candidate c, Settings s) => RopeJson(c, s.OriginalLength, s.AttentionFactor, s.FixedLongFactor);
+
+    /// <summary>
+    /// Where a short-context readjustment starts: the long factors themselves (the extended model as it
+    /// is), no scaling at all (the original rotation), and a geometric middle, λ_i = long_i^(2i/(d−2)).
+    /// </summary>
+    public static List<Candidate> ShortSeeds(double[] longFactor, double maxFactor)
+    {
+        int half = longFactor.Length;
+        var middle = Enumerable.Range(0, half).Select(i => Math.Pow(longFactor[i], half > 1 ? (double)i / (half - 1) : 1));
+        return [new(Legal(longFactor, maxFactor), 0, "long"), new(Legal(Enumerable.Repeat(1.0, half), maxFactor), 0, "none"),
+                new(Legal(middle, maxFactor), 0, "geometric")];
+    }
 
     /// <summary>Factors rounded to the search step (0.01), clamped to [1, max], made non-decreasing.</summary>
     private static double[] Legal(IEnumerable<double> factors, double max)
@@ -183,7 +245,7 @@ public sealed class LongRopeSearchSuite : EvalSuite
                 if (!fitness.ContainsKey(cand.Signature) && fresh.All(f => f.Signature != cand.Signature)) fresh.Add(cand);
             var units = fresh.Select((cand, i) => new UnitSpec(evaluations + i, $"{cand.Origin}:{Fnv(cand.Signature)}", () =>
             {
-                var rope = model.ResolveRope(RopeJson(cand, s.OriginalLength, s.AttentionFactor));
+                var rope = model.ResolveRope(RopeJson(cand, s));
                 double nll = 0;
                 long n = 0;
                 foreach (var (_, tokens) in samples)
@@ -217,7 +279,7 @@ public sealed class LongRopeSearchSuite : EvalSuite
             evaluations += fresh.Count;
         }
 
-        var seeds = Seeds(c.RotaryDim, c.RopeTheta, s.OriginalLength, s.Scale, s.MaxFactor);
+        var seeds = s.ShortMode ? ShortSeeds(s.FixedLongFactor!, s.MaxFactor) : Seeds(c.RotaryDim, c.RopeTheta, s.OriginalLength, s.Scale, s.MaxFactor);
         var population = new List<Candidate>();
         var initRng = new Random(unchecked(s.Seed * 1_000_003));
         foreach (var seed in seeds)
@@ -265,17 +327,19 @@ public sealed class LongRopeSearchSuite : EvalSuite
         {
             ["target_length"] = s.TargetLength, ["original_length"] = s.OriginalLength, ["scale"] = s.Scale,
             ["attention_factor"] = s.AttentionFactor, ["samples"] = samples, ["evaluations"] = evaluations,
+            ["factors"] = s.ShortMode ? "short" : "long",
         };
+        if (s.ContextWindow is { } window) results["context_window"] = window;
         if (fitness.Count > 0)
         {
             var best = fitness.Values.OrderBy(v => v.Ppl).ThenBy(v => v.Candidate.Signature, StringComparer.Ordinal).First();
             results["best"] = new JsonObject
             {
                 ["ppl"] = Num(best.Ppl), ["n_hat"] = best.Candidate.NHat, ["origin"] = best.Candidate.Origin,
-                ["long_factor"] = new JsonArray(best.Candidate.Factors.Select(f => (JsonNode)f).ToArray()),
-                ["rope_scaling"] = RopeJson(best.Candidate, s.OriginalLength, s.AttentionFactor),
+                [s.ShortMode ? "short_factor" : "long_factor"] = new JsonArray(best.Candidate.Factors.Select(f => (JsonNode)f).ToArray()),
+                ["rope_scaling"] = RopeJson(best.Candidate, s),
             };
-            results["baselines"] = new JsonArray(fitness.Values.Where(v => v.Candidate.Origin is "pi" or "ntk" or "yarn")
+            results["baselines"] = new JsonArray(fitness.Values.Where(v => v.Candidate.Origin is "pi" or "ntk" or "yarn" or "long" or "none" or "geometric")
                 .Select(v => (JsonNode)new JsonObject { ["name"] = v.Candidate.Origin, ["ppl"] = Num(v.Ppl) }).ToArray());
         }
         results["history"] = history.DeepClone();
@@ -284,7 +348,7 @@ public sealed class LongRopeSearchSuite : EvalSuite
 
     /// <summary>The rope override and context window to register from a finished search's results.</summary>
     public static (JsonObject RopeScaling, int ContextWindow)? Variant(JsonObject? results) =>
-        results?["best"]?["rope_scaling"] is JsonObject rope && results["target_length"] is { } t
+        results?["best"]?["rope_scaling"] is JsonObject rope && (results["context_window"] ?? results["target_length"]) is { } t
             ? ((JsonObject)rope.DeepClone(), t.GetValue<int>())
             : null;
 

@@ -12,7 +12,7 @@ namespace PiServe.Api.Tests.Models;
 /// <summary>
 /// The models shipped in models/ (made by tools/train): they load, their tokenizer equals SentencePiece's
 /// (fixture recorded by tools/train/prepare.py), they produce finite, non-degenerate, KJV-like output, the
-/// base model retrieves a passkey within its window, and a host with no models configured serves both.
+/// base model retrieves a passkey within its window, and a host with nothing configured serves both and the shipped datasets.
 /// </summary>
 public sealed class ShippedModelTests
 {
@@ -133,5 +133,28 @@ public sealed class ShippedModelTests
         string text = body["choices"]![0]!["text"]!.GetValue<string>();
         Assert.True(text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length >= 8, text);
         Assert.Equal(24, body["usage"]!["completion_tokens"]!.GetValue<int>());
+
+        // The shipped datasets are registered too, and a job runs on them from a fresh start.
+        var datasets = JsonNode.Parse(await host.Http.GetStringAsync("/v1/datasets"))!["data"]!.AsArray();
+        Assert.Equal(["kjv-search", "kjv-test"], datasets.Select(d => d!["id"]!.GetValue<string>()).Order());
+        Assert.All(datasets, d => Assert.True(d!["exists"]!.GetValue<bool>() && d["kind"]!.GetValue<string>() == "pg19", d.ToJsonString()));
+        var submitted = await host.Http.PostAsync("/v1/evals", new StringContent(
+            """{"kind":"perplexity","model":"kjv-base-256","dataset":"kjv-test","parameters":{"windows":[256],"max_tokens":512,"stride":256}}""",
+            System.Text.Encoding.UTF8, "application/json"));
+        var job = JsonNode.Parse(await submitted.Content.ReadAsStringAsync())!;
+        Assert.True(submitted.IsSuccessStatusCode, job.ToJsonString());
+        var deadline = DateTime.UtcNow.AddSeconds(120);
+        while (job["state"]!.GetValue<string>() is "queued" or "running" && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(100);
+            job = JsonNode.Parse(await host.Http.GetStringAsync($"/v1/evals/{job["id"]}"))!;
+        }
+        Assert.Equal("succeeded", job["state"]!.GetValue<string>());
+        var window = job["results"]!["windows"]![0]!;
+        Assert.Equal(6, window["documents"]!.AsArray().Count);
+        // The held-out text is KJV English the base model was trained on the like of: far below the vocabulary's 4096.
+        Assert.InRange(window["ppl"]!.GetValue<double>(), 5, 100);
+        var ci = window["ppl_ci95"]!.AsArray().Select(x => x!.GetValue<double>()).ToArray();
+        Assert.True(ci[0] < window["ppl"]!.GetValue<double>() && window["ppl"]!.GetValue<double>() < ci[1], window.ToJsonString());
     }
 }

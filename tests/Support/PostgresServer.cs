@@ -105,6 +105,15 @@ public sealed class PostgresServer : IDisposable
     }
 }
 
+/// <summary>A theory skipped, saying why, when PostgreSQL is not installed (.ci/run installs it, so CI skips nothing).</summary>
+public sealed class RequiresPostgresTheoryAttribute : TheoryAttribute
+{
+    public RequiresPostgresTheoryAttribute()
+    {
+        if (PostgresServer.BinDir is null) Skip = "PostgreSQL is not installed: install the Debian package 'postgresql' (apt-get install -y postgresql; .ci/run does)";
+    }
+}
+
 /// <summary>A fact skipped, saying why, when PostgreSQL is not installed (.ci/run installs it, so CI skips nothing).</summary>
 public sealed class RequiresPostgresFactAttribute : FactAttribute
 {

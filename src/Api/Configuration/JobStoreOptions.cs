@@ -17,6 +17,11 @@ public sealed class JobStoreOptions
     public double LeaseSeconds { get; set; } = 30;
     /// <summary>Seconds between looks for new work, variant changes and (while notifications are down) progress.</summary>
     public double PollSeconds { get; set; } = 1;
+    /// <summary>
+    /// PostgreSQL: LISTEN for progress and variant changes of other hosts (true), or only poll every
+    /// <see cref="PollSeconds"/> (false: for a connection pooler in transaction mode, such as PgBouncer's, where LISTEN does not work).
+    /// </summary>
+    public bool Listen { get; set; } = true;
     /// <summary>This host's id in claims and notifications; empty: machine name, process id and a random suffix.</summary>
     public string HostId { get; set; } = "";
 }

@@ -15,7 +15,7 @@ namespace PiServe.Api.Evals;
 /// </list>
 /// </summary>
 public sealed class StoreSync(IEvalStore store, EvalJobRunner runner, ModelRegistry registry, HubEvalObserver hub,
-    EvalRunnerOptions options, IServiceProvider services, ILogger<StoreSync> log)
+    EvalRunnerOptions options, Microsoft.Extensions.Options.IOptions<Configuration.PiServeOptions> settings, IServiceProvider services, ILogger<StoreSync> log)
 {
     private readonly object _variantsLock = new();
     private readonly SemaphoreSlim _wake = new(0);
@@ -31,7 +31,8 @@ public sealed class StoreSync(IEvalStore store, EvalJobRunner runner, ModelRegis
     public void Start(CancellationToken stop)
     {
         _poll = Task.Run(() => PollLoopAsync(stop));
-        if (store is PostgresEvalStore pg) _listen = Task.Run(() => ListenLoopAsync(pg, stop));
+        if (store is PostgresEvalStore pg && settings.Value.JobStore.Listen) _listen = Task.Run(() => ListenLoopAsync(pg, stop));
+        else if (store.Shared) log.LogInformation("Job store notifications are off: progress of other hosts' jobs and variant changes are polled every {Poll} s", options.PollInterval.TotalSeconds);
     }
 
     public async Task StopAsync()

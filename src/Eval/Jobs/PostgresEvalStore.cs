@@ -19,6 +19,7 @@ public sealed class PostgresEvalStore : IEvalStore
     public const string JobChannel = "piserve_eval", VariantChannel = "piserve_variants";
 
     private readonly NpgsqlDataSource _source;
+    private readonly NpgsqlDataSource _listenSource;
     private readonly string _hostId;
 
     /// <summary>Migrations in order, each applied once under an advisory lock (several hosts may start together).</summary>
@@ -68,6 +69,11 @@ public sealed class PostgresEvalStore : IEvalStore
         ConnectionString = builder.ConnectionString;
         Description = $"postgres {builder.Host}:{builder.Port}/{builder.Database}";
         _source = NpgsqlDataSource.Create(builder);
+        // The notification connection is named, so operators (and the tests) can see and cut it in pg_stat_activity.
+        _listenSource = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(builder.ConnectionString)
+        {
+            ApplicationName = ListenApplicationName(hostId), Pooling = false,
+        });
         _hostId = hostId;
     }
 
@@ -75,7 +81,14 @@ public sealed class PostgresEvalStore : IEvalStore
     public string Description { get; }
     public bool Shared => true;
 
-    public void Dispose() => _source.Dispose();
+    /// <summary>The application_name of a host's LISTEN connection.</summary>
+    public static string ListenApplicationName(string hostId) => ("piserve-listen " + hostId) is var name && name.Length > 63 ? name[..63] : name;
+
+    public void Dispose()
+    {
+        _listenSource.Dispose();
+        _source.Dispose();
+    }
 
     /// <summary>Connection failures, a server shutting down, timeouts: worth retrying; anything else is a bug and propagates.</summary>
     public static bool IsTransient(Exception e) => e switch
@@ -331,7 +344,7 @@ public sealed class PostgresEvalStore : IEvalStore
     {
         try
         {
-            await using var c = await _source.OpenConnectionAsync(cancellation);
+            await using var c = await _listenSource.OpenConnectionAsync(cancellation);
             c.Notification += (_, e) =>
             {
                 int bar = e.Payload.IndexOf('|');

@@ -34,16 +34,17 @@ public sealed class ScaleOutTests(PostgresFixture pg) : IAsyncLifetime
         _root.Dispose();
     }
 
-    private static string[] StoreArgs(string connectionString, string hostId, int workers = 1) =>
+    private static string[] StoreArgs(string connectionString, string hostId, int workers = 1, bool listen = true) =>
     [
+        $"--PiServe:JobStore:Listen={listen}",
         "--PiServe:JobStore:Kind=postgres", $"--PiServe:JobStore:ConnectionString={connectionString}",
         "--PiServe:JobStore:LeaseSeconds=3", "--PiServe:JobStore:PollSeconds=0.2", $"--PiServe:JobStore:HostId={hostId}",
         $"--PiServe:EvalWorkers={workers}",
     ];
 
-    private async Task<EvalHost> Start(string connectionString, string hostId, int workers = 1, string readyPath = "/health/ready")
+    private async Task<EvalHost> Start(string connectionString, string hostId, int workers = 1, string readyPath = "/health/ready", bool listen = true)
     {
-        var host = await EvalHost.StartAsync(_root.Path, readyPath, StoreArgs(connectionString, hostId, workers));
+        var host = await EvalHost.StartAsync(_root.Path, readyPath, StoreArgs(connectionString, hostId, workers, listen));
         _hosts.Add(host);
         return host;
     }
@@ -74,11 +75,13 @@ public sealed class ScaleOutTests(PostgresFixture pg) : IAsyncLifetime
         return counts;
     }
 
-    [RequiresPostgresFact]
-    public async Task AJobSubmittedOnOneHostRunsOnAnotherAndItsProgressReachesTheFirstHostsSignalRClients()
+    [RequiresPostgresTheory]
+    [InlineData(true)]  // pushed by NOTIFY
+    [InlineData(false)] // PiServe:JobStore:Listen = false: polled (as behind a pooler in transaction mode)
+    public async Task AJobSubmittedOnOneHostRunsOnAnotherAndItsProgressReachesTheFirstHostsSignalRClients(bool listen)
     {
         string db = pg.NewDatabase();
-        var a = await Start(db, "host-a", workers: 0); // serves, runs no eval work
+        var a = await Start(db, "host-a", workers: 0, listen: listen); // serves, runs no eval work
         var b = await Start(db, "host-b");
 
         var progress = new ConcurrentQueue<JsonElement>();
@@ -95,7 +98,7 @@ public sealed class ScaleOutTests(PostgresFixture pg) : IAsyncLifetime
         var (_, onB) = await b.GetAsync($"/v1/evals/{id}");
         Assert.Equal(done.ToJsonString(), onB!.ToJsonString());
 
-        // A's client saw B's work: counters that rise, and the final state (relayed through NOTIFY).
+        // A's client saw B's work: counters that rise, and the final state.
         var deadline = DateTime.UtcNow.AddSeconds(10);
         while (!progress.Any(p => p.GetProperty("id").GetString() == id && p.GetProperty("state").GetString() == "succeeded") && DateTime.UtcNow < deadline)
             await Task.Delay(50);
@@ -104,6 +107,36 @@ public sealed class ScaleOutTests(PostgresFixture pg) : IAsyncLifetime
         var dones = mine.Select(p => p.GetProperty("progress").GetProperty("done").GetInt32()).ToList();
         Assert.True(dones.Distinct().Count() >= 3, $"progress seen on A: {string.Join(",", dones)}");
         Assert.Equal(dones.Order(), dones);
+        Assert.Equal(listen, a.Log.Contains("Listening for job and variant notifications"));
+    }
+
+    [RequiresPostgresFact]
+    public async Task ACutNotificationConnectionFallsBackToPollingAndIsReestablished()
+    {
+        string db = pg.NewDatabase();
+        var a = await Start(db, "host-a", workers: 0);
+        var b = await Start(db, "host-b");
+        await Eventually(() => Task.FromResult(a.Log.Contains("Listening for job and variant notifications")), "A never listened");
+        var progress = new ConcurrentQueue<JsonElement>();
+        await using var hub = new HubConnectionBuilder().WithUrl(a.BaseUrl + "/hubs/generation").Build();
+        hub.On<JsonElement>("EvalProgress", p => progress.Enqueue(p));
+        await hub.StartAsync();
+
+        // Cut A's LISTEN connection from the server side, as a database failover or a network cut does.
+        await using (var c = new NpgsqlConnection(db))
+        {
+            await c.OpenAsync();
+            await using var cmd = new NpgsqlCommand("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = @name", c);
+            cmd.Parameters.AddWithValue("name", PiServe.Eval.Jobs.PostgresEvalStore.ListenApplicationName("host-a"));
+            Assert.Equal(1L, (long)(await cmd.ExecuteScalarAsync())!);
+        }
+        await Eventually(() => Task.FromResult(a.Log.Contains("polling the store")), "A did not fall back to polling");
+        await Eventually(() => Task.FromResult(a.Log.Split("Listening for job and variant notifications").Length - 1 >= 2), "A did not listen again");
+
+        string id = await Submit(b, LongJob(stride: 64));
+        await a.WaitForAsync(id, j => j["state"]!.GetValue<string>() == "succeeded");
+        await Eventually(() => Task.FromResult(progress.Any(p => p.GetProperty("id").GetString() == id && p.GetProperty("state").GetString() == "succeeded")),
+            "A's client never heard the job finish");
     }
 
     [RequiresPostgresFact]

@@ -83,6 +83,23 @@ public interface IEvalStore : IDisposable
     List<EvalVariant> Variants();
 }
 
+/// <summary>The eval_jobs columns both stores select, and the row read back as an <see cref="EvalJob"/>.</summary>
+internal static class EvalJobRows
+{
+    public const string Columns = "id, kind, model, dataset, state, error, created_at, started_at, finished_at, parameters, rope_scaling, results, done, total, tokens_scored, run_seconds";
+
+    public static EvalJob Read(System.Data.Common.DbDataReader r) => new()
+    {
+        Id = r.GetString(0), Kind = r.GetString(1), Model = r.GetString(2), Dataset = r.IsDBNull(3) ? null : r.GetString(3),
+        State = r.GetString(4), Error = r.IsDBNull(5) ? null : r.GetString(5), CreatedAt = r.GetInt64(6),
+        StartedAt = r.IsDBNull(7) ? null : r.GetInt64(7), FinishedAt = r.IsDBNull(8) ? null : r.GetInt64(8),
+        Parameters = JsonNode.Parse(r.GetString(9))!.AsObject(),
+        RopeScaling = r.IsDBNull(10) ? null : JsonNode.Parse(r.GetString(10))!.AsObject(),
+        Results = r.IsDBNull(11) ? null : JsonNode.Parse(r.GetString(11))!.AsObject(),
+        Done = r.GetInt32(12), Total = r.GetInt32(13), TokensScored = r.GetInt64(14), RunSeconds = r.GetDouble(15),
+    };
+}
+
 /// <summary>A model variant registered through the API or by a LongRoPE search job.</summary>
 public sealed record EvalVariant(string Id, string BaseModel, JsonObject RopeScaling, int? ContextWindow, string? JobId);
 

@@ -139,25 +139,12 @@ public sealed class SqliteEvalStore : IEvalStore
         ("$error", job.Error), ("$created", job.CreatedAt), ("$started", job.StartedAt), ("$finished", job.FinishedAt),
         ("$parameters", job.Parameters.ToJsonString()), ("$rope", job.RopeScaling?.ToJsonString()), ("$results", job.Results?.ToJsonString()));
 
-    private const string Columns = "id, kind, model, dataset, state, error, created_at, started_at, finished_at, parameters, rope_scaling, results, done, total, tokens_scored, run_seconds";
-
-    private static EvalJob Read(SqliteDataReader r) => new()
-    {
-        Id = r.GetString(0), Kind = r.GetString(1), Model = r.GetString(2), Dataset = r.IsDBNull(3) ? null : r.GetString(3),
-        State = r.GetString(4), Error = r.IsDBNull(5) ? null : r.GetString(5), CreatedAt = r.GetInt64(6),
-        StartedAt = r.IsDBNull(7) ? null : r.GetInt64(7), FinishedAt = r.IsDBNull(8) ? null : r.GetInt64(8),
-        Parameters = JsonNode.Parse(r.GetString(9))!.AsObject(),
-        RopeScaling = r.IsDBNull(10) ? null : JsonNode.Parse(r.GetString(10))!.AsObject(),
-        Results = r.IsDBNull(11) ? null : JsonNode.Parse(r.GetString(11))!.AsObject(),
-        Done = r.GetInt32(12), Total = r.GetInt32(13), TokensScored = r.GetInt64(14), RunSeconds = r.GetDouble(15),
-    };
-
-    public EvalJob? Get(string id) => Query($"SELECT {Columns} FROM eval_jobs WHERE id = $id", Read, ("$id", id)).FirstOrDefault();
+    public EvalJob? Get(string id) => Query($"SELECT {EvalJobRows.Columns} FROM eval_jobs WHERE id = $id", EvalJobRows.Read, ("$id", id)).FirstOrDefault();
 
     public List<EvalJob> List(string? state = null, string? model = null) => Query($"""
-        SELECT {Columns} FROM eval_jobs
+        SELECT {EvalJobRows.Columns} FROM eval_jobs
         WHERE ($state IS NULL OR state = $state) AND ($model IS NULL OR model = $model) ORDER BY seq
-        """, Read, ("$state", state), ("$model", model));
+        """, EvalJobRows.Read, ("$state", state), ("$model", model));
 
     public Dictionary<string, long> CountByState()
     {

@@ -5,6 +5,8 @@ COPY Directory.Build.props PiServe.sln appsettings.json ./
 COPY src/ src/
 # The shipped default models: the Api project publishes them next to the executable (models/).
 COPY models/ models/
+# The shipped datasets (kjv-test, kjv-search), registered when none is configured.
+COPY datasets/ datasets/
 RUN dotnet publish src/Api -c Release -o /app --nologo
 
 FROM mcr.microsoft.com/dotnet/aspnet:10.0

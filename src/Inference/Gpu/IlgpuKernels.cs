@@ -176,11 +176,9 @@ public static class IlgpuKernels
             }
             Group.Barrier();
         }
-        if (tid < tokens)
-        {
-            float b = s.HasBias != 0 ? bias[r] : 0f;
-            y[(long)(t0 + tid) * s.Rows + r] = partial[tid * g] + b;
-        }
+        float b = s.HasBias != 0 ? bias[r] : 0f;
+        for (int k = tid; k < tokens; k += g) // groups may be smaller than the chunk (2 threads on the CPU accelerator)
+            y[(long)(t0 + k) * s.Rows + r] = partial[k * g] + b;
     }
 
     /// <summary>

@@ -32,8 +32,22 @@ public class IlgpuBackendTests(ITestOutputHelper output)
         return model;
     }
 
+    /// <summary>
+    /// The golden cases the CPU accelerator runs in seconds: every fixture model (so every rope family,
+    /// weight dtype, GQA/MQA, biases, q/k norms, fused tensors, tying, sharding, sliding windows, partial
+    /// rotary) and the regime crossings of dynamic NTK and LongRoPE (incl. n̂) within 128 tokens; the
+    /// 150–1000-token cases run on the CPU engine only here (tools/gpu/run_gpu_checks.sh runs all of
+    /// them on a GPU). Several key tiles and multi-tile online softmax are exercised from 33 tokens on.
+    /// </summary>
+    public static IEnumerable<object[]> ScoreCases() =>
+        GoldenFixtures.All.Where(c => c.Tokens.Length <= 128).Select(c => new object[] { c.ToString() });
+
+    /// <summary>Greedy generation with the exact cache (a regime change rebuilds by re-prefilling, as phi3's cross-64 does): cases of up to 100 positions.</summary>
+    public static IEnumerable<object[]> GreedyCases() =>
+        GoldenFixtures.All.Where(c => c.Tokens.Length + c.MaxTokens <= 100).Select(c => new object[] { c.ToString() });
+
     [Theory]
-    [MemberData(nameof(GoldenFixtures.Cases), MemberType = typeof(GoldenFixtures))]
+    [MemberData(nameof(ScoreCases))]
     public void LogProbsAndLogitsMatchTheReferenceAndTheCpuEngine(string id)
     {
         var g = GoldenFixtures.Get(id);
@@ -60,16 +74,14 @@ public class IlgpuBackendTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [MemberData(nameof(GoldenFixtures.Cases), MemberType = typeof(GoldenFixtures))]
-    public void ExactCachedGreedyMatchesTheReferenceAndFullRecompute(string id)
+    [MemberData(nameof(GreedyCases))]
+    public void ExactCachedGreedyMatchesTheReference(string id)
     {
         var g = GoldenFixtures.Get(id);
         var model = DeviceModel(g.Model);
         var rope = model.ResolveRope(g.RopeScaling);
         var cached = GreedyGenerator.Generate(model, g.Tokens, g.MaxTokens, KvCachePolicy.Exact, rope);
-        var full = GreedyGenerator.GenerateWithoutCache(model, g.Tokens, g.MaxTokens, rope);
         AssertSameGreedy(id, g.Full, cached.Tokens);
-        AssertSameGreedy(id, g.Full, full.Tokens);
     }
 
     /// <summary>
@@ -157,7 +169,7 @@ public class IlgpuBackendTests(ITestOutputHelper output)
         for (int i = 1; i < g.Tokens.Length; i++) max = Math.Max(max, Math.Abs(ours.LogProbs[i]!.Value - theirs.LogProbs[i]!.Value));
         output.WriteLine($"{name} kv {kvType}: max |Δ logprob| device vs CPU engine {max:E2}");
         // A rounding tie broken differently can move one element by an ulp of the half type: far below a wrong row.
-        Assert.True(max <= 1e-2, $"{name} kv {kvType}: {max:E2}");
+        Assert.True(max <= 1e-3, $"{name} kv {kvType}: {max:E2}");
     }
 
     [Fact]

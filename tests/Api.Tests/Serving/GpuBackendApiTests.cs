@@ -1,0 +1,68 @@
+using System.Text;
+using System.Text.Json.Nodes;
+
+namespace PiServe.Api.Tests.Serving;
+
+/// <summary>
+/// The host serving a model on the GPU backend's kernels (PiServe:Models:N:Backend = ilgpu-cpu, ILGPU's
+/// CPU accelerator: no GPU here or in CI) next to the same model on the CPU engine, and a model
+/// configured for cuda on a machine without a CUDA device: that one fails with a clear error in
+/// /v1/models and /health/ready while the others serve.
+/// </summary>
+public class GpuBackendApiTests
+{
+    [Fact]
+    public async Task IlgpuCpuServesLikeTheCpuEngineAndCudaWithoutAGpuFailsThatModelOnly()
+    {
+        if (File.Exists("/dev/nvidiactl")) return; // a GPU machine would load the cuda model
+        using var dir = new TempDir();
+        string root = Path.Combine(RepoPaths.Root, "models");
+        string[] args =
+        [
+            $"--PiServe:DataDirectory={Path.Combine(dir.Path, "state")}", $"--PiServe:ModelsRoot={root}",
+            "--PiServe:Models:0:Id=device", "--PiServe:Models:0:Path=kjv-base-256", "--PiServe:Models:0:Backend=ilgpu-cpu",
+            "--PiServe:Models:1:Id=host", "--PiServe:Models:1:Path=kjv-base-256",
+            "--PiServe:Models:2:Id=nocuda", "--PiServe:Models:2:Path=kjv-base-256", "--PiServe:Models:2:Backend=cuda",
+        ];
+        await using var host = await HostProcess.StartAsync(dir.Path, args);
+
+        var cards = JsonNode.Parse(await host.Http.GetStringAsync("/v1/models"))!["data"]!.AsArray();
+        JsonNode Card(string id) => cards.Single(m => m!["id"]!.GetValue<string>() == id)!;
+        Assert.Equal("loaded", Card("device")["status"]!.GetValue<string>());
+        Assert.Equal("ilgpu-cpu", Card("device")["backend"]!.GetValue<string>());
+        Assert.Equal("cpu", Card("host")["backend"]!.GetValue<string>());
+        Assert.Equal("failed", Card("nocuda")["status"]!.GetValue<string>());
+        Assert.Contains("PiServe:Backend is 'cuda' but", Card("nocuda")["error"]!.GetValue<string>());
+
+        var ready = await host.Http.GetAsync("/health/ready");
+        Assert.Equal(503, (int)ready.StatusCode);
+        Assert.Contains("nocuda", await ready.Content.ReadAsStringAsync());
+
+        // Greedy completions with logprobs: the same tokens, log-probs within the device-vs-CPU bound.
+        async Task<JsonNode> Complete(string model)
+        {
+            var r = await host.Http.PostAsync("/v1/completions", new StringContent(
+                $$"""{"model":"{{model}}","prompt":"And the LORD said unto Moses,","max_tokens":12,"temperature":0,"logprobs":1}""", Encoding.UTF8, "application/json"));
+            var body = JsonNode.Parse(await r.Content.ReadAsStringAsync())!;
+            Assert.True(r.IsSuccessStatusCode, body.ToJsonString());
+            return body["choices"]![0]!;
+        }
+        var device = await Complete("device");
+        var cpu = await Complete("host");
+        Assert.Equal(cpu["text"]!.GetValue<string>(), device["text"]!.GetValue<string>());
+        var a = device["logprobs"]!["token_logprobs"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        var b = cpu["logprobs"]!["token_logprobs"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        Assert.Equal(b.Length, a.Length);
+        for (int i = 0; i < a.Length; i++) Assert.True(Math.Abs(a[i] - b[i]) <= 1e-3, $"token {i}: {a[i]} vs {b[i]}");
+
+        // Streaming and several concurrent requests (batched decode on the device) work too.
+        var tasks = Enumerable.Range(0, 3).Select(i => host.Http.PostAsync("/v1/completions", new StringContent(
+            $$"""{"model":"device","prompt":"In the beginning","max_tokens":6,"temperature":0.8,"seed":{{i}},"stream":true}""", Encoding.UTF8, "application/json"))).ToArray();
+        foreach (var r in await Task.WhenAll(tasks))
+        {
+            string sse = await r.Content.ReadAsStringAsync();
+            Assert.True(r.IsSuccessStatusCode, sse);
+            Assert.Contains("data: [DONE]", sse);
+        }
+    }
+}

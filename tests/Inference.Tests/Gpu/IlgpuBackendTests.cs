@@ -185,6 +185,43 @@ public class IlgpuBackendTests(ITestOutputHelper output)
         Assert.Equal(40, cache.Capacity);
     }
 
+    /// <summary>A cache the device cannot hold is a clear error naming the device and the size; nothing is leaked and the model keeps working.</summary>
+    [Fact]
+    public void OutOfDeviceMemoryIsAClearErrorNotACrash()
+    {
+        var model = DeviceModel("llama-default-f32");
+        var device = ((IlgpuLlamaModel)model.Engine!).Device;
+        long before = device.AllocatedBytes;
+        var e = Assert.Throws<DeviceOutOfMemoryException>(() => model.CreateCache(int.MaxValue)); // ~1.1 TB of keys and values
+        output.WriteLine(e.Message);
+        Assert.Contains("out of device memory", e.Message);
+        Assert.Contains("KV cache", e.Message);
+        Assert.Equal(before, device.AllocatedBytes);
+        var g = GoldenFixtures.All.First(c => c.Model == "llama-default-f32");
+        Assert.NotNull(Scoring.Score(model, g.Tokens[..8]).LogProbs[7]);
+    }
+
+    /// <summary>Under load: a request whose KV cache does not fit the device ends with an error event; the scheduler serves the next one.</summary>
+    [Fact]
+    public async Task OutOfDeviceMemoryUnderLoadFailsThatRequestOnly()
+    {
+        var model = DeviceModel("llama-default-f32");
+        var tokenizer = Inference.Tokenization.TokenizerLoader.Load(RepoPaths.ShippedModel("kjv-base-256"));
+        using var scheduler = new BatchScheduler(model, tokenizer, new SchedulerOptions { KvCacheBudgetBytes = long.MaxValue / 4 });
+        var huge = scheduler.Submit(new CompletionJob { Prompt = [1, 5, 9], MaxTokens = int.MaxValue - 16, IgnoreEos = true });
+        var events = new List<GenerationEvent>();
+        await foreach (var ev in huge.ReadAllAsync()) events.Add(ev);
+        var error = Assert.IsType<ErrorEvent>(Assert.Single(events));
+        output.WriteLine(error.Message);
+        Assert.Contains("out of device memory", error.Message);
+
+        var fine = scheduler.Submit(new CompletionJob { Prompt = [1, 5, 9], MaxTokens = 4, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 } });
+        var tokens = new List<GenerationEvent>();
+        await foreach (var ev in fine.ReadAllAsync()) tokens.Add(ev);
+        Assert.Equal(4, tokens.OfType<TokenEvent>().Count());
+        Assert.IsType<FinishEvent>(tokens[^1]);
+    }
+
     [Fact]
     public void CudaWithoutAGpuIsAClearError()
     {

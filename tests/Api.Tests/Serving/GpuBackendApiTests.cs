@@ -65,4 +65,38 @@ public class GpuBackendApiTests
             Assert.Contains("data: [DONE]", sse);
         }
     }
+
+    /// <summary>The verbs on --backend: score and generate on ilgpu-cpu match the reference; cuda without a GPU and an unknown backend are clear errors.</summary>
+    [Fact]
+    public void VerbsTakeTheBackend()
+    {
+        var g = GoldenFixtures.All.First(c => c.Model == "llama-default-f32" && c.Name == "short");
+        string model = GoldenFixtures.ModelDir(g.Model), tokens = string.Join(",", g.Tokens);
+        (int Code, JsonObject? Out, string Err) Run(params string[] args)
+        {
+            var stdout = new StringWriter();
+            var stderr = new StringWriter();
+            int code = PiServe.Api.Verbs.Run(args, stdout, stderr);
+            return (code, string.IsNullOrWhiteSpace(stdout.ToString()) ? null : JsonNode.Parse(stdout.ToString())!.AsObject(), stderr.ToString());
+        }
+
+        var score = Run("score", "--model", model, "--tokens", tokens, "--backend", "ilgpu-cpu");
+        Assert.Equal(0, score.Code);
+        var lps = score.Out!["logprobs"]!.AsArray();
+        for (int i = 1; i < g.Tokens.Length; i++)
+            Assert.InRange(lps[i]!.GetValue<double>() - g.LogProbs[i]!.Value, -1e-3, 1e-3);
+        var generate = Run("generate", "--model", model, "--tokens", tokens, "--max-tokens", g.MaxTokens.ToString(), "--backend", "ilgpu-cpu");
+        Assert.Equal(0, generate.Code);
+        Assert.Equal(g.Full.Tokens, generate.Out!["tokens"]!.AsArray().Select(t => t!.GetValue<int>()));
+
+        if (!File.Exists("/dev/nvidiactl"))
+        {
+            var cuda = Run("score", "--model", model, "--tokens", tokens, "--backend", "cuda");
+            Assert.Equal(1, cuda.Code);
+            Assert.Contains("no CUDA device was found", cuda.Err);
+        }
+        var unknown = Run("score", "--model", model, "--tokens", tokens, "--backend", "tpu");
+        Assert.Equal(1, unknown.Code);
+        Assert.Contains("not one of cpu, cuda, ilgpu-cpu", unknown.Err);
+    }
 }

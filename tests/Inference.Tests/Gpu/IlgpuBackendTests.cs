@@ -172,6 +172,31 @@ public class IlgpuBackendTests(ITestOutputHelper output)
         Assert.True(max <= 1e-3, $"{name} kv {kvType}: {max:E2}");
     }
 
+    /// <summary>Attention-score diagnostics: the device hands each layer's rotated queries and keys to the observer on the host, as the CPU engine does.</summary>
+    [Fact]
+    public unsafe void ObserverSeesTheSameQueriesAndKeys()
+    {
+        var g = GoldenFixtures.All.First(c => c.Model == "qwen3-yarn-bf16" && c.Name == "short");
+        var seen = new Dictionary<string, float[]>();
+        foreach (var model in new[] { DeviceModel(g.Model), GoldenFixtures.Model(g.Model) })
+        {
+            using var scratch = new ForwardScratch(model.Config);
+            using var cache = model.CreateCache(g.Tokens.Length);
+            var values = new List<float>();
+            scratch.Observer = (layer, q, k, rows) =>
+            {
+                for (long i = 0; i < (long)rows * model.Config.QueryDim; i++) values.Add(q[i]);
+                for (long i = 0; i < (long)rows * model.Config.KvDim; i++) values.Add(k[i]);
+            };
+            model.Forward(g.Tokens, 0, cache, model.Rope.FrequenciesFor(g.Tokens.Length), scratch);
+            seen[model.Name] = values.ToArray();
+        }
+        Assert.Equal(seen["cpu"].Length, seen["ilgpu-cpu"].Length);
+        double max = seen["cpu"].Zip(seen["ilgpu-cpu"], (a, b) => (double)Math.Abs(a - b)).Max();
+        output.WriteLine($"max |Δ| of observed q/k {max:E2}");
+        Assert.True(max <= 1e-4, $"{max:E2}");
+    }
+
     [Fact]
     public void DeviceCachesCountTheirBytesAndRefuseHostAccess()
     {

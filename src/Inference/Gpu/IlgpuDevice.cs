@@ -142,9 +142,17 @@ public sealed class IlgpuDevice
     /// <summary>Free device memory: the driver's figure on CUDA, the device size less our allocations elsewhere.</summary>
     public long FreeBytes => Accelerator is CudaAccelerator cuda ? cuda.GetFreeMemory() : Math.Max(0, MemorySize - AllocatedBytes);
 
+    /// <summary>
+    /// Makes this device's context current on the calling thread. A CUDA context is current per
+    /// thread, and models are loaded on one thread, decoded on the scheduler's and evaluated on
+    /// others: every entry point binds first (a no-op when it already is current).
+    /// </summary>
+    public void Bind() => Accelerator.Bind();
+
     /// <summary>A device buffer of count elements; out of memory becomes <see cref="DeviceOutOfMemoryException"/> naming what it was for.</summary>
     public DeviceBuffer<T> Allocate<T>(long count, string what) where T : unmanaged
     {
+        Bind();
         long bytes = Math.Max(1, count) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
         try
         {
@@ -175,6 +183,7 @@ public sealed class DeviceBuffer<T>(IlgpuDevice device, MemoryBuffer1D<T, Stride
     {
         if (_disposed) return;
         _disposed = true;
+        device.Bind();
         Buffer.Dispose();
         device.Released(Bytes);
     }

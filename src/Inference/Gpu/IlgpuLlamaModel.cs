@@ -61,6 +61,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         _c = model.Config;
         _device = device;
         _k = device.Kernels;
+        device.Bind();
         _stream = device.Accelerator.CreateStream();
         try
         {
@@ -161,6 +162,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
             var next = Allocate(capacity);
             lock (_e._lock)
             {
+                _e._device.Bind();
                 int hd = _e._c.HeadDim, kvHeads = _e._c.NumKvHeads;
                 long run = (long)length * hd * _words;
                 if (run > 0)
@@ -232,6 +234,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            _device.Bind();
             var c = _c;
             int n = tokens.Length;
             int hidden = c.HiddenSize, half = c.RotaryDim / 2;
@@ -305,6 +308,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            _device.Bind();
             int vocab = _c.VocabSize;
             if (_logitIn is null || _logitIn.Length < (long)n * _c.HiddenSize)
             {
@@ -433,6 +437,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         {
             if (_disposed) return;
             _disposed = true;
+            _device.Bind();
             ReleaseAll();
         }
     }

@@ -137,6 +137,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
     private sealed class DeviceKv : IDeviceKvStorage
     {
         private readonly IlgpuLlamaModel _e;
+        public IlgpuLlamaModel Owner => _e;
         public DType Type { get; }
         public int Capacity { get; private set; }
         public DeviceBuffer<ushort> Data { get; private set; }
@@ -241,6 +242,10 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
             float eps = (float)c.RmsNormEps;
             s.EnsureTokens(n);
             var a = EnsureActivations(n);
+
+            foreach (var seg in segments)
+                if (seg.Cache.Device is not DeviceKv { Owner: var owner } || !ReferenceEquals(owner, this))
+                    throw new ArgumentException("a KV cache of this forward was not created by this model's device engine (create caches with LlamaModel.CreateCache after the engine is attached)", nameof(segments));
 
             // The rope rows of the positions used, from the CPU path's double-precision tables.
             int row = 0;

@@ -208,6 +208,13 @@ public class IlgpuBackendTests(ITestOutputHelper output)
         Assert.Throws<InvalidOperationException>(() => cache.Key(0, 0, 0, 0));
         cache.EnsureCapacity(30);
         Assert.Equal(40, cache.Capacity);
+
+        // A host cache handed to the device forward (or a device cache to the CPU forward) is refused, not misread.
+        using var host = new KvCache(model.Config.NumLayers, model.Config.NumKvHeads, model.Config.HeadDim);
+        using var scratch = new ForwardScratch(model.Config);
+        Assert.Throws<ArgumentException>(() => model.Forward([1, 2], 0, host, model.Rope.FrequenciesFor(2), scratch));
+        var cpu = GoldenFixtures.Model("llama-default-f32");
+        Assert.Throws<InvalidOperationException>(() => cpu.Forward([1, 2], 0, cache, cpu.Rope.FrequenciesFor(2), scratch));
     }
 
     /// <summary>A cache the device cannot hold is a clear error naming the device and the size; nothing is leaked and the model keeps working.</summary>

@@ -7,15 +7,15 @@ The same work as `piserve bench` (pp N: prefill of N random tokens; tg M: M gree
 from a one-token context with a KV cache), written in plain PyTorch eager ops (no transformers, no
 compile, no CUDA graphs): RMSNorm, GQA attention via scaled_dot_product_attention, SwiGLU, default
 RoPE. Weights are read with tools/reference/llama_ref.py's safetensors reader and kept in the stored
-dtype. Prints one JSON line with tokens/s and the GPU's name.
+dtype. Default RoPE only (the bench shapes use it). Prints one JSON line with tokens/s and the GPU's name.
 """
-import argparse, json, os, sys, time
+import argparse, json, math, os, sys, time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
-from llama_ref import load_checkpoint  # noqa: E402
+from llama_ref import read_safetensors  # noqa: E402
 
 
 def main():
@@ -24,9 +24,15 @@ def main():
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--generate", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cuda", help="cuda (the anchor); cpu only to check the script")
     a = ap.parse_args()
-    dev = torch.device("cuda")
-    config, tensors = load_checkpoint(a.model)
+    dev = torch.device(a.device)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+    config = json.load(open(os.path.join(a.model, "config.json")))
+    tensors = read_safetensors(os.path.join(a.model, "model.safetensors"))  # stored dtype, as PiServe keeps it
     dtype = next(iter(tensors.values())).dtype
     w = {k: v.to(dev) for k, v in tensors.items()}
     H, L = config["hidden_size"], config["num_hidden_layers"]
@@ -66,11 +72,22 @@ def main():
             if nkv != nh:
                 keys = keys.repeat_interleave(nh // nkv, 0)
                 vals = vals.repeat_interleave(nh // nkv, 0)
-            o = F.scaled_dot_product_attention(q[None], keys[None], vals[None], is_causal=(n > 1))[0]
+            o = attend(q, keys, vals, start)
             x = x + o.transpose(0, 1).reshape(n, nh * hd) @ w[p + "self_attn.o_proj.weight"].T
             h = norm(x, w[p + "post_attention_layernorm.weight"])
             x = x + (F.silu(h @ w[p + "mlp.gate_proj.weight"].T) * (h @ w[p + "mlp.up_proj.weight"].T)) @ w[p + "mlp.down_proj.weight"].T
         return norm(x[-1:], w["model.norm.weight"]) @ lm.T
+
+    def attend(q, keys, vals, start):
+        n = q.shape[1]
+        if hasattr(F, "scaled_dot_product_attention"):  # torch >= 2.0
+            if n == 1:
+                return F.scaled_dot_product_attention(q[None], keys[None], vals[None])[0]
+            mask = torch.ones(n, keys.shape[1], dtype=torch.bool, device=dev).tril(start)
+            return F.scaled_dot_product_attention(q[None], keys[None], vals[None], attn_mask=mask)[0]
+        s = (q.float() @ keys.float().transpose(-1, -2)) / math.sqrt(hd)
+        mask = torch.ones(n, keys.shape[1], dtype=torch.bool, device=dev).tril(start)
+        return (s.masked_fill(~mask, float("-inf")).softmax(-1) @ vals.float()).to(dtype)
 
     def new_cache(n):
         return [(torch.empty(nkv, n, hd, dtype=dtype, device=dev), torch.empty(nkv, n, hd, dtype=dtype, device=dev)) for _ in range(L)]
@@ -81,16 +98,17 @@ def main():
     for _ in range(a.repeat):
         ids = torch.randint(3, vocab, (a.prompt,), generator=g).to(dev)
         cache = new_cache(a.prompt + 1)
-        torch.cuda.synchronize(); t = time.time()
+        sync(); t = time.time()
         forward(ids, 0, cache)
-        torch.cuda.synchronize(); best_pp = max(best_pp, a.prompt / (time.time() - t))
+        sync(); best_pp = max(best_pp, a.prompt / (time.time() - t))
         cache = new_cache(a.generate + 1)
         tok = torch.tensor([5], device=dev)
-        torch.cuda.synchronize(); t = time.time()
+        sync(); t = time.time()
         for i in range(a.generate):
             tok = forward(tok, i, cache).argmax(-1)
-        torch.cuda.synchronize(); best_tg = max(best_tg, a.generate / (time.time() - t))
-    print(json.dumps({"anchor": "pytorch-eager", "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0),
+        sync(); best_tg = max(best_tg, a.generate / (time.time() - t))
+    print(json.dumps({"anchor": "pytorch-eager", "torch": torch.__version__,
+                      "gpu": torch.cuda.get_device_name(0) if dev.type == "cuda" else "none (cpu)",
                       "dtype": str(dtype).replace("torch.", ""), "prompt_tokens": a.prompt, "generated_tokens": a.generate,
                       "prefill_tokens_per_second": round(best_pp, 1), "decode_tokens_per_second": round(best_tg, 1)}))
 

@@ -16,13 +16,15 @@ namespace PiServe.Api;
 /// </summary>
 public static class Bench
 {
-    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R]";
+    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu]";
 
-    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null)
+    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null)
     {
         string dir = modelDir ?? PrepareShape(shapeName ?? throw new ArgumentException("--model or --shape is required"), dtypeName);
         using var model = LlamaModel.Load(dir, new CpuBackend(threads));
         if (kvDType is not null) model.KvCacheType = KvCache.ParseElementType(kvDType);
+        var kind = Inference.Gpu.BackendKinds.Parse(backend);
+        var engine = kind == Inference.Gpu.BackendKind.Cpu ? null : Inference.Gpu.IlgpuLlamaModel.Attach(model, kind);
         var rng = new Random(1);
         int vocab = model.Config.VocabSize;
         int[] RandomTokens(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(3, vocab)).ToArray();
@@ -61,13 +63,16 @@ public static class Bench
             return generate / clock.Elapsed.TotalSeconds;
         }
 
-        if (bandwidthGbs <= 0) bandwidthGbs = MeasureReadBandwidth(threads > 0 ? threads : Environment.ProcessorCount);
+        // On a device the ceiling is its memory bandwidth, which only the caller knows (--bandwidth-gbs, e.g. 4800 for an H200).
+        if (bandwidthGbs <= 0 && engine is null) bandwidthGbs = MeasureReadBandwidth(threads > 0 ? threads : Environment.ProcessorCount);
         long weightBytes = model.WeightBytes;
         double ceiling = bandwidthGbs * 1e9 / weightBytes;
         using var self = Process.GetCurrentProcess();
         return new JsonObject
         {
             ["model"] = dir,
+            ["backend"] = model.Name,
+            ["device"] = engine?.Device.Name,
             ["dtype"] = model.WeightDType.ToString().ToLowerInvariant(),
             ["parameters"] = model.ParameterCount,
             ["threads"] = threads > 0 ? threads : Environment.ProcessorCount,
@@ -80,9 +85,9 @@ public static class Bench
             ["depth_prefill_seconds"] = depth > 0 ? Math.Round(depthPrefillSeconds, 1) : null,
             ["weight_bytes"] = weightBytes,
             ["decode_effective_gb_per_second"] = Math.Round(decodeTps * weightBytes / 1e9, 2),
-            ["bandwidth_gb_per_second"] = Math.Round(bandwidthGbs, 1),
-            ["decode_ceiling_tokens_per_second"] = Math.Round(ceiling, 1),
-            ["decode_fraction_of_ceiling"] = Math.Round(decodeTps / ceiling, 3),
+            ["bandwidth_gb_per_second"] = bandwidthGbs > 0 ? Math.Round(bandwidthGbs, 1) : null,
+            ["decode_ceiling_tokens_per_second"] = bandwidthGbs > 0 ? Math.Round(ceiling, 1) : null,
+            ["decode_fraction_of_ceiling"] = bandwidthGbs > 0 ? Math.Round(decodeTps / ceiling, 3) : null,
             ["kv_dtype"] = model.KvCacheType.ToString().ToLowerInvariant(),
             ["kv_bytes_per_token"] = model.KvBytesPerToken,
             ["simd_width"] = (int)Simd.Best,

@@ -22,12 +22,12 @@ public static class Verbs
     private static readonly Dictionary<string, (Func<VerbArgs, JsonObject> Run, string Usage)> All = new()
     {
         ["tokenize"] = (Tokenize, "tokenize --model DIR --text STR [--no-special]"),
-        ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N]"),
+        ["score"] = (Score, "score --model DIR --tokens 1,2,3 [--rope-scaling JSON] [--threads N] [--backend cpu|cuda|ilgpu-cpu]"),
         ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape " + ShapeNames + " [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
-        ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N]"),
+        ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N] [--backend cpu|cuda|ilgpu-cpu]"),
         ["bench"] = (a => Bench.Run(a.Value("model"), a.Value("shape"), a.Value("dtype"), a.Int("prompt") ?? 512, a.Int("generate") ?? 128,
-            a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 0, a.Int("repeat") ?? 1, a.Value("kv-dtype")), Bench.Usage),
-        ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N]"),
+            a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 0, a.Int("repeat") ?? 1, a.Value("kv-dtype"), a.Value("backend")), Bench.Usage),
+        ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N] [--backend cpu|cuda|ilgpu-cpu]"),
     };
 
     /// <summary>Plain quotes and non-ASCII text in terminal output (the default encoder escapes them for HTML).</summary>
@@ -68,7 +68,7 @@ public static class Verbs
 
     private static JsonObject Score(VerbArgs a)
     {
-        using var model = LlamaModel.Load(a.Required("model"), Backend(a));
+        using var model = LoadModel(a.Required("model"), a);
         var tokens = a.Tokens();
         var rope = model.ResolveRope(a.RopeScaling());
         var result = Scoring.Score(model, tokens, rope);
@@ -82,7 +82,7 @@ public static class Verbs
 
     private static JsonObject Generate(VerbArgs a)
     {
-        using var model = LlamaModel.Load(a.Required("model"), Backend(a));
+        using var model = LoadModel(a.Required("model"), a);
         var prompt = a.Tokens();
         int maxTokens = a.Int("max-tokens") ?? throw new UsageException("--max-tokens is required");
         if (maxTokens < 0) throw new UsageException("--max-tokens must be >= 0");
@@ -150,7 +150,7 @@ public static class Verbs
         }
         else if (suite.Dataset == DatasetNeed.Required) throw new UsageException($"kind {suite.Kind} needs --dataset and --dataset-kind");
 
-        using var model = LlamaModel.Load(dir, Backend(a));
+        using var model = LoadModel(dir, a);
         var evalModel = new LlamaEvalModel(Path.GetFileName(Path.GetFullPath(dir).TrimEnd(Path.DirectorySeparatorChar)), model, TokenizerLoader.Load(dir));
         var ropeJson = a.RopeScaling();
         var rope = evalModel.ResolveRope(ropeJson);
@@ -167,6 +167,23 @@ public static class Verbs
     }
 
     private static Inference.Kernels.CpuBackend Backend(VerbArgs a) => new(a.Int("threads") ?? 0);
+
+    /// <summary>The model on --backend (cpu by default; cuda or ilgpu-cpu run the forward pass through ILGPU).</summary>
+    private static LlamaModel LoadModel(string dir, VerbArgs a)
+    {
+        var model = LlamaModel.Load(dir, Backend(a));
+        try
+        {
+            var kind = Inference.Gpu.BackendKinds.Parse(a.Value("backend"));
+            if (kind != Inference.Gpu.BackendKind.Cpu) Inference.Gpu.IlgpuLlamaModel.Attach(model, kind);
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     private static JsonArray IntArray(IEnumerable<int> ids) => new(ids.Select(i => (JsonNode)i).ToArray());
 

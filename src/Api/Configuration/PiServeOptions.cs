@@ -40,4 +40,10 @@ public sealed class PiServeOptions
     /// the memory and attention traffic; accuracy cost in docs/PERFORMANCE.md). As vLLM's --kv-cache-dtype.
     /// </summary>
     public string KvCacheDType { get; set; } = "f32";
+    /// <summary>
+    /// Where models run: cpu (the SIMD engine, default), cuda (an NVIDIA GPU through ILGPU: weights, KV
+    /// caches and the whole forward pass in device memory) or ilgpu-cpu (the same GPU kernels on ILGPU's
+    /// CPU accelerator: slow, for tests). Per model as PiServe:Models:N:Backend.
+    /// </summary>
+    public string Backend { get; set; } = "cpu";
 }

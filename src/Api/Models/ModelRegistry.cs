@@ -5,6 +5,7 @@ using PiServe.Eval.Models;
 using PiServe.Inference.Cache;
 using PiServe.Inference.Checkpoints;
 using PiServe.Inference.Generation;
+using PiServe.Inference.Gpu;
 using PiServe.Inference.Kernels;
 using PiServe.Inference.Model;
 using PiServe.Inference.Rope;
@@ -40,7 +41,7 @@ public sealed class ModelRegistry : IDisposable
                 : [];
             if (folders.Count == 0) log.LogWarning("No models configured (PiServe:Models) and none shipped in {Folder}", shipped);
             foreach (string folder in folders)
-                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o.KvCacheDType, o, observers, log);
+                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o.KvCacheDType, o, observers, log, o.Backend);
             return;
         }
 
@@ -88,7 +89,8 @@ public sealed class ModelRegistry : IDisposable
             }
             var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
             string kvType = string.IsNullOrWhiteSpace(m.KvCacheDType) ? o.KvCacheDType : m.KvCacheDType;
-            if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log))
+            string backend = string.IsNullOrWhiteSpace(m.Backend) ? o.Backend : m.Backend;
+            if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log, backend))
                 log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
         }
     }
@@ -99,7 +101,7 @@ public sealed class ModelRegistry : IDisposable
 
     /// <summary>Loads one model under <paramref name="id"/>; false if the id is taken. Load failures are kept with the model.</summary>
     private bool Load(string id, string path, Func<string> resolve, JsonObject? ropeOverride, string kvCacheType, PiServeOptions o,
-                      ISchedulerObserverFactory? observers, ILogger log)
+                      ISchedulerObserverFactory? observers, ILogger log, string backend)
     {
         var served = new ServedModel(id, path);
         if (!_models.TryAdd(id, served)) return false;
@@ -114,6 +116,26 @@ public sealed class ModelRegistry : IDisposable
             {
                 try { model.KvCacheType = KvCache.ParseElementType(kvCacheType); }
                 catch (ArgumentException e) { throw new ArgumentException($"PiServe KvCacheDType: {e.Message}"); }
+                BackendKind kind;
+                try { kind = BackendKinds.Parse(backend); }
+                catch (ArgumentException e) { throw new ArgumentException($"PiServe Backend: {e.Message}"); }
+                var schedulerOptions = o.Scheduler.ToSchedulerOptions();
+                if (kind != BackendKind.Cpu)
+                {
+                    // Weights go to the device now; KV caches are allocated there per request, so the
+                    // KV budget is at most the device memory left after the weights and activations.
+                    var engine = IlgpuLlamaModel.Attach(model, kind);
+                    long activations = DeviceActivationBytes(model.Config, schedulerOptions);
+                    long free = engine.Device.FreeBytes - activations;
+                    if (free < schedulerOptions.KvCacheBudgetBytes)
+                    {
+                        if (free < model.KvBytesPerToken * 256)
+                            throw new DeviceOutOfMemoryException($"device {engine.Device.Name} has {Math.Max(0, free)} bytes left for KV caches after the weights and activations: not enough for 256 positions");
+                        log.LogWarning("Model {Id}: KV cache budget lowered from {Budget} to the {Free} bytes of device memory left", id, schedulerOptions.KvCacheBudgetBytes, free);
+                        schedulerOptions = schedulerOptions with { KvCacheBudgetBytes = free };
+                    }
+                    log.LogInformation("Model {Id} runs on {Backend} ({Device}): {Bytes} bytes of weights in device memory", id, engine.Name, engine.Device.Name, engine.WeightDeviceBytes);
+                }
                 var tokenizer = TokenizerLoader.Load(full, _confine);
                 // Checkpoints may pad the embedding past the tokenizer; the reverse means the
                 // tokenizer can produce ids the model has no row for.
@@ -133,7 +155,7 @@ public sealed class ModelRegistry : IDisposable
                     chatTemplateError = e.Message;
                     log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
                 }
-                var scheduler = new BatchScheduler(model, tokenizer, o.Scheduler.ToSchedulerOptions(), observers?.For(id));
+                var scheduler = new BatchScheduler(model, tokenizer, schedulerOptions, observers?.For(id));
                 served.Loaded(model, tokenizer, scheduler, ropeOverride);
                 served.ChatTemplate = chatTemplate;
                 served.ChatTemplateError = chatTemplateError;
@@ -147,7 +169,8 @@ public sealed class ModelRegistry : IDisposable
                 id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType);
         }
         catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
-                                      or ArgumentException or IOException or UnauthorizedAccessException)
+                                      or ArgumentException or IOException or UnauthorizedAccessException
+                                      or DeviceUnavailableException or DeviceOutOfMemoryException)
         {
             served.Failed(Relative(e.Message));
             log.LogError("Model {Id} failed to load: {Error}", id, e.Message);
@@ -161,6 +184,14 @@ public sealed class ModelRegistry : IDisposable
             log.LogError(e, "Model {Id} failed to load", id);
         }
         return true;
+    }
+
+    /// <summary>Device memory a forward of a prefill chunk (or a full decode batch) and its logits take.</summary>
+    private static long DeviceActivationBytes(ModelConfig c, SchedulerOptions s)
+    {
+        long tokens = Math.Max(s.PrefillChunk, s.MaxBatch);
+        long perToken = 4L * c.HiddenSize + 2L * c.QueryDim + 2L * c.KvDim + 2L * c.IntermediateSize + Math.Max(1, c.RotaryDim);
+        return 4 * (tokens * perToken + (long)s.MaxBatch * (c.VocabSize + c.HiddenSize));
     }
 
     /// <summary>An error message with the models root (and shipped folder) written as relative paths.</summary>

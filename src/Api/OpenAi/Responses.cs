@@ -97,7 +97,8 @@ public sealed record ModelCard(
     [property: JsonPropertyName("dtype"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Dtype,
     [property: JsonPropertyName("parameters"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? Parameters,
     [property: JsonPropertyName("kv_bytes_per_token"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? KvBytesPerToken,
-    [property: JsonPropertyName("has_chat_template"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? HasChatTemplate);
+    [property: JsonPropertyName("has_chat_template"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? HasChatTemplate,
+    [property: JsonPropertyName("backend"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null);
 
 public sealed record ModelList(
     [property: JsonPropertyName("object")] string Object,

@@ -34,6 +34,32 @@ public sealed unsafe class KvCache : IDisposable
         }
     }
 
+    /// <summary>
+    /// A cache whose elements live in a device engine's memory (<see cref="IDeviceKvStorage"/>): this
+    /// object keeps the length, capacity and byte accounting, the device owns the keys and values, and
+    /// host access (<see cref="Write"/>, <see cref="Layer"/>, <see cref="Key"/>) is refused.
+    /// </summary>
+    public KvCache(int layers, int kvHeads, int headDim, int initialCapacity, DType elementType, Func<int, IDeviceKvStorage> device)
+    {
+        Layers = layers;
+        KvHeads = kvHeads;
+        HeadDim = headDim;
+        KvDim = kvHeads * headDim;
+        ElementType = elementType;
+        ElementSize = DTypes.SizeOf(elementType);
+        Capacity = Math.Max(1, initialCapacity);
+        _keys = _values = [];
+        Device = device(Capacity);
+    }
+
+    /// <summary>The device storage of a device engine's cache; null for a host cache.</summary>
+    public IDeviceKvStorage? Device { get; }
+
+    private void RequireHost()
+    {
+        if (Device is not null) throw new InvalidOperationException("this KV cache lives in device memory; the device engine reads and writes it");
+    }
+
     public int Layers { get; }
     public int KvHeads { get; }
     public int HeadDim { get; }
@@ -76,6 +102,12 @@ public sealed unsafe class KvCache : IDisposable
         if (positions <= Capacity) return;
         int cap = Capacity;
         while (cap < positions) cap = (int)Math.Min(int.MaxValue, cap * 2L);
+        if (Device is not null)
+        {
+            Device.Resize(cap, Length);
+            Capacity = cap;
+            return;
+        }
         for (int l = 0; l < Layers; l++)
         {
             _keys[l] = Relayout(_keys[l], cap);
@@ -98,6 +130,7 @@ public sealed unsafe class KvCache : IDisposable
     /// <summary>Stores one head's key and value (f32, headDim each) at a position, rounding to the element type.</summary>
     public void Write(int layer, int head, int position, float* key, float* value)
     {
+        RequireHost();
         long offset = (head * HeadStride + (long)position * HeadDim) * ElementSize;
         Store(key, (byte*)_keys[layer].Ptr + offset);
         Store(value, (byte*)_values[layer].Ptr + offset);
@@ -160,11 +193,11 @@ public sealed unsafe class KvCache : IDisposable
     }
 
     /// <summary>One layer's keys and values as attention reads them.</summary>
-    public KvLayer Layer(int layer) => new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType, finite: !HoldsNonFinite);
+    public KvLayer Layer(int layer) => Device is null ? new((byte*)_keys[layer].Ptr, (byte*)_values[layer].Ptr, HeadStride, ElementType, finite: !HoldsNonFinite) : throw new InvalidOperationException("this KV cache lives in device memory");
 
     /// <summary>Key of a head at a position, widened to f32 (tests and diagnostics).</summary>
-    public float Key(int layer, int head, int position, int i) => Element(_keys[layer], head, position, i);
-    public float Value(int layer, int head, int position, int i) => Element(_values[layer], head, position, i);
+    public float Key(int layer, int head, int position, int i) { RequireHost(); return Element(_keys[layer], head, position, i); }
+    public float Value(int layer, int head, int position, int i) { RequireHost(); return Element(_values[layer], head, position, i); }
 
     private float Element(NativeBuffer b, int head, int position, int i)
     {
@@ -181,5 +214,13 @@ public sealed unsafe class KvCache : IDisposable
     {
         foreach (var b in _keys) b.Dispose();
         foreach (var b in _values) b.Dispose();
+        Device?.Dispose();
     }
+}
+
+/// <summary>A device engine's memory for one <see cref="KvCache"/> (see <see cref="Model.IForwardEngine"/>).</summary>
+public interface IDeviceKvStorage : IDisposable
+{
+    /// <summary>Grows to capacity positions, keeping each head's first length positions; throws OutOfMemoryException when the device is full.</summary>
+    void Resize(int capacity, int length);
 }

@@ -3,9 +3,9 @@ namespace PiServe.Inference.Kernels;
 /// <summary>
 /// The operations the forward pass is made of. The CPU backend implements them with SIMD and a
 /// persistent worker pool. All activations are float32 row-major [tokens, features] in host memory;
-/// weights stay in their stored dtype. Not yet a device seam: the KV cache (Cache/KvCache) and the
-/// rope tables (Rope/RopeTable) are written by the forward pass outside this interface, so a GPU
-/// backend needs them behind it too (see the GPU issue) before it can own its memory.
+/// weights stay in their stored dtype. This is the CPU engine's op seam; the device seam sits one
+/// level up (<see cref="Model.IForwardEngine"/>: a GPU engine owns its weights, KV caches and
+/// activations and runs the whole forward pass, see Gpu/IlgpuLlamaModel).
 /// </summary>
 public unsafe interface IComputeBackend
 {

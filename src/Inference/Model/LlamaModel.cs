@@ -23,7 +23,7 @@ public sealed class LayerWeights
 /// <see cref="ModelConfig"/> says: Qwen2's q/k/v biases, Qwen3's q/k norms, Phi-3's fused tensors
 /// (sliced here, so the forward pass never sees them), which layers slide. Float32 activations and accumulation.
 /// </summary>
-public sealed unsafe class LlamaModel : IDisposable
+public sealed unsafe class LlamaModel : IForwardEngine
 {
     private readonly Checkpoint _checkpoint;
     private readonly List<NativeBuffer> _owned = [];
@@ -40,6 +40,23 @@ public sealed unsafe class LlamaModel : IDisposable
     public DType WeightDType { get; }
     public long ParameterCount { get; }
     public long WeightBytes => _checkpoint.WeightBytes;
+
+    /// <summary>
+    /// The device engine that runs <see cref="Forward(ReadOnlySpan{int}, ReadOnlySpan{Segment}, ForwardScratch)"/>,
+    /// <see cref="Logits"/> and <see cref="CreateCache"/> for this model (weights, KV caches and
+    /// activations in its memory); null: the CPU forward pass below runs them.
+    /// </summary>
+    public IForwardEngine? Engine { get; private set; }
+
+    /// <summary>"cpu", or the attached engine's name ("cuda", "ilgpu-cpu").</summary>
+    public string Name => Engine?.Name ?? "cpu";
+
+    /// <summary>Hands the forward pass to a device engine built on this model's weights; the model disposes it.</summary>
+    public void AttachEngine(IForwardEngine engine)
+    {
+        if (Engine is not null) throw new InvalidOperationException($"the model already runs on {Engine.Name}");
+        Engine = engine;
+    }
 
     private LlamaModel(Checkpoint checkpoint, IComputeBackend backend)
     {
@@ -150,7 +167,7 @@ public sealed unsafe class LlamaModel : IDisposable
     /// <summary>Bytes each cached position costs with this model's KV cache type.</summary>
     public long KvBytesPerToken => KvCache.BytesPerTokenFor(Config, KvCacheType);
 
-    public KvCache CreateCache(int initialCapacity = 64) => new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, KvCacheType);
+    public KvCache CreateCache(int initialCapacity = 64) => Engine is { } e ? e.CreateCache(initialCapacity) : new(Config.NumLayers, Config.NumKvHeads, Config.HeadDim, initialCapacity, KvCacheType);
 
     /// <summary>
     /// Runs tokens at positions [startPos, startPos + n) through the decoder with the given rope
@@ -183,6 +200,11 @@ public sealed unsafe class LlamaModel : IDisposable
         if (total != n) throw new ArgumentException($"segments cover {total} tokens, {n} given", nameof(segments));
         foreach (int t in tokens)
             if ((uint)t >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {t} is outside the vocabulary [0, {c.VocabSize})");
+        if (Engine is not null)
+        {
+            Engine.Forward(tokens, segments, s);
+            return;
+        }
         s.EnsureTokens(n);
         float eps = (float)c.RmsNormEps;
 
@@ -240,12 +262,18 @@ public sealed unsafe class LlamaModel : IDisposable
     }
 
     /// <summary>logits[t] = lm_head · hidden[t] for n rows.</summary>
-    public void Logits(float* hidden, int n, float* logits) => Backend.MatMul(LmHead, hidden, n, logits, null);
+    public void Logits(float* hidden, int n, float* logits)
+    {
+        if (Engine is not null) Engine.Logits(hidden, n, logits);
+        else Backend.MatMul(LmHead, hidden, n, logits, null);
+    }
 
     private static float* Ptr(NativeBuffer? b) => b is null ? null : b.Ptr;
 
     public void Dispose()
     {
+        Engine?.Dispose();
+        Engine = null;
         foreach (var b in _owned) b.Dispose();
         _owned.Clear();
         _checkpoint.Dispose();

@@ -80,6 +80,8 @@ public sealed class JobStoreStatus(IEvalStore store, EvalJobRunner runner)
     private volatile string? _startupProblem = "the job store is being opened";
 
     public string Description => store.Description;
+    /// <summary>"sqlite" or "postgres": what readiness shows (the description holds a path or a host).</summary>
+    public string Kind => store.Shared ? "postgres" : "sqlite";
     public bool SchemaReady { get; private set; }
 
     /// <summary>Null when the store is usable; else why not.</summary>
@@ -139,7 +141,7 @@ public sealed class EvalRunnerService(IEvalStore store, EvalJobRunner runner, Jo
             }
             catch (EvalStoreUnavailableException e)
             {
-                status.Failed(e.Message);
+                status.Failed(e.Reason);
                 log.LogWarning("{Problem}; evaluation endpoints answer 503 until it is reachable (retrying in {Delay:0.#} s)", e.Message, delay.TotalSeconds);
                 try { await Task.Delay(delay, stop); } catch (OperationCanceledException) { return; }
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(5).Ticks));

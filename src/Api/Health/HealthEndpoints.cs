@@ -14,9 +14,9 @@ public static class HealthEndpoints
         {
             // Model errors name files relative to the models root (ModelRegistry): readiness is open without a key.
             var models = registry.All.Select(m => new { id = m.Id, status = m.Status, error = m.Error }).ToList();
-            // The store's description names host, port and database, never the password.
+            // Like model errors, the store's state names no path, host or port (readiness is open without a key; the log has them).
             string? storeProblem = store.Problem;
-            var jobStore = new { status = storeProblem is null ? "ready" : "unavailable", store = store.Description, error = storeProblem };
+            var jobStore = new { status = storeProblem is null ? "ready" : "unavailable", kind = store.Kind, error = storeProblem };
             return registry.AllLoaded && storeProblem is null
                 ? Results.Ok(new { status = "ready", models, job_store = jobStore })
                 : Results.Json(new { status = "not_ready", models, job_store = jobStore }, statusCode: 503);

@@ -71,7 +71,7 @@ public sealed class EvalJobRunner : IDisposable
     public DatasetCatalog Datasets => _datasets;
     public string HostId => _options.HostId;
 
-    /// <summary>The last store failure a worker or the heartbeat saw, null once the store answers again.</summary>
+    /// <summary>The last store failure a worker or the heartbeat saw (naming no host), null once the store answers again.</summary>
     public string? StoreProblem => _storeProblem;
 
     /// <summary>Jobs this runner is working on now.</summary>
@@ -95,7 +95,7 @@ public sealed class EvalJobRunner : IDisposable
         }
         catch (EvalStoreUnavailableException e)
         {
-            _storeProblem = e.Message;
+            _storeProblem = e.Reason;
             _log?.Invoke($"eval jobs: {e.Message}; the workers wait for the store");
         }
         for (int i = 0; i < _options.Workers; i++)
@@ -144,7 +144,7 @@ public sealed class EvalJobRunner : IDisposable
             catch (EvalStoreUnavailableException e)
             {
                 if (_storeProblem is null || attempt == 1) _log?.Invoke($"eval jobs: {e.Message}; retrying in {delay.TotalSeconds:0.#} s");
-                _storeProblem = e.Message;
+                _storeProblem = e.Reason;
                 if (cancellation.WaitHandle.WaitOne(delay)) cancellation.ThrowIfCancellationRequested();
                 delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, _options.MaxRetryDelay.Ticks));
             }
@@ -317,7 +317,7 @@ public sealed class EvalJobRunner : IDisposable
             }
             catch (EvalStoreUnavailableException e)
             {
-                _storeProblem = e.Message;
+                _storeProblem = e.Reason;
             }
             catch (Exception e)
             {
@@ -435,7 +435,7 @@ public sealed class EvalJobRunner : IDisposable
         }
         catch (EvalStoreUnavailableException e)
         {
-            _storeProblem = e.Message; // progress is best effort; the next report catches up
+            _storeProblem = e.Reason; // progress is best effort; the next report catches up
         }
     }
 

@@ -103,5 +103,12 @@ internal static class EvalJobRows
 /// <summary>A model variant registered through the API or by a LongRoPE search job.</summary>
 public sealed record EvalVariant(string Id, string BaseModel, JsonObject RopeScaling, int? ContextWindow, string? JobId);
 
-/// <summary>The job store's database cannot be reached (or went away mid-call).</summary>
-public sealed class EvalStoreUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>
+/// The job store's database cannot be reached (or went away mid-call). <see cref="Exception.Message"/>
+/// names the store (host, port, database: for the log); <see cref="Reason"/> says what went wrong without
+/// them (for /health/ready, which is open without a key).
+/// </summary>
+public sealed class EvalStoreUnavailableException(string message, Exception? inner = null, string? reason = null) : Exception(message, inner)
+{
+    public string Reason { get; } = reason ?? message;
+}

@@ -110,8 +110,15 @@ public sealed class PostgresEvalStore : IEvalStore
         }
         catch (Exception e) when (IsTransient(e))
         {
-            throw new EvalStoreUnavailableException($"the job store ({Description}) is unavailable: {e.Message}", e);
+            throw new EvalStoreUnavailableException($"the job store ({Description}) is unavailable: {e.Message}", e, Reason(e));
         }
+    }
+
+    /// <summary>The innermost cause ("Connection refused", "the database system is shutting down"), which names no host.</summary>
+    private static string Reason(Exception e)
+    {
+        while (e.InnerException is not null) e = e.InnerException;
+        return "the PostgreSQL job store is unavailable: " + e.Message;
     }
 
     private T InTransaction<T>(Func<NpgsqlConnection, NpgsqlTransaction, T> work) => Run(c =>
@@ -352,7 +359,7 @@ public sealed class PostgresEvalStore : IEvalStore
         }
         catch (Exception e) when (IsTransient(e) && !cancellation.IsCancellationRequested)
         {
-            throw new EvalStoreUnavailableException($"the job store ({Description}) stopped delivering notifications: {e.Message}", e);
+            throw new EvalStoreUnavailableException($"the job store ({Description}) stopped delivering notifications: {e.Message}", e, Reason(e));
         }
     }
 }

@@ -48,7 +48,9 @@ public sealed class BatchScheduler : IDisposable
         _observer = observer;
         _eos = [.. model.Config.EosTokenIds];
         if (tokenizer.EosTokenId is { } eos) _eos.Add(eos);
-        if (options.PrefixCacheBytes > 0)
+        // Cached blocks are copied between host buffers and the sequence's cache: a device engine's KV
+        // cache lives in device memory, so the prefix cache is off there until blocks are copied on the device.
+        if (options.PrefixCacheBytes > 0 && model.Engine is null)
             _prefixCache = new PrefixCache(options.PrefixBlockTokens, options.PrefixCacheBytes, model.KvBytesPerToken);
         _loop = new Thread(Loop) { IsBackground = true, Name = "piserve-scheduler" };
         _loop.Start();

@@ -66,6 +66,21 @@ public class GpuBackendApiTests
             Assert.True(r.IsSuccessStatusCode, sse);
             Assert.Contains("data: [DONE]", sse);
         }
+
+        // A prompt of several cache blocks, twice: the prefix cache (host memory) stays off for a device
+        // model, so the second request is served like the first, not from copies of a device cache.
+        string longPrompt = string.Join(" ", Enumerable.Repeat("And God said, Let there be light: and there was light.", 6));
+        var first = await Long();
+        Assert.Equal(first, await Long());
+        async Task<string> Long()
+        {
+            var r = await http.PostAsync("/v1/completions", new StringContent(
+                $$"""{"model":"device","prompt":"{{longPrompt}}","max_tokens":4,"temperature":0}""", Encoding.UTF8, "application/json"));
+            var body = JsonNode.Parse(await r.Content.ReadAsStringAsync())!;
+            Assert.True(r.IsSuccessStatusCode, body.ToJsonString());
+            Assert.True(body["usage"]!["prompt_tokens"]!.GetValue<int>() > 48);
+            return body["choices"]![0]!["text"]!.GetValue<string>();
+        }
     }
 
     /// <summary>The verbs on --backend: score and generate on ilgpu-cpu match the reference; cuda without a GPU and an unknown backend are clear errors.</summary>

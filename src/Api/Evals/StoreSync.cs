@@ -4,7 +4,7 @@ using PiServe.Eval.Jobs;
 namespace PiServe.Api.Evals;
 
 /// <summary>
-/// Keeps this host in step with the job store, which other hosts write too:
+/// Keeps this host in step with a shared job store (PostgreSQL), which other hosts write too:
 /// <list type="bullet">
 /// <item>model variants registered or deleted on any host are registered or removed here (at once on a
 /// PostgreSQL notification, else within a poll interval);</item>
@@ -30,6 +30,9 @@ public sealed class StoreSync(IEvalStore store, EvalJobRunner runner, ModelRegis
 
     public void Start(CancellationToken stop)
     {
+        // A store only this host writes (SQLite) changes under no one else: the runner reports its own
+        // progress and transitions, and variants were restored at start. Nothing to poll for.
+        if (!store.Shared) return;
         _poll = Task.Run(() => PollLoopAsync(stop));
         if (store is PostgresEvalStore pg && settings.Value.JobStore.Listen) _listen = Task.Run(() => ListenLoopAsync(pg, stop));
         else if (store.Shared) log.LogInformation("Job store notifications are off: progress of other hosts' jobs and variant changes are polled every {Poll} s", options.PollInterval.TotalSeconds);

@@ -88,6 +88,14 @@ internal static class EvalJobRows
 {
     public const string Columns = "id, kind, model, dataset, state, error, created_at, started_at, finished_at, parameters, rope_scaling, results, done, total, tokens_scored, run_seconds";
 
+    /// <summary>Jobs per state from (state, count) rows: every state present, zero where none.</summary>
+    public static Dictionary<string, long> CountsByState(IEnumerable<(string State, long Count)> rows)
+    {
+        var counts = EvalStates.All.ToDictionary(s => s, _ => 0L);
+        foreach (var (state, n) in rows) counts[state] = n;
+        return counts;
+    }
+
     public static EvalJob Read(System.Data.Common.DbDataReader r) => new()
     {
         Id = r.GetString(0), Kind = r.GetString(1), Model = r.GetString(2), Dataset = r.IsDBNull(3) ? null : r.GetString(3),

@@ -185,13 +185,8 @@ public sealed class PostgresEvalStore : IEvalStore
         WHERE (@state::text IS NULL OR state = @state) AND (@model::text IS NULL OR model = @model) ORDER BY seq
         """, EvalJobRows.Read, ("state", state), ("model", model));
 
-    public Dictionary<string, long> CountByState()
-    {
-        var counts = EvalStates.All.ToDictionary(s => s, _ => 0L);
-        foreach (var (state, n) in Query("SELECT state, COUNT(*) FROM eval_jobs GROUP BY state", r => (r.GetString(0), r.GetInt64(1))))
-            counts[state] = n;
-        return counts;
-    }
+    public Dictionary<string, long> CountByState() =>
+        EvalJobRows.CountsByState(Query("SELECT state, COUNT(*) FROM eval_jobs GROUP BY state", r => (r.GetString(0), r.GetInt64(1))));
 
     public bool Transition(string id, string[] from, string to, string? error = null, JsonObject? results = null)
     {

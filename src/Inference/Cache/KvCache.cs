@@ -17,16 +17,8 @@ public sealed unsafe class KvCache : IDisposable
     private readonly NativeBuffer[] _values;
 
     public KvCache(int layers, int kvHeads, int headDim, int initialCapacity = 64, DType elementType = DType.F32)
+        : this(layers, kvHeads, headDim, initialCapacity, elementType, hostLayers: layers)
     {
-        Layers = layers;
-        KvHeads = kvHeads;
-        HeadDim = headDim;
-        KvDim = kvHeads * headDim;
-        ElementType = elementType;
-        ElementSize = DTypes.SizeOf(elementType);
-        Capacity = Math.Max(1, initialCapacity);
-        _keys = new NativeBuffer[layers];
-        _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
         {
             _keys[l] = Allocate(Capacity);
@@ -40,6 +32,13 @@ public sealed unsafe class KvCache : IDisposable
     /// host access (<see cref="Write"/>, <see cref="Layer"/>, <see cref="Key"/>) is refused.
     /// </summary>
     public KvCache(int layers, int kvHeads, int headDim, int initialCapacity, DType elementType, Func<int, IDeviceKvStorage> device)
+        : this(layers, kvHeads, headDim, initialCapacity, elementType, hostLayers: 0)
+    {
+        Device = device(Capacity);
+    }
+
+    /// <summary>The shape and element type both kinds of cache share; host buffers for <paramref name="hostLayers"/> layers.</summary>
+    private KvCache(int layers, int kvHeads, int headDim, int initialCapacity, DType elementType, int hostLayers)
     {
         Layers = layers;
         KvHeads = kvHeads;
@@ -48,8 +47,8 @@ public sealed unsafe class KvCache : IDisposable
         ElementType = elementType;
         ElementSize = DTypes.SizeOf(elementType);
         Capacity = Math.Max(1, initialCapacity);
-        _keys = _values = [];
-        Device = device(Capacity);
+        _keys = new NativeBuffer[hostLayers];
+        _values = new NativeBuffer[hostLayers];
     }
 
     /// <summary>The device storage of a device engine's cache; null for a host cache.</summary>

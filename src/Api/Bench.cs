@@ -16,13 +16,14 @@ namespace PiServe.Api;
 /// </summary>
 public static class Bench
 {
-    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu]";
+    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu] [--prefill-precision exact|bf16]";
 
-    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null)
+    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null, string? prefillPrecision = null)
     {
         string dir = modelDir ?? PrepareShape(shapeName ?? throw new ArgumentException("--model or --shape is required"), dtypeName);
         using var model = LlamaModel.Load(dir, new CpuBackend(threads));
         if (kvDType is not null) model.KvCacheType = KvCache.ParseElementType(kvDType);
+        model.PrefillPrecision = PrefillPrecisions.Parse(prefillPrecision);
         var kind = Inference.Gpu.BackendKinds.Parse(backend);
         var engine = kind == Inference.Gpu.BackendKind.Cpu ? null : Inference.Gpu.IlgpuLlamaModel.Attach(model, kind);
         var rng = new Random(1);
@@ -30,7 +31,13 @@ public static class Bench
         int[] RandomTokens(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(3, vocab)).ToArray();
 
         // Warm-up: JIT, page faults of the weights.
-        using (var warm = new InferenceSession(model, prefillChunk: 256)) { warm.Prefill(RandomTokens(16)); warm.Append(5); }
+        // Like llama-bench, one untimed run of the prompt test first (the JIT's later tiers and the
+        // scratch buffers of a prompt this long), then one decode step.
+        using (var warm = new InferenceSession(model, prefillChunk: 512, initialCapacity: Math.Max(16, prompt) + 1))
+        {
+            warm.Prefill(RandomTokens(Math.Max(16, Math.Min(prompt, 2048))));
+            warm.Append(5);
+        }
 
         // The three llama-bench tests: pp N (prefill of N tokens into an empty cache), tg M (M decode
         // steps from a one-token context) and tg M at depth D (after a D-token prefill). Best of --repeat.
@@ -91,6 +98,8 @@ public static class Bench
             ["kv_dtype"] = model.KvCacheType.ToString().ToLowerInvariant(),
             ["kv_bytes_per_token"] = model.KvBytesPerToken,
             ["simd_width"] = (int)Simd.Best,
+            ["prefill_precision"] = model.PrefillPrecision.Name(),
+            ["native_kernels"] = NativeKernels.Status,
             ["peak_working_set_bytes"] = self.PeakWorkingSet64,
         };
     }

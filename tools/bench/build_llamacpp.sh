@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds llama.cpp's llama-bench (CPU backend) from the git bundle that the npm package
 # node-llama-cpp ships (llama/gitRelease.bundle), outside this repository: nothing of llama.cpp is
-# vendored or committed. The peer PiServe's engine is measured against (tools/bench/side_by_side.sh).
+# vendored or committed. The peers PiServe is measured against: llama-bench (tools/bench/side_by_side.sh)
+# and llama-server (tools/bench/serve_vs_llama_server.sh).
 #   tools/bench/build_llamacpp.sh            # ~18 min on 2 cores; LLAMACPP_DIR defaults to /tmp/llamacpp
 set -euo pipefail
 dir=${LLAMACPP_DIR:-/tmp/llamacpp}
@@ -16,5 +17,6 @@ cd "$dir/src"
 cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DGGML_BLAS=OFF -DLLAMA_CURL=OFF \
       -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF >/dev/null
-cmake --build build -j"$(nproc)" --target llama-bench >/dev/null
+cmake --build build -j"$(nproc)" --target llama-bench llama-server >/dev/null
 echo "$dir/src/build/bin/llama-bench"
+echo "$dir/src/build/bin/llama-server"

@@ -10,6 +10,8 @@
 # Tests are llama-bench's: ppN = prefill of N tokens into an empty cache, tg128 = 128 decode steps
 # from an empty context, tg128@D = 128 decode steps after a D-token prefill. Both engines keep the
 # KV cache in f16 (llama.cpp's default; PiServe's --kv-dtype f16) and memory-map the weights.
+# For bf16 weights the prefill tests run PiServe twice: exact (engine "piserve", f32 activations) and
+# with --prefill-precision bf16 (engine "piserve-bf16": activations rounded to bf16 as llama.cpp does).
 # Needs llama.cpp's llama-bench (tools/bench/build_llamacpp.sh builds it, ~18 min on 2 cores),
 # /usr/bin/python3 with numpy, and about 2.5 GB of disk per 1b checkpoint and dtype (twice: ours and GGUF).
 set -euo pipefail
@@ -42,18 +44,19 @@ d = json.loads(sys.stdin.readline())
 print(json.dumps({"tokens_per_second": d["avg_ts"], "build": d.get("build_commit"), "kv": d.get("type_k")}))'
 }
 
-run_piserve() { # shape dtype test
+run_piserve() { # shape dtype test [precision]
   local args key
   case $3 in
     pp*) args="--prompt ${3#pp} --generate 0"; key=prefill_tokens_per_second ;;
     tg128) args="--prompt 0 --generate 128"; key=decode_tokens_per_second ;;
     tg128@*) args="--prompt 0 --generate 128 --depth ${3#tg128@}"; key=decode_tokens_per_second_at_depth ;;
   esac
-  piserve bench --shape "$1" --dtype "$2" --threads "$threads" --kv-dtype f16 $args | /usr/bin/python3 -c '
+  piserve bench --shape "$1" --dtype "$2" --threads "$threads" --kv-dtype f16 --prefill-precision "${4:-exact}" $args | /usr/bin/python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print(json.dumps({"tokens_per_second": d[sys.argv[1]], "weight_bytes": d["weight_bytes"], "kv_bytes_per_token": d["kv_bytes_per_token"],
-                  "bandwidth_gb_per_second": d["bandwidth_gb_per_second"], "peak_working_set_bytes": d["peak_working_set_bytes"], "simd_width": d["simd_width"]}))' "$key"
+                  "bandwidth_gb_per_second": d["bandwidth_gb_per_second"], "peak_working_set_bytes": d["peak_working_set_bytes"], "simd_width": d["simd_width"],
+                  "native_kernels": d.get("native_kernels")}))' "$key"
 }
 
 for shape in $shapes; do
@@ -64,10 +67,15 @@ for shape in $shapes; do
     [ -f "$gguf" ] || PYTHONPATH=$llamacpp/src/gguf-py /usr/bin/python3 "$repo/tools/bench/to_gguf.py" "$ckpt" "$gguf" >/dev/null
     for test in $tests; do
       for round in $(seq 1 "$rounds"); do
-        order="llama piserve"; [ $((round % 2)) -eq 0 ] && order="piserve llama"
+        ours="piserve"; [ "$dtype" = bf16 ] && [ "${test#pp}" != "$test" ] && ours="piserve piserve-bf16"
+        order="llama $ours"; [ $((round % 2)) -eq 0 ] && order="$ours llama"
         for engine in $order; do
           load=$(cut -d' ' -f1 /proc/loadavg)
-          if [ "$engine" = llama ]; then r=$(run_llama "$gguf" "$test"); else r=$(run_piserve "$shape" "$dtype" "$test"); fi
+          case $engine in
+            llama) r=$(run_llama "$gguf" "$test") ;;
+            piserve) r=$(run_piserve "$shape" "$dtype" "$test") ;;
+            piserve-bf16) r=$(run_piserve "$shape" "$dtype" "$test" bf16) ;;
+          esac
           line=$(/usr/bin/python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(shape=sys.argv[2], dtype=sys.argv[3], test=sys.argv[4], engine=sys.argv[5], round=int(sys.argv[6]), threads=int(sys.argv[7]), load_before=float(sys.argv[8])); print(json.dumps(d))' \
             "$r" "$shape" "$dtype" "$test" "$engine" "$round" "$threads" "$load")
           echo "$line" | tee -a "$results"

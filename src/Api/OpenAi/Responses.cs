@@ -98,7 +98,8 @@ public sealed record ModelCard(
     [property: JsonPropertyName("parameters"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? Parameters,
     [property: JsonPropertyName("kv_bytes_per_token"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? KvBytesPerToken,
     [property: JsonPropertyName("has_chat_template"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? HasChatTemplate,
-    [property: JsonPropertyName("backend"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null);
+    [property: JsonPropertyName("backend"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null,
+    [property: JsonPropertyName("prefill_precision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PrefillPrecision = null);
 
 public sealed record ModelList(
     [property: JsonPropertyName("object")] string Object,

@@ -87,7 +87,7 @@ public sealed unsafe class InferenceSession : IDisposable
         _tokens.AddRange(prompt.Slice(start, n));
         var regime = ParametersFor(prompt.Length);
         _cacheRegime = regime;
-        ForwardFrom(start, regime, logitsAt: prompt.Length, rows);
+        ForwardFrom(start, regime, logitsAt: prompt.Length, rows, prefill: true);
         return Length == prompt.Length;
     }
 
@@ -118,14 +118,16 @@ public sealed unsafe class InferenceSession : IDisposable
         _cacheRegime = regime;
     }
 
-    /// <summary>Decode step: appends one token, returns the logits for the next one.</summary>
-    public ReadOnlySpan<float> Append(int token) => Extend([token]);
+    /// <summary>Decode step: appends one token, returns the logits for the next one (always exact, see <see cref="LlamaModel.PrefillPrecision"/>).</summary>
+    public ReadOnlySpan<float> Append(int token) => Extend([token], null, prefill: false);
 
     /// <summary>
     /// Appends tokens and returns the logits after the last one (a view valid until the next call).
-    /// All new tokens are processed under the parameters in force for the new length.
+    /// All new tokens are processed under the parameters in force for the new length, as a prefill.
     /// </summary>
-    public ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows = null)
+    public ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows = null) => Extend(tokens, rows, prefill: true);
+
+    private ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows, bool prefill)
     {
         if (tokens.IsEmpty) throw new ArgumentException("no tokens to process", nameof(tokens));
         int start = Length;
@@ -139,24 +141,27 @@ public sealed unsafe class InferenceSession : IDisposable
             RebuildCount++;
             Cache.Length = 0;
             start = 0;
+            prefill = true; // a rebuild is a prefill of the whole sequence
         }
         _cacheRegime = regime;
-        ForwardFrom(start, regime, logitsAt: Length, rows);
+        ForwardFrom(start, regime, logitsAt: Length, rows, prefill);
         return _logits;
     }
 
     /// <summary>
     /// Runs the tokens from <paramref name="start"/> to <see cref="Length"/> through the model in
     /// chunks under <paramref name="regime"/>, appending to the cache, and sets <see cref="Logits"/>
-    /// when the chunk ending at position <paramref name="logitsAt"/> is processed.
+    /// when the chunk ending at position <paramref name="logitsAt"/> is processed. A prefill runs at the
+    /// model's <see cref="LlamaModel.PrefillPrecision"/>, a decode step exact.
     /// </summary>
-    private void ForwardFrom(int start, RopeFrequencies regime, int logitsAt, HiddenRows? rows)
+    private void ForwardFrom(int start, RopeFrequencies regime, int logitsAt, HiddenRows? rows, bool prefill)
     {
+        var precision = prefill ? Model.PrefillPrecision : Kernels.PrefillPrecision.Exact;
         var all = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
         for (int pos = start; pos < Length; pos += _chunk)
         {
             int n = Math.Min(_chunk, Length - pos);
-            Model.Forward(all.Slice(pos, n), pos, Cache, regime, _scratch);
+            Model.Forward(all.Slice(pos, n), pos, Cache, regime, _scratch, precision);
             rows?.Invoke(pos, n, _scratch.Hidden);
             if (pos + n == logitsAt)
                 fixed (float* logits = _logits)

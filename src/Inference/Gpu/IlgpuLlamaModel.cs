@@ -230,7 +230,9 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         }
     }
 
-    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s)
+    /// <summary>The device engine runs every forward exact (f32 activations): <paramref name="precision"/> is ignored.</summary>
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s,
+                        Kernels.PrefillPrecision precision = Kernels.PrefillPrecision.Exact)
     {
         lock (_lock)
         {

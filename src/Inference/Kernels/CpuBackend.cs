@@ -55,9 +55,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
         else _pool.Run(work);
     }
 
-    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias) => MatMul(x, n, [new Projection(w, y, bias)]);
+    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias, PrefillPrecision precision = PrefillPrecision.Exact) =>
+        MatMul(x, n, [new Projection(w, y, bias)], precision);
 
-    public void MatMul(float* x, int n, ReadOnlySpan<Projection> projections)
+    public void MatMul(float* x, int n, ReadOnlySpan<Projection> projections, PrefillPrecision precision = PrefillPrecision.Exact)
     {
         var work = t_matMul ??= new MatMulWork();
         if (projections.Length > work.Projections.Length) throw new ArgumentException($"at most {work.Projections.Length} projections per region", nameof(projections));
@@ -75,7 +76,32 @@ public sealed unsafe class CpuBackend : IComputeBackend
         work.Blocks = blocks;
         work.X = x;
         work.N = n;
+        work.Precision = precision;
         Parallel(work, total);
+    }
+
+    [ThreadStatic] private static ushort[]? t_bf16;
+
+    /// <summary>
+    /// Rows [r0, r1) of y = w·x: through VDPBF16PS when the prefill asks for bf16 and the weights are
+    /// bf16 (x rounded to bf16 once per part into <paramref name="xb"/>), else the exact kernels.
+    /// </summary>
+    private static void Product(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel,
+                                PrefillPrecision precision, ref ushort* xb)
+    {
+        if (precision == PrefillPrecision.Bf16 && w.DType == Checkpoints.DType.BF16 && NativeKernels.HasBf16Dot)
+        {
+            if (xb == null)
+            {
+                long count = (long)n * w.Cols;
+                var s = t_bf16;
+                if (s is null || s.LongLength < count + 32) t_bf16 = s = GC.AllocateUninitializedArray<ushort>((int)Math.Max(count + 32, 4096), pinned: true);
+                xb = (ushort*)(((nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(s)) + 63) & ~(nint)63);
+                NativeKernels.ToBf16(x, xb, count);
+            }
+            NativeKernels.GemmBf16Dot((ushort*)w.Data, w.Cols, r0, r1, xb, n, y, w.Rows, bias);
+        }
+        else Gemm.Rows(w, x, n, y, bias, r0, r1, panel);
     }
 
     /// <summary>Projections of one input as one row space, cut into 16-row blocks, a contiguous run of blocks per part.</summary>
@@ -84,11 +110,13 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public readonly Projection[] Projections = new Projection[4];
         public int Count, Blocks, N;
         public float* X;
+        public PrefillPrecision Precision;
 
         public override void Run(int part, int parts)
         {
             var (b0, b1) = Slice(Blocks, part, parts);
             float* panel = Scratch(Gemm.PanelFloats(Projections[0].W.Cols));
+            ushort* xb = null;
             int blockBase = 0;
             for (int i = 0; i < Count && blockBase < b1; i++)
             {
@@ -96,7 +124,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 int pBlocks = (p.W.Rows + RowBlock - 1) / RowBlock;
                 int from = Math.Max(b0, blockBase) - blockBase, to = Math.Min(b1, blockBase + pBlocks) - blockBase;
                 if (from < to)
-                    Gemm.Rows(p.W, X, N, p.Y, p.Bias, from * RowBlock, Math.Min(p.W.Rows, to * RowBlock), panel);
+                    Product(p.W, X, N, p.Y, p.Bias, from * RowBlock, Math.Min(p.W.Rows, to * RowBlock), panel, Precision, ref xb);
                 blockBase += pBlocks;
             }
         }
@@ -440,11 +468,12 @@ public sealed unsafe class CpuBackend : IComputeBackend
         }
     }
 
-    public void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias)
+    public void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias,
+                             PrefillPrecision precision = PrefillPrecision.Exact)
     {
         if (gate.Rows != up.Rows || gate.Cols != up.Cols) throw new ArgumentException("gate and up must have one shape");
         var work = t_swiGlu ??= new SwiGluWork();
-        work.Gate = gate; work.Up = up; work.N = n;
+        work.Gate = gate; work.Up = up; work.N = n; work.Precision = precision;
         work.X = x; work.Y = y; work.UpOut = upOut; work.GateBias = gateBias; work.UpBias = upBias;
         Parallel(work, 2L * gate.Rows * gate.Cols * n);
     }
@@ -458,6 +487,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public WeightMatrix Gate, Up;
         public float* X, Y, UpOut, GateBias, UpBias;
         public int N;
+        public PrefillPrecision Precision;
 
         public override void Run(int part, int parts)
         {
@@ -466,8 +496,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
             int r0 = b0 * RowBlock, r1 = Math.Min(rows, b1 * RowBlock);
             if (r0 >= r1) return;
             float* panel = Scratch(Gemm.PanelFloats(Gate.Cols));
-            Gemm.Rows(Gate, X, N, Y, GateBias, r0, r1, panel);
-            Gemm.Rows(Up, X, N, UpOut, UpBias, r0, r1, panel);
+            ushort* xb = null;
+            Product(Gate, X, N, Y, GateBias, r0, r1, panel, Precision, ref xb);
+            Product(Up, X, N, UpOut, UpBias, r0, r1, panel, Precision, ref xb);
             for (int t = 0; t < N; t++)
                 SwiGluInPlace(Y + (long)t * rows + r0, UpOut + (long)t * rows + r0, r1 - r0);
         }

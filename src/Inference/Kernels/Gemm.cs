@@ -28,28 +28,34 @@ public static unsafe class Gemm
     /// <summary>Tokens per tile: 64 tokens of x (64 × K floats) stay in L2 while all rows pass.</summary>
     public const int TokenTile = 64;
 
-    /// <summary>Rows [r0, r1) of y for n tokens, at the hardware's best vector width.</summary>
+    /// <summary>
+    /// Rows [r0, r1) of y for n tokens, at the hardware's best vector width, with the native exact
+    /// micro-kernel when it is loaded (bit-identical to the managed one, see <see cref="NativeKernels"/>).
+    /// </summary>
     public static void Rows(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel) =>
-        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel);
+        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel, NativeKernels.HasMicro4F32);
 
     /// <summary>
     /// Rows [r0, r1) of y for n tokens at a given vector width (tests run every width on any CPU).
     /// <paramref name="panel"/> is the calling thread's scratch of <see cref="PanelFloats"/> floats.
+    /// <paramref name="native"/>: run the prefill micro-kernel natively at width 512 (needs <see cref="NativeKernels.HasMicro4F32"/>).
     /// </summary>
-    public static void Rows(SimdWidth width, WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel)
+    public static void Rows(SimdWidth width, WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel, bool native = false)
     {
+        if (native && (width != SimdWidth.V512 || !NativeKernels.HasMicro4F32))
+            throw new InvalidOperationException($"the native micro-kernel runs at width 512 only and is {NativeKernels.Status}");
         switch (width)
         {
-            case SimdWidth.V512: Rows<Simd512, Vector512<float>>(w, x, n, y, bias, r0, r1, panel); break;
-            case SimdWidth.V256: Rows<Simd256, Vector256<float>>(w, x, n, y, bias, r0, r1, panel); break;
-            default: Rows<Simd128, Vector128<float>>(w, x, n, y, bias, r0, r1, panel); break;
+            case SimdWidth.V512: Rows<Simd512, Vector512<float>>(w, x, n, y, bias, r0, r1, panel, native); break;
+            case SimdWidth.V256: Rows<Simd256, Vector256<float>>(w, x, n, y, bias, r0, r1, panel, false); break;
+            default: Rows<Simd128, Vector128<float>>(w, x, n, y, bias, r0, r1, panel, false); break;
         }
     }
 
     /// <summary>Floats of scratch a thread needs for <see cref="Rows(WeightMatrix, float*, int, float*, float*, int, int, float*)"/>: four widened rows and a tile of permuted x.</summary>
     public static int PanelFloats(int cols) => (4 + TokenTile) * cols;
 
-    private static void Rows<S, V>(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel)
+    private static void Rows<S, V>(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel, bool native)
         where S : struct, ISimd<V> where V : struct
     {
         int k = w.Cols;
@@ -74,7 +80,7 @@ public static unsafe class Gemm
                 for (int t = 0; t < tn; t++) ToPairLayout(xt + (long)t * k, xPairs + (long)t * k, k, S.Lanes);
                 xt = xPairs;
             }
-            GemmTile<S, V>(w, xt, tn, t0, y, bias, r0, r1, panel);
+            GemmTile<S, V>(w, xt, tn, t0, y, bias, r0, r1, panel, native);
         }
     }
 
@@ -259,10 +265,22 @@ public static unsafe class Gemm
     /// tokens in blocks of four (AVX-512) or two through the micro-kernel. x is the tile's tokens,
     /// in the pair layout when the weights are bf16/f16.
     /// </summary>
-    private static void GemmTile<S, V>(WeightMatrix w, float* x, int tn, int t0, float* y, float* bias, int r0, int r1, float* panel)
+    private static void GemmTile<S, V>(WeightMatrix w, float* x, int tn, int t0, float* y, float* bias, int r0, int r1, float* panel, bool native)
         where S : struct, ISimd<V> where V : struct
     {
         int k = w.Cols, rows = w.Rows;
+        if (native)
+        {
+            // The same panels, the same per-output arithmetic, 4 rows × 6 tokens per register tile in native code.
+            int rn = r0;
+            for (; rn + 4 <= r1; rn += 4)
+            {
+                for (int j = 0; j < 4; j++) WidenRow<S, V>(w, rn + j, panel + (long)j * k);
+                NativeKernels.Micro4F32(panel, k, x, tn, y + (long)t0 * rows + rn, rows, bias == null ? null : bias + rn);
+            }
+            r0 = rn; // rows that do not fill a panel of four: the managed loop below
+            if (r0 >= r1) return;
+        }
         // 4 × 4 needs 16 accumulators + 5 operands: only AVX-512's 32 registers hold them without spilling.
         int microTokens = S.Lanes == 16 ? 4 : 2;
         int r = r0;

@@ -164,6 +164,18 @@ public sealed unsafe class LlamaModel : IForwardEngine
     }
     private DType _kvCacheType = DType.F32;
 
+    /// <summary>
+    /// How prefills of this model multiply (<see cref="Kernels.PrefillPrecision"/>): Exact by default;
+    /// Bf16 rounds prompt activations to bf16 for the bf16 weight matrices where the CPU has
+    /// AVX512-BF16 (elsewhere it changes nothing). Decode steps and logits always run exact.
+    /// </summary>
+    public PrefillPrecision PrefillPrecision { get; set; }
+
+    /// <summary>What prefills actually run at: Bf16 only for bf16 weights on the CPU engine where the native bf16 kernel loaded.</summary>
+    public PrefillPrecision EffectivePrefillPrecision =>
+        PrefillPrecision == PrefillPrecision.Bf16 && Engine is null && WeightDType == DType.BF16 && NativeKernels.HasBf16Dot
+            ? PrefillPrecision.Bf16 : PrefillPrecision.Exact;
+
     /// <summary>Bytes each cached position costs with this model's KV cache type.</summary>
     public long KvBytesPerToken => KvCache.BytesPerTokenFor(Config, KvCacheType);
 
@@ -174,8 +186,9 @@ public sealed unsafe class LlamaModel : IForwardEngine
     /// frequencies, appending their keys and values to the cache (which must hold exactly startPos
     /// positions), and leaves the final-normed hidden states in s.Hidden.
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s) =>
-        Forward(tokens, [new Segment(cache, startPos, tokens.Length, rope)], s);
+    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s,
+                        PrefillPrecision precision = PrefillPrecision.Exact) =>
+        Forward(tokens, [new Segment(cache, startPos, tokens.Length, rope)], s, precision);
 
     /// <summary>A run of consecutive tokens of one sequence inside a batched forward.</summary>
     public readonly record struct Segment(KvCache Cache, int StartPos, int Count, RopeFrequencies Rope);
@@ -183,9 +196,11 @@ public sealed unsafe class LlamaModel : IForwardEngine
     /// <summary>
     /// One forward over several sequences at once: the tokens are the segments' tokens back to back.
     /// Every matmul reads the weights once for all rows (batched decode is B segments of one token;
-    /// prefill is one segment of n); attention runs per segment over its own cache.
+    /// prefill is one segment of n); attention runs per segment over its own cache. The matmuls run
+    /// at <paramref name="precision"/> (a prefill passes the model's <see cref="PrefillPrecision"/>).
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<Segment> segments, ForwardScratch s)
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<Segment> segments, ForwardScratch s,
+                        PrefillPrecision precision = PrefillPrecision.Exact)
     {
         var c = Config;
         var be = Backend;
@@ -223,7 +238,7 @@ public sealed unsafe class LlamaModel : IForwardEngine
 
             // attention: x += Wo · attn(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x)); Q, K, V in one parallel region
             be.RmsNorm(s.X, w.AttentionNorm.Ptr, n, hidden, eps, s.Xb);
-            be.MatMul(s.Xb, n, [new(w.Wq, s.Q, Ptr(w.Bq)), new(w.Wk, s.K, Ptr(w.Bk)), new(w.Wv, s.V, Ptr(w.Bv))]);
+            be.MatMul(s.Xb, n, [new(w.Wq, s.Q, Ptr(w.Bq)), new(w.Wk, s.K, Ptr(w.Bk)), new(w.Wv, s.V, Ptr(w.Bv))], precision);
             if (w.QNorm is not null)
             {
                 // Qwen3: each head's query and key RMS-normed over head_dim before rotation.
@@ -247,13 +262,13 @@ public sealed unsafe class LlamaModel : IForwardEngine
                     seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindowFor(l));
                 row += seg.Count;
             }
-            be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo));
+            be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo), precision);
             be.Add(s.X, s.Xb, (long)n * hidden);
 
             // MLP: x += Wdown · (silu(Wgate·norm(x)) ⊙ Wup·norm(x)); gate, up and SwiGLU in one parallel region
             be.RmsNorm(s.X, w.MlpNorm.Ptr, n, hidden, eps, s.Xb);
-            be.MatMulSwiGlu(w.WGate, w.WUp, s.Xb, n, s.Gate, s.Up, Ptr(w.BGate), Ptr(w.BUp));
-            be.MatMul(w.WDown, s.Gate, n, s.Xb, Ptr(w.BDown));
+            be.MatMulSwiGlu(w.WGate, w.WUp, s.Xb, n, s.Gate, s.Up, Ptr(w.BGate), Ptr(w.BUp), precision);
+            be.MatMul(w.WDown, s.Gate, n, s.Xb, Ptr(w.BDown), precision);
             be.Add(s.X, s.Xb, (long)n * hidden);
         }
         foreach (var seg in segments) seg.Cache.Length = seg.StartPos + seg.Count;

@@ -1,0 +1,115 @@
+using System.Runtime.InteropServices;
+
+namespace PiServe.Inference.Kernels;
+
+/// <summary>
+/// The optional native prefill kernels (Native/piserve_kernels.c, built with the machine's gcc into
+/// libpiserve_kernels.so beside the assemblies). Loaded once; when the library is absent, built for
+/// another ABI version, disabled with PISERVE_NATIVE_KERNELS=off, or the CPU lacks the instructions,
+/// the managed kernels run and <see cref="Status"/> says why.
+/// <list type="bullet">
+/// <item><see cref="Micro4F32"/>: the exact prefill micro-kernel (AVX-512F), bit-identical to the
+/// managed one (Gemm.Micro4x4), so it changes speed only.</item>
+/// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: prefill with bf16 activations through
+/// VDPBF16PS (AVX512-BF16), for bf16 weights when a model's <see cref="PrefillPrecision"/> is Bf16.</item>
+/// </list>
+/// </summary>
+public static unsafe class NativeKernels
+{
+    public const string LibraryFile = "libpiserve_kernels.so";
+    private const int AbiVersion = 1;
+
+    private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
+    private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
+    private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
+
+    static NativeKernels()
+    {
+        string? off = Environment.GetEnvironmentVariable("PISERVE_NATIVE_KERNELS");
+        if (off is not null && (off.Equals("off", StringComparison.OrdinalIgnoreCase) || off == "0"))
+        {
+            Status = "off (PISERVE_NATIVE_KERNELS)";
+            return;
+        }
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64)
+        {
+            Status = "not built for this platform (linux-x64 only)";
+            return;
+        }
+        string path = Path.Combine(AppContext.BaseDirectory, LibraryFile);
+        if (!File.Exists(path))
+        {
+            Status = $"not built ({LibraryFile} is not beside the assemblies: gcc was missing at build time)";
+            return;
+        }
+        if (!NativeLibrary.TryLoad(path, out var lib))
+        {
+            Status = $"{LibraryFile} failed to load";
+            return;
+        }
+        var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "pk_abi_version");
+        if (version() != AbiVersion)
+        {
+            Status = $"{LibraryFile} is ABI version {version()}, this build needs {AbiVersion}";
+            return;
+        }
+        int features = ((delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "pk_features"))();
+        if ((features & 1) != 0)
+            s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)NativeLibrary.GetExport(lib, "pk_micro4_f32");
+        if ((features & 2) != 0)
+        {
+            s_gemmBf16Dot = (delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void>)NativeLibrary.GetExport(lib, "pk_gemm_bf16dot");
+            s_toBf16 = (delegate* unmanaged<float*, ushort*, long, void>)NativeLibrary.GetExport(lib, "pk_f32_to_bf16");
+        }
+        Status = features switch
+        {
+            3 => "loaded: AVX-512 exact micro-kernel, AVX512-BF16 dot products",
+            1 => "loaded: AVX-512 exact micro-kernel (no AVX512-BF16 on this CPU)",
+            _ => "loaded, unused: this CPU has no AVX-512",
+        };
+    }
+
+    /// <summary>What was loaded, or why nothing was (shown by `bench` and the startup log).</summary>
+    public static string Status { get; } = "";
+
+    /// <summary>Whether the exact AVX-512 micro-kernel is available.</summary>
+    public static bool HasMicro4F32 => s_micro4F32 != null;
+
+    /// <summary>Whether bf16-activation prefill (VDPBF16PS) is available.</summary>
+    public static bool HasBf16Dot => s_gemmBf16Dot != null;
+
+    /// <summary>
+    /// y[t·yStride + j] = Σ_i w[j·k + i]·x[t·k + i] (+ bias[j]) for 4 panel rows and n tokens: the
+    /// arithmetic of Gemm.Micro4x4 / Gemm.DotF32 at width 512, bit for bit.
+    /// </summary>
+    public static void Micro4F32(float* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
+        s_micro4F32(w, k, x, n, y, yStride, bias);
+
+    /// <summary>Rows [r0, r1) of y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) over bf16 rows of k and n bf16 tokens.</summary>
+    public static void GemmBf16Dot(ushort* w, int k, int r0, int r1, ushort* xb, int n, float* y, long yStride, float* bias) =>
+        s_gemmBf16Dot(w, k, r0, r1, xb, n, y, yStride, bias);
+
+    /// <summary>count floats → bf16, rounded to nearest even.</summary>
+    public static void ToBf16(float* x, ushort* xb, long count) => s_toBf16(x, xb, count);
+}
+
+/// <summary>
+/// How a prefill multiplies activations by the weights. Exact (the default): f32 activations, every
+/// product added in f32 in one fixed order, so a prompt token's results equal the same token decoded.
+/// Bf16: for bf16 weights on a CPU with AVX512-BF16, activations are rounded to bf16 and pairs of
+/// products added by VDPBF16PS, as llama.cpp and PyTorch's bf16 matmul do — about twice the speed,
+/// at the accuracy cost measured in docs/PERFORMANCE.md. Decode steps always run exact.
+/// </summary>
+public enum PrefillPrecision { Exact, Bf16 }
+
+public static class PrefillPrecisions
+{
+    public static PrefillPrecision Parse(string? value) => value?.Trim().ToLowerInvariant() switch
+    {
+        null or "" or "exact" or "f32" => PrefillPrecision.Exact,
+        "bf16" => PrefillPrecision.Bf16,
+        _ => throw new ArgumentException($"prefill precision '{value}' is not one of exact, bf16"),
+    };
+
+    public static string Name(this PrefillPrecision p) => p == PrefillPrecision.Bf16 ? "bf16" : "exact";
+}

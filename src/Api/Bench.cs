@@ -16,14 +16,14 @@ namespace PiServe.Api;
 /// </summary>
 public static class Bench
 {
-    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu] [--prefill-precision exact|bf16]";
+    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu] [--matmul-precision exact|bf16]";
 
-    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null, string? prefillPrecision = null)
+    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null, string? matmulPrecision = null)
     {
         string dir = modelDir ?? PrepareShape(shapeName ?? throw new ArgumentException("--model or --shape is required"), dtypeName);
         using var model = LlamaModel.Load(dir, new CpuBackend(threads));
         if (kvDType is not null) model.KvCacheType = KvCache.ParseElementType(kvDType);
-        model.PrefillPrecision = PrefillPrecisions.Parse(prefillPrecision);
+        model.MatmulPrecision = MatmulPrecisions.Parse(matmulPrecision);
         var kind = Inference.Gpu.BackendKinds.Parse(backend);
         var engine = kind == Inference.Gpu.BackendKind.Cpu ? null : Inference.Gpu.IlgpuLlamaModel.Attach(model, kind);
         var rng = new Random(1);
@@ -98,7 +98,7 @@ public static class Bench
             ["kv_dtype"] = model.KvCacheType.ToString().ToLowerInvariant(),
             ["kv_bytes_per_token"] = model.KvBytesPerToken,
             ["simd_width"] = (int)Simd.Best,
-            ["prefill_precision"] = model.PrefillPrecision.Name(),
+            ["matmul_precision"] = model.MatmulPrecision.Name(),
             ["native_kernels"] = NativeKernels.Status,
             ["peak_working_set_bytes"] = self.PeakWorkingSet64,
         };

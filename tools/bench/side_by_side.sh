@@ -11,7 +11,7 @@
 # from an empty context, tg128@D = 128 decode steps after a D-token prefill. Both engines keep the
 # KV cache in f16 (llama.cpp's default; PiServe's --kv-dtype f16) and memory-map the weights.
 # For bf16 weights the prefill tests run PiServe twice: exact (engine "piserve", f32 activations) and
-# with --prefill-precision bf16 (engine "piserve-bf16": activations rounded to bf16 as llama.cpp does).
+# with --matmul-precision bf16 (engine "piserve-bf16": activations rounded to bf16 as llama.cpp does).
 # Needs llama.cpp's llama-bench (tools/bench/build_llamacpp.sh builds it, ~18 min on 2 cores),
 # /usr/bin/python3 with numpy, and about 2.5 GB of disk per 1b checkpoint and dtype (twice: ours and GGUF).
 set -euo pipefail
@@ -51,7 +51,7 @@ run_piserve() { # shape dtype test [precision]
     tg128) args="--prompt 0 --generate 128"; key=decode_tokens_per_second ;;
     tg128@*) args="--prompt 0 --generate 128 --depth ${3#tg128@}"; key=decode_tokens_per_second_at_depth ;;
   esac
-  piserve bench --shape "$1" --dtype "$2" --threads "$threads" --kv-dtype f16 --prefill-precision "${4:-exact}" $args | /usr/bin/python3 -c '
+  piserve bench --shape "$1" --dtype "$2" --threads "$threads" --kv-dtype f16 --matmul-precision "${4:-exact}" $args | /usr/bin/python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print(json.dumps({"tokens_per_second": d[sys.argv[1]], "weight_bytes": d["weight_bytes"], "kv_bytes_per_token": d["kv_bytes_per_token"],

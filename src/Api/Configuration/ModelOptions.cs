@@ -10,8 +10,8 @@ public sealed class ModelOptions
     public string KvCacheDType { get; set; } = "";
     /// <summary>This model's backend (cpu, cuda, ilgpu-cpu); empty: PiServe:Backend.</summary>
     public string Backend { get; set; } = "";
-    /// <summary>This model's prefill precision (exact, bf16); empty: PiServe:PrefillPrecision.</summary>
-    public string PrefillPrecision { get; set; } = "";
+    /// <summary>This model's matmul precision (exact, bf16); empty: PiServe:MatmulPrecision.</summary>
+    public string MatmulPrecision { get; set; } = "";
     // RopeScaling (optional, same keys as config.json's rope_scaling) is read from the section as
     // JSON by the registry: the options binder cannot bind arbitrary JSON objects.
 }

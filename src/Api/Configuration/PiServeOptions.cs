@@ -47,11 +47,11 @@ public sealed class PiServeOptions
     /// </summary>
     public string Backend { get; set; } = "cpu";
     /// <summary>
-    /// How prompts are multiplied by the weights for every model without its own setting: exact (f32
-    /// activations; prompt and generated tokens computed alike, results equal the float reference) or
-    /// bf16 (for bf16 checkpoints on CPUs with AVX512-BF16: prompt activations rounded to bf16, as
+    /// How activations are multiplied by the weights for every model without its own setting: exact
+    /// (f32 activations; results within 1e-3 of the float64 reference, evaluations equal the reference
+    /// tools) or bf16 (for bf16 checkpoints on CPUs with AVX512-BF16: activations rounded to bf16, as
     /// llama.cpp and PyTorch's bf16 matmuls do; about 1.6× the prefill speed, accuracy cost in
-    /// docs/PERFORMANCE.md; decode stays exact). Per model as PiServe:Models:N:PrefillPrecision.
+    /// docs/PERFORMANCE.md). Per model as PiServe:Models:N:MatmulPrecision.
     /// </summary>
-    public string PrefillPrecision { get; set; } = "exact";
+    public string MatmulPrecision { get; set; } = "exact";
 }

@@ -41,7 +41,7 @@ public sealed class ModelRegistry : IDisposable
                 : [];
             if (folders.Count == 0) log.LogWarning("No models configured (PiServe:Models) and none shipped in {Folder}", shipped);
             foreach (string folder in folders)
-                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o.KvCacheDType, o, observers, log, o.Backend, o.PrefillPrecision);
+                Load(System.IO.Path.GetFileName(folder), folder, () => folder, null, o.KvCacheDType, o, observers, log, o.Backend, o.MatmulPrecision);
             return;
         }
 
@@ -90,7 +90,7 @@ public sealed class ModelRegistry : IDisposable
             var ropeOverride = i < sections.Count ? ToJson(sections[i].GetSection("RopeScaling")) as JsonObject : null;
             string kvType = string.IsNullOrWhiteSpace(m.KvCacheDType) ? o.KvCacheDType : m.KvCacheDType;
             string backend = string.IsNullOrWhiteSpace(m.Backend) ? o.Backend : m.Backend;
-            string precision = string.IsNullOrWhiteSpace(m.PrefillPrecision) ? o.PrefillPrecision : m.PrefillPrecision;
+            string precision = string.IsNullOrWhiteSpace(m.MatmulPrecision) ? o.MatmulPrecision : m.MatmulPrecision;
             if (!Load(id, m.Path, Resolve, ropeOverride, kvType, o, observers, log, backend, precision))
                 log.LogError("PiServe:Models:{Index}: duplicate model id {Id}", i, id);
         }
@@ -102,7 +102,7 @@ public sealed class ModelRegistry : IDisposable
 
     /// <summary>Loads one model under <paramref name="id"/>; false if the id is taken. Load failures are kept with the model.</summary>
     private bool Load(string id, string path, Func<string> resolve, JsonObject? ropeOverride, string kvCacheType, PiServeOptions o,
-                      ISchedulerObserverFactory? observers, ILogger log, string backend, string prefillPrecision)
+                      ISchedulerObserverFactory? observers, ILogger log, string backend, string matmulPrecision)
     {
         var served = new ServedModel(id, path);
         if (!_models.TryAdd(id, served)) return false;
@@ -117,8 +117,8 @@ public sealed class ModelRegistry : IDisposable
             {
                 try { model.KvCacheType = KvCache.ParseElementType(kvCacheType); }
                 catch (ArgumentException e) { throw new ArgumentException($"PiServe KvCacheDType: {e.Message}"); }
-                try { model.PrefillPrecision = PrefillPrecisions.Parse(prefillPrecision); }
-                catch (ArgumentException e) { throw new ArgumentException($"PiServe PrefillPrecision: {e.Message}"); }
+                try { model.MatmulPrecision = MatmulPrecisions.Parse(matmulPrecision); }
+                catch (ArgumentException e) { throw new ArgumentException($"PiServe MatmulPrecision: {e.Message}"); }
                 BackendKind kind;
                 try { kind = BackendKinds.Parse(backend); }
                 catch (ArgumentException e) { throw new ArgumentException($"PiServe Backend: {e.Message}"); }
@@ -159,8 +159,8 @@ public sealed class ModelRegistry : IDisposable
                     log.LogWarning("Model {Id}: chat template unusable: {Error}", id, e.Message);
                 }
                 var scheduler = new BatchScheduler(model, tokenizer, schedulerOptions, observers?.For(id));
-                if (model.PrefillPrecision == PrefillPrecision.Bf16 && model.EffectivePrefillPrecision != PrefillPrecision.Bf16)
-                    log.LogWarning("Model {Id}: PrefillPrecision bf16 needs bf16 weights on the cpu backend with the native bf16 kernel (weights {DType}, backend {Backend}, native kernels {Native}): its prefills run exact",
+                if (model.MatmulPrecision == MatmulPrecision.Bf16 && model.EffectiveMatmulPrecision != MatmulPrecision.Bf16)
+                    log.LogWarning("Model {Id}: MatmulPrecision bf16 needs bf16 weights on the cpu backend with the native bf16 kernel (weights {DType}, backend {Backend}, native kernels {Native}): its matmuls run exact",
                         id, model.WeightDType.ToString().ToLowerInvariant(), model.Name, NativeKernels.Status);
                 served.Loaded(model, tokenizer, scheduler, ropeOverride);
                 served.ChatTemplate = chatTemplate;
@@ -171,8 +171,8 @@ public sealed class ModelRegistry : IDisposable
                 model.Dispose();
                 throw;
             }
-            log.LogInformation("Loaded model {Id} from {Path}: {Layers} layers, {Params} parameters, rope {Rope}, prefill {Precision} (native kernels: {Native})",
-                id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType, model.EffectivePrefillPrecision.Name(), NativeKernels.Status);
+            log.LogInformation("Loaded model {Id} from {Path}: {Layers} layers, {Params} parameters, rope {Rope}, matmuls {Precision} (native kernels: {Native})",
+                id, full, model.Config.NumLayers, model.ParameterCount, served.Rope!.RopeType, model.EffectiveMatmulPrecision.Name(), NativeKernels.Status);
         }
         catch (Exception e) when (e is CheckpointFormatException or TokenizerFormatException or RopeScalingException
                                       or ArgumentException or IOException or UnauthorizedAccessException

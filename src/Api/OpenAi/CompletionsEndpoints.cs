@@ -40,7 +40,7 @@ public static class CompletionsEndpoints
     private static ModelList ListModels(ModelRegistry registry) => new("list", registry.All.Select(m => m.IsLoaded
         ? new ModelCard(m.Id, "model", m.Created.ToUnixTimeSeconds(), "piserve", m.Status, null, m.ContextWindowFor(m.Rope!),
             m.Rope!.Describe(), m.Model!.WeightDType.ToString().ToLowerInvariant(), m.Model.ParameterCount,
-            m.Scheduler!.KvBytesPerToken, m.ChatTemplate is not null, m.Model.Name, m.Model.EffectivePrefillPrecision.Name())
+            m.Scheduler!.KvBytesPerToken, m.ChatTemplate is not null, m.Model.Name, m.Model.EffectiveMatmulPrecision.Name())
         : new ModelCard(m.Id, "model", m.Created.ToUnixTimeSeconds(), "piserve", m.Status, m.Error, null, null, null, null, null, null)).ToList());
 
     private static async Task<IResult> Tokenize(HttpContext http, CompletionService service)

@@ -99,7 +99,7 @@ public sealed record ModelCard(
     [property: JsonPropertyName("kv_bytes_per_token"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] long? KvBytesPerToken,
     [property: JsonPropertyName("has_chat_template"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] bool? HasChatTemplate,
     [property: JsonPropertyName("backend"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Backend = null,
-    [property: JsonPropertyName("prefill_precision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? PrefillPrecision = null);
+    [property: JsonPropertyName("matmul_precision"), JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? MatmulPrecision = null);
 
 public sealed record ModelList(
     [property: JsonPropertyName("object")] string Object,

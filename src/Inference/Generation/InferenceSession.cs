@@ -87,7 +87,7 @@ public sealed unsafe class InferenceSession : IDisposable
         _tokens.AddRange(prompt.Slice(start, n));
         var regime = ParametersFor(prompt.Length);
         _cacheRegime = regime;
-        ForwardFrom(start, regime, logitsAt: prompt.Length, rows, prefill: true);
+        ForwardFrom(start, regime, logitsAt: prompt.Length, rows);
         return Length == prompt.Length;
     }
 
@@ -118,16 +118,14 @@ public sealed unsafe class InferenceSession : IDisposable
         _cacheRegime = regime;
     }
 
-    /// <summary>Decode step: appends one token, returns the logits for the next one (always exact, see <see cref="LlamaModel.PrefillPrecision"/>).</summary>
-    public ReadOnlySpan<float> Append(int token) => Extend([token], null, prefill: false);
+    /// <summary>Decode step: appends one token, returns the logits for the next one.</summary>
+    public ReadOnlySpan<float> Append(int token) => Extend([token]);
 
     /// <summary>
     /// Appends tokens and returns the logits after the last one (a view valid until the next call).
-    /// All new tokens are processed under the parameters in force for the new length, as a prefill.
+    /// All new tokens are processed under the parameters in force for the new length.
     /// </summary>
-    public ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows = null) => Extend(tokens, rows, prefill: true);
-
-    private ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows, bool prefill)
+    public ReadOnlySpan<float> Extend(scoped ReadOnlySpan<int> tokens, HiddenRows? rows = null)
     {
         if (tokens.IsEmpty) throw new ArgumentException("no tokens to process", nameof(tokens));
         int start = Length;
@@ -141,27 +139,24 @@ public sealed unsafe class InferenceSession : IDisposable
             RebuildCount++;
             Cache.Length = 0;
             start = 0;
-            prefill = true; // a rebuild is a prefill of the whole sequence
         }
         _cacheRegime = regime;
-        ForwardFrom(start, regime, logitsAt: Length, rows, prefill);
+        ForwardFrom(start, regime, logitsAt: Length, rows);
         return _logits;
     }
 
     /// <summary>
     /// Runs the tokens from <paramref name="start"/> to <see cref="Length"/> through the model in
     /// chunks under <paramref name="regime"/>, appending to the cache, and sets <see cref="Logits"/>
-    /// when the chunk ending at position <paramref name="logitsAt"/> is processed. A prefill runs at the
-    /// model's <see cref="LlamaModel.PrefillPrecision"/>, a decode step exact.
+    /// when the chunk ending at position <paramref name="logitsAt"/> is processed.
     /// </summary>
-    private void ForwardFrom(int start, RopeFrequencies regime, int logitsAt, HiddenRows? rows, bool prefill)
+    private void ForwardFrom(int start, RopeFrequencies regime, int logitsAt, HiddenRows? rows)
     {
-        var precision = prefill ? Model.PrefillPrecision : Kernels.PrefillPrecision.Exact;
         var all = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens);
         for (int pos = start; pos < Length; pos += _chunk)
         {
             int n = Math.Min(_chunk, Length - pos);
-            Model.Forward(all.Slice(pos, n), pos, Cache, regime, _scratch, precision);
+            Model.Forward(all.Slice(pos, n), pos, Cache, regime, _scratch);
             rows?.Invoke(pos, n, _scratch.Hidden);
             if (pos + n == logitsAt)
                 fixed (float* logits = _logits)

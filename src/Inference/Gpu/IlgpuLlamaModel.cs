@@ -230,9 +230,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         }
     }
 
-    /// <summary>The device engine runs every forward exact (f32 activations): <paramref name="precision"/> is ignored.</summary>
-    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s,
-                        Kernels.PrefillPrecision precision = Kernels.PrefillPrecision.Exact)
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s)
     {
         lock (_lock)
         {

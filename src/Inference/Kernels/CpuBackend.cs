@@ -55,10 +55,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
         else _pool.Run(work);
     }
 
-    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias, PrefillPrecision precision = PrefillPrecision.Exact) =>
+    public void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias, MatmulPrecision precision = MatmulPrecision.Exact) =>
         MatMul(x, n, [new Projection(w, y, bias)], precision);
 
-    public void MatMul(float* x, int n, ReadOnlySpan<Projection> projections, PrefillPrecision precision = PrefillPrecision.Exact)
+    public void MatMul(float* x, int n, ReadOnlySpan<Projection> projections, MatmulPrecision precision = MatmulPrecision.Exact)
     {
         var work = t_matMul ??= new MatMulWork();
         if (projections.Length > work.Projections.Length) throw new ArgumentException($"at most {work.Projections.Length} projections per region", nameof(projections));
@@ -83,13 +83,13 @@ public sealed unsafe class CpuBackend : IComputeBackend
     [ThreadStatic] private static ushort[]? t_bf16;
 
     /// <summary>
-    /// Rows [r0, r1) of y = w·x: through VDPBF16PS when the prefill asks for bf16 and the weights are
+    /// Rows [r0, r1) of y = w·x: through VDPBF16PS when the model asks for bf16 and the weights are
     /// bf16 (x rounded to bf16 once per part into <paramref name="xb"/>), else the exact kernels.
     /// </summary>
     private static void Product(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel,
-                                PrefillPrecision precision, ref ushort* xb)
+                                MatmulPrecision precision, ref ushort* xb)
     {
-        if (precision == PrefillPrecision.Bf16 && w.DType == Checkpoints.DType.BF16 && NativeKernels.HasBf16Dot)
+        if (precision == MatmulPrecision.Bf16 && w.DType == Checkpoints.DType.BF16 && NativeKernels.HasBf16Dot)
         {
             if (xb == null)
             {
@@ -110,7 +110,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public readonly Projection[] Projections = new Projection[4];
         public int Count, Blocks, N;
         public float* X;
-        public PrefillPrecision Precision;
+        public MatmulPrecision Precision;
 
         public override void Run(int part, int parts)
         {
@@ -469,7 +469,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     }
 
     public void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias,
-                             PrefillPrecision precision = PrefillPrecision.Exact)
+                             MatmulPrecision precision = MatmulPrecision.Exact)
     {
         if (gate.Rows != up.Rows || gate.Cols != up.Cols) throw new ArgumentException("gate and up must have one shape");
         var work = t_swiGlu ??= new SwiGluWork();
@@ -487,7 +487,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public WeightMatrix Gate, Up;
         public float* X, Y, UpOut, GateBias, UpBias;
         public int N;
-        public PrefillPrecision Precision;
+        public MatmulPrecision Precision;
 
         public override void Run(int part, int parts)
         {

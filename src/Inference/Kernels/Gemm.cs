@@ -275,7 +275,12 @@ public static unsafe class Gemm
             int rn = r0;
             for (; rn + 4 <= r1; rn += 4)
             {
-                for (int j = 0; j < 4; j++) WidenRow<S, V>(w, rn + j, panel + (long)j * k);
+                for (int j = 0; j < 4; j++)
+                {
+                    // Finite f16 widens to the same floats with F16C (the non-finite path keeps the managed conversion's NaN bits).
+                    if (w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
+                    else WidenRow<S, V>(w, rn + j, panel + (long)j * k);
+                }
                 NativeKernels.Micro4F32(panel, k, x, tn, y + (long)t0 * rows + rn, rows, bias == null ? null : bias + rn);
             }
             r0 = rn; // rows that do not fill a panel of four: the managed loop below

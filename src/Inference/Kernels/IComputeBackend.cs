@@ -13,22 +13,22 @@ public unsafe interface IComputeBackend
 
     /// <summary>
     /// y[t, r] = Σ_c w[r, c]·x[t, c] (+ bias[r]) for t in [0, n). <paramref name="precision"/>: how a
-    /// prefill multiplies (Bf16 rounds the activations for bf16 weights where the CPU has AVX512-BF16).
+    /// model multiplies (Bf16 rounds the activations for bf16 weights where the CPU has AVX512-BF16).
     /// </summary>
-    void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias, PrefillPrecision precision = PrefillPrecision.Exact);
+    void MatMul(WeightMatrix w, float* x, int n, float* y, float* bias, MatmulPrecision precision = MatmulPrecision.Exact);
 
     /// <summary>
     /// Several products of one input at once (Q, K and V): for each projection p, p.Y = p.W·x (+ p.Bias).
     /// One parallel region for all of them instead of one per matrix.
     /// </summary>
-    void MatMul(float* x, int n, ReadOnlySpan<Projection> projections, PrefillPrecision precision = PrefillPrecision.Exact);
+    void MatMul(float* x, int n, ReadOnlySpan<Projection> projections, MatmulPrecision precision = MatmulPrecision.Exact);
 
     /// <summary>
     /// The SwiGLU MLP's first half in one region: y = silu(gate·x + gateBias) ⊙ (up·x + upBias),
     /// with upOut [n, rows] as the second product's buffer.
     /// </summary>
     void MatMulSwiGlu(WeightMatrix gate, WeightMatrix up, float* x, int n, float* y, float* upOut, float* gateBias, float* upBias,
-                      PrefillPrecision precision = PrefillPrecision.Exact);
+                      MatmulPrecision precision = MatmulPrecision.Exact);
 
     /// <summary>y[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight, per row of length <paramref name="dim"/>.</summary>
     void RmsNorm(float* x, float* weight, int n, int dim, float eps, float* y);

@@ -3,23 +3,24 @@ using System.Runtime.InteropServices;
 namespace PiServe.Inference.Kernels;
 
 /// <summary>
-/// The optional native prefill kernels (Native/piserve_kernels.c, built with the machine's gcc into
+/// The optional native matmul kernels (Native/piserve_kernels.c, built with the machine's gcc into
 /// libpiserve_kernels.so beside the assemblies). Loaded once; when the library is absent, built for
 /// another ABI version, disabled with PISERVE_NATIVE_KERNELS=off, or the CPU lacks the instructions,
 /// the managed kernels run and <see cref="Status"/> says why.
 /// <list type="bullet">
-/// <item><see cref="Micro4F32"/>: the exact prefill micro-kernel (AVX-512F), bit-identical to the
+/// <item><see cref="Micro4F32"/>: the exact micro-kernel of prefill and batched decode (AVX-512F), bit-identical to the
 /// managed one (Gemm.Micro4x4), so it changes speed only.</item>
-/// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: prefill with bf16 activations through
-/// VDPBF16PS (AVX512-BF16), for bf16 weights when a model's <see cref="PrefillPrecision"/> is Bf16.</item>
+/// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: matmuls with bf16 activations through
+/// VDPBF16PS (AVX512-BF16), for bf16 weights when a model's <see cref="MatmulPrecision"/> is Bf16.</item>
 /// </list>
 /// </summary>
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 1;
+    private const int AbiVersion = 2;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
+    private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
     private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
 
@@ -47,19 +48,31 @@ public static unsafe class NativeKernels
             Status = $"{LibraryFile} failed to load";
             return;
         }
-        var version = (delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "pk_abi_version");
-        if (version() != AbiVersion)
+        // A library from another build (a stale copy) must not take the process down: every symbol is looked up with TryGetExport.
+        nint Export(string name) => NativeLibrary.TryGetExport(lib, name, out var f) ? f : 0;
+        nint versionFn = Export("pk_abi_version"), featuresFn = Export("pk_features");
+        int version = versionFn == 0 ? 0 : ((delegate* unmanaged<int>)versionFn)();
+        if (version != AbiVersion || featuresFn == 0)
         {
-            Status = $"{LibraryFile} is ABI version {version()}, this build needs {AbiVersion}";
+            Status = $"{LibraryFile} is ABI version {version}, this build needs {AbiVersion}";
             return;
         }
-        int features = ((delegate* unmanaged<int>)NativeLibrary.GetExport(lib, "pk_features"))();
+        int features = ((delegate* unmanaged<int>)featuresFn)();
+        nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
+        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0)
+        {
+            Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
+            return;
+        }
         if ((features & 1) != 0)
-            s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)NativeLibrary.GetExport(lib, "pk_micro4_f32");
+        {
+            s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)micro;
+            s_widenF16Pairs = (delegate* unmanaged<ushort*, float*, int, void>)widen;
+        }
         if ((features & 2) != 0)
         {
-            s_gemmBf16Dot = (delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void>)NativeLibrary.GetExport(lib, "pk_gemm_bf16dot");
-            s_toBf16 = (delegate* unmanaged<float*, ushort*, long, void>)NativeLibrary.GetExport(lib, "pk_f32_to_bf16");
+            s_gemmBf16Dot = (delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void>)dot;
+            s_toBf16 = (delegate* unmanaged<float*, ushort*, long, void>)toBf16;
         }
         Status = features switch
         {
@@ -75,7 +88,7 @@ public static unsafe class NativeKernels
     /// <summary>Whether the exact AVX-512 micro-kernel is available.</summary>
     public static bool HasMicro4F32 => s_micro4F32 != null;
 
-    /// <summary>Whether bf16-activation prefill (VDPBF16PS) is available.</summary>
+    /// <summary>Whether bf16-activation matmuls (VDPBF16PS) are available.</summary>
     public static bool HasBf16Dot => s_gemmBf16Dot != null;
 
     /// <summary>
@@ -84,6 +97,9 @@ public static unsafe class NativeKernels
     /// </summary>
     public static void Micro4F32(float* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
         s_micro4F32(w, k, x, n, y, yStride, bias);
+
+    /// <summary>An f16 row widened into the pair layout of width 512 (Gemm.WidenPairs), exactly, with VCVTPH2PS.</summary>
+    public static void WidenF16Pairs(ushort* row, float* dst, int k) => s_widenF16Pairs(row, dst, k);
 
     /// <summary>Rows [r0, r1) of y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) over bf16 rows of k and n bf16 tokens.</summary>
     public static void GemmBf16Dot(ushort* w, int k, int r0, int r1, ushort* xb, int n, float* y, long yStride, float* bias) =>
@@ -94,22 +110,23 @@ public static unsafe class NativeKernels
 }
 
 /// <summary>
-/// How a prefill multiplies activations by the weights. Exact (the default): f32 activations, every
-/// product added in f32 in one fixed order, so a prompt token's results equal the same token decoded.
-/// Bf16: for bf16 weights on a CPU with AVX512-BF16, activations are rounded to bf16 and pairs of
-/// products added by VDPBF16PS, as llama.cpp and PyTorch's bf16 matmul do — about twice the speed,
-/// at the accuracy cost measured in docs/PERFORMANCE.md. Decode steps always run exact.
+/// How a model's matmuls multiply activations by the weights. Exact (the default): f32 activations,
+/// every product added in f32, results within 1e-3 of the float64 reference. Bf16: for bf16 weights
+/// on a CPU with AVX512-BF16, activations are rounded to bf16 and pairs of products added by
+/// VDPBF16PS, as llama.cpp and PyTorch's bf16 matmuls do — about 1.6× the prefill speed, at the
+/// accuracy cost measured in docs/PERFORMANCE.md. Both are per token: a token's results do not
+/// depend on the batch or chunk it was computed in.
 /// </summary>
-public enum PrefillPrecision { Exact, Bf16 }
+public enum MatmulPrecision { Exact, Bf16 }
 
-public static class PrefillPrecisions
+public static class MatmulPrecisions
 {
-    public static PrefillPrecision Parse(string? value) => value?.Trim().ToLowerInvariant() switch
+    public static MatmulPrecision Parse(string? value) => value?.Trim().ToLowerInvariant() switch
     {
-        null or "" or "exact" or "f32" => PrefillPrecision.Exact,
-        "bf16" => PrefillPrecision.Bf16,
-        _ => throw new ArgumentException($"prefill precision '{value}' is not one of exact, bf16"),
+        null or "" or "exact" or "f32" => MatmulPrecision.Exact,
+        "bf16" => MatmulPrecision.Bf16,
+        _ => throw new ArgumentException($"matmul precision '{value}' is not one of exact, bf16"),
     };
 
-    public static string Name(this PrefillPrecision p) => p == PrefillPrecision.Bf16 ? "bf16" : "exact";
+    public static string Name(this MatmulPrecision p) => p == MatmulPrecision.Bf16 ? "bf16" : "exact";
 }

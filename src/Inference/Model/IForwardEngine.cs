@@ -23,11 +23,9 @@ public unsafe interface IForwardEngine : IDisposable
     /// Runs the tokens (the segments' tokens back to back) through the decoder, appending each
     /// segment's keys and values to its cache and setting its length; leaves the final-normed hidden
     /// rows [tokens, hidden] in s.Hidden on the host (and, when s.Observer is set, hands it each
-    /// layer's rotated queries and keys on the host). <paramref name="precision"/> is what a prefill
-    /// asks for; an engine without a reduced-precision path runs exact.
+    /// layer's rotated queries and keys on the host).
     /// </summary>
-    void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s,
-                 Kernels.PrefillPrecision precision = Kernels.PrefillPrecision.Exact);
+    void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<LlamaModel.Segment> segments, ForwardScratch s);
 
     /// <summary>logits[t] = lm_head · hidden[t] for n host rows, written to host memory.</summary>
     void Logits(float* hidden, int n, float* logits);

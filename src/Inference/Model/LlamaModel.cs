@@ -165,16 +165,17 @@ public sealed unsafe class LlamaModel : IForwardEngine
     private DType _kvCacheType = DType.F32;
 
     /// <summary>
-    /// How prefills of this model multiply (<see cref="Kernels.PrefillPrecision"/>): Exact by default;
-    /// Bf16 rounds prompt activations to bf16 for the bf16 weight matrices where the CPU has
-    /// AVX512-BF16 (elsewhere it changes nothing). Decode steps and logits always run exact.
+    /// How this model's matmuls multiply (<see cref="Kernels.MatmulPrecision"/>): Exact by default;
+    /// Bf16 rounds the activations to bf16 for every bf16 weight matrix (projections and lm_head) where
+    /// the CPU has AVX512-BF16, in prefill and decode alike, so a token's results still do not depend
+    /// on how it was batched or chunked. Elsewhere it changes nothing.
     /// </summary>
-    public PrefillPrecision PrefillPrecision { get; set; }
+    public MatmulPrecision MatmulPrecision { get; set; }
 
-    /// <summary>What prefills actually run at: Bf16 only for bf16 weights on the CPU engine where the native bf16 kernel loaded.</summary>
-    public PrefillPrecision EffectivePrefillPrecision =>
-        PrefillPrecision == PrefillPrecision.Bf16 && Engine is null && WeightDType == DType.BF16 && NativeKernels.HasBf16Dot
-            ? PrefillPrecision.Bf16 : PrefillPrecision.Exact;
+    /// <summary>What the matmuls actually run at: Bf16 only for bf16 weights on the CPU engine where the native bf16 kernel loaded.</summary>
+    public MatmulPrecision EffectiveMatmulPrecision =>
+        MatmulPrecision == MatmulPrecision.Bf16 && Engine is null && WeightDType == DType.BF16 && NativeKernels.HasBf16Dot
+            ? MatmulPrecision.Bf16 : MatmulPrecision.Exact;
 
     /// <summary>Bytes each cached position costs with this model's KV cache type.</summary>
     public long KvBytesPerToken => KvCache.BytesPerTokenFor(Config, KvCacheType);
@@ -186,9 +187,8 @@ public sealed unsafe class LlamaModel : IForwardEngine
     /// frequencies, appending their keys and values to the cache (which must hold exactly startPos
     /// positions), and leaves the final-normed hidden states in s.Hidden.
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s,
-                        PrefillPrecision precision = PrefillPrecision.Exact) =>
-        Forward(tokens, [new Segment(cache, startPos, tokens.Length, rope)], s, precision);
+    public void Forward(ReadOnlySpan<int> tokens, int startPos, KvCache cache, RopeFrequencies rope, ForwardScratch s) =>
+        Forward(tokens, [new Segment(cache, startPos, tokens.Length, rope)], s);
 
     /// <summary>A run of consecutive tokens of one sequence inside a batched forward.</summary>
     public readonly record struct Segment(KvCache Cache, int StartPos, int Count, RopeFrequencies Rope);
@@ -196,11 +196,9 @@ public sealed unsafe class LlamaModel : IForwardEngine
     /// <summary>
     /// One forward over several sequences at once: the tokens are the segments' tokens back to back.
     /// Every matmul reads the weights once for all rows (batched decode is B segments of one token;
-    /// prefill is one segment of n); attention runs per segment over its own cache. The matmuls run
-    /// at <paramref name="precision"/> (a prefill passes the model's <see cref="PrefillPrecision"/>).
+    /// prefill is one segment of n; a mixed step is both); attention runs per segment over its own cache.
     /// </summary>
-    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<Segment> segments, ForwardScratch s,
-                        PrefillPrecision precision = PrefillPrecision.Exact)
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<Segment> segments, ForwardScratch s)
     {
         var c = Config;
         var be = Backend;
@@ -222,6 +220,7 @@ public sealed unsafe class LlamaModel : IForwardEngine
         }
         s.EnsureTokens(n);
         float eps = (float)c.RmsNormEps;
+        var precision = EffectiveMatmulPrecision;
 
         int row = 0;
         foreach (var seg in segments)
@@ -280,7 +279,7 @@ public sealed unsafe class LlamaModel : IForwardEngine
     public void Logits(float* hidden, int n, float* logits)
     {
         if (Engine is not null) Engine.Logits(hidden, n, logits);
-        else Backend.MatMul(LmHead, hidden, n, logits, null);
+        else Backend.MatMul(LmHead, hidden, n, logits, null, EffectiveMatmulPrecision);
     }
 
     private static float* Ptr(NativeBuffer? b) => b is null ? null : b.Ptr;

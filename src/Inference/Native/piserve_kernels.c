@@ -1,29 +1,29 @@
-// PiServe's native prefill kernels: the two inner loops that .NET cannot express at full speed.
+// PiServe's native matmul kernels: the inner loops that .NET cannot express at full speed.
 //
 // Built by src/Inference/PiServe.Inference.csproj with the machine's gcc (the target
-// BuildNativeKernels) into libpiserve_kernels.so next to the assemblies, and loaded at run time by
+// CompileNativeKernels) into libpiserve_kernels.so next to the assemblies, and loaded at run time by
 // Kernels/NativeKernels.cs. Everything here is optional: when the library is missing, fails to
 // load, or the CPU lacks the instructions, the managed kernels in Kernels/Gemm.cs run instead.
 //
-// 1. pk_micro4_f32 — the exact prefill micro-kernel (AVX-512F). It performs, for 4 widened weight
-//    rows × any number of tokens, exactly the arithmetic of the managed Gemm.Micro4x4/DotF32: per
-//    output one 16-lane accumulator over the pair-layout panel in steps of 16, the balanced
-//    pairwise horizontal sum of Vector512.Sum, then the scalar tail as separate multiply and add
-//    (compiled with -ffp-contract=off so gcc fuses nothing). Results are bit-identical to the
-//    managed kernels (tests assert it), so decode, batched decode and prefill keep adding every
-//    product in one order. It is faster only because it runs 4 rows × 6 tokens (24 accumulators,
-//    which the JIT spills) and keeps every operand in registers.
-// 2. pk_gemm_bf16dot — prefill with bf16 activations (AVX512-BF16, VDPBF16PS), for bf16 weights
-//    when a model opts in (PrefillPrecision = bf16): activations are rounded to bf16 (round to
+// 1. pk_micro4_f32 — the exact micro-kernel of prefill and batched decode (AVX-512F). It performs,
+//    for 4 widened weight rows × any number of tokens, exactly the arithmetic of the managed
+//    Gemm.Micro4x4/DotF32: per output one 16-lane accumulator over the pair-layout panel in steps of
+//    16, the balanced pairwise horizontal sum of Vector512.Sum, then the scalar tail as separate
+//    multiply and add (compiled with -ffp-contract=off so gcc fuses nothing). Results are
+//    bit-identical to the managed kernels (tests assert it), so decode, batched decode and prefill
+//    keep adding every product in one order. It is faster because it runs 4 rows × 6 tokens (24
+//    accumulators, which the JIT spills), sums four outputs at once and widens f16 with F16C.
+// 2. pk_gemm_bf16dot — matmuls with bf16 activations (AVX512-BF16, VDPBF16PS), for bf16 weights
+//    when a model opts in (MatmulPrecision = bf16): activations are rounded to bf16 (round to
 //    nearest even), products of pairs are added into f32 accumulators, as llama.cpp and PyTorch's
-//    bf16 matmul do. Twice the products per instruction of an f32 FMA; not bit-identical to
-//    anything else, so it is used for whole prefills only (see docs/PERFORMANCE.md).
+//    bf16 matmuls do. Twice the products per instruction of an f32 FMA. Each output depends only on
+//    its weight row and its token, so results do not depend on batching (docs/PERFORMANCE.md).
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 1
+#define PK_ABI_VERSION 2
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -52,13 +52,33 @@ __attribute__((target("avx512f"), always_inline)) static inline float hsum16(__m
     return _mm512_cvtss_f32(v);
 }
 
-// The horizontal sum, then the scalar tail [i, k) as separate multiply and add, then the bias.
-__attribute__((target("avx512f"), always_inline)) static inline void finish_f32(__m512 c, const float* wj, const float* xt, int i, int k,
-                                                                               float* out, const float* bias, int j)
+// The four horizontal sums of c0..c3 at once, each formed by Vector512.Sum's tree (adjacent pairs,
+// then pairs of pairs within each 128-bit block, then adjacent blocks, then the two halves), so
+// lane j of the result is bit for bit hsum16(cj): 13 operations for four sums instead of 32.
+__attribute__((target("avx512f"), always_inline)) static inline __m128 hsum16x4(__m512 c0, __m512 c1, __m512 c2, __m512 c3)
 {
-    float s = hsum16(c);
-    for (; i < k; i++) s += wj[i] * xt[i];
-    *out = s + (bias ? bias[j] : 0.0f);
+    __m512 x01 = _mm512_add_ps(_mm512_shuffle_ps(c0, c1, 0x88), _mm512_shuffle_ps(c0, c1, 0xDD)); // c0 (0+1),(2+3), c1 (0+1),(2+3)
+    __m512 x23 = _mm512_add_ps(_mm512_shuffle_ps(c2, c3, 0x88), _mm512_shuffle_ps(c2, c3, 0xDD));
+    __m512 y = _mm512_add_ps(_mm512_shuffle_ps(x01, x23, 0x88), _mm512_shuffle_ps(x01, x23, 0xDD));  // per block: c0..c3 block sums
+    y = _mm512_add_ps(y, _mm512_shuffle_f32x4(y, y, 0xB1));                                          // adjacent blocks
+    y = _mm512_add_ps(y, _mm512_shuffle_f32x4(y, y, 0x4E));                                          // halves
+    return _mm512_castps512_ps128(y);
+}
+
+// One token's four outputs: the horizontal sums, then each row's scalar tail [i, k) as separate
+// multiply and add, then the bias.
+__attribute__((target("avx512f"), always_inline)) static inline void finish4_f32(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
+                                                                                const float* w, const float* xt, int i, int k,
+                                                                                float* out, const float* bias)
+{
+    float s[4];
+    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
+    for (int j = 0; j < 4; j++)
+    {
+        const float* wj = w + (long)j * k;
+        for (int ii = i; ii < k; ii++) s[j] += wj[ii] * xt[ii];
+        out[j] = s[j] + (bias ? bias[j] : 0.0f);
+    }
 }
 
 // Accumulators are named variables, not an array: gcc keeps a 24-vector array in memory and
@@ -89,14 +109,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void micro4_f32(
         PK_FOR_TOKENS(PK_STEP)
 #undef PK_STEP
     }
-#define PK_FINISH(t)                                                                                    \
-    if (NT > t)                                                                                         \
-    {                                                                                                   \
-        finish_f32(c##t##0, w, x + (long)t * k, i, k, y + t * yStride + 0, bias, 0);                    \
-        finish_f32(c##t##1, w + k, x + (long)t * k, i, k, y + t * yStride + 1, bias, 1);                \
-        finish_f32(c##t##2, w + 2L * k, x + (long)t * k, i, k, y + t * yStride + 2, bias, 2);           \
-        finish_f32(c##t##3, w + 3L * k, x + (long)t * k, i, k, y + t * yStride + 3, bias, 3);           \
-    }
+#define PK_FINISH(t) if (NT > t) finish4_f32(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
     PK_FOR_TOKENS(PK_FINISH)
 #undef PK_FINISH
 }
@@ -133,6 +146,25 @@ PK_API __attribute__((target("avx512f"))) void pk_micro4_f32(const float* w, int
         case 1: micro4_f32_1(w, k, xt, yt, yStride, bias); break;
         default: break;
     }
+}
+
+// An f16 row widened into the pair layout of Gemm.WidenPairs at width 512: each whole block of 32
+// halves becomes its 16 even elements then its 16 odd ones, the tail stays in place. VCVTPH2PS
+// converts exactly (as the managed conversion does), so the panel holds the same floats; the
+// managed code has no F16C and needs several integer operations per vector instead.
+PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uint16_t* row, float* dst, int k)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    int i = 0;
+    for (; i + 32 <= k; i += 32)
+    {
+        __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
+        __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
+        _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));
+        _mm512_storeu_ps(dst + i + 16, _mm512_permutex2var_ps(a, odd, b));
+    }
+    for (; i < k; i++) dst[i] = _cvtsh_ss(row[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -248,6 +280,55 @@ __attribute__((target(PK_BF16))) static float dot_bf16(const uint16_t* w, const 
     return hsum16(c);
 }
 
+// One token (decode): memory-bound, so rows stream eight at a time (two groups of four, each summed
+// exactly as micro4_bf16 with one token sums it, so a token's results equal its results in a batch)
+// while the next eight rows are prefetched a cache line per line consumed: eight row streams are more
+// than the hardware prefetcher follows from DRAM.
+__attribute__((target(PK_BF16))) static void gemv_bf16(const uint16_t* w, int k, int r0, int r1, const uint16_t* x, float* y, const float* bias)
+{
+    int r = r0;
+    long rowBytes = (long)k * 2;
+    for (; r + 8 <= r1; r += 8)
+    {
+        const uint16_t* wr = w + (long)r * k;
+        const char* next = (const char*)(wr + 8L * k);
+        __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
+        int i = 0;
+#define PK_ROWS8(LOAD)                                                                                  \
+        {                                                                                               \
+            __m512bh b = (__m512bh)LOAD(x + i);                                                         \
+            c0 = _mm512_dpbf16_ps(c0, (__m512bh)LOAD(wr + i), b);                                       \
+            c1 = _mm512_dpbf16_ps(c1, (__m512bh)LOAD(wr + k + i), b);                                   \
+            c2 = _mm512_dpbf16_ps(c2, (__m512bh)LOAD(wr + 2L * k + i), b);                              \
+            c3 = _mm512_dpbf16_ps(c3, (__m512bh)LOAD(wr + 3L * k + i), b);                              \
+            c4 = _mm512_dpbf16_ps(c4, (__m512bh)LOAD(wr + 4L * k + i), b);                              \
+            c5 = _mm512_dpbf16_ps(c5, (__m512bh)LOAD(wr + 5L * k + i), b);                              \
+            c6 = _mm512_dpbf16_ps(c6, (__m512bh)LOAD(wr + 6L * k + i), b);                              \
+            c7 = _mm512_dpbf16_ps(c7, (__m512bh)LOAD(wr + 7L * k + i), b);                              \
+        }
+#define PK_LOAD(p) _mm512_loadu_si512((const void*)(p))
+        for (; i + 32 <= k; i += 32)
+        {
+            if (r + 16 <= r1)
+                for (int j = 0; j < 8; j++) _mm_prefetch(next + j * rowBytes + i * 2L, _MM_HINT_T1);
+            PK_ROWS8(PK_LOAD)
+        }
+#undef PK_LOAD
+        if (i < k)
+        {
+            __mmask32 m = (__mmask32)((1u << (k - i)) - 1u);
+#define PK_LOAD(p) _mm512_maskz_loadu_epi16(m, (p))
+            PK_ROWS8(PK_LOAD)
+#undef PK_LOAD
+        }
+#undef PK_ROWS8
+        store4_sums(c0, c1, c2, c3, y + r, bias ? bias + r : 0);
+        store4_sums(c4, c5, c6, c7, y + r + 4, bias ? bias + r + 4 : 0);
+    }
+    for (; r + 4 <= r1; r += 4) micro4_bf16_1(w + (long)r * k, k, x, y + r, 1, bias ? bias + r : 0);
+    for (; r < r1; r++) y[r] = dot_bf16(w + (long)r * k, x, k) + (bias ? bias[r] : 0.0f);
+}
+
 // y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) for rows [r0, r1) and tokens [0, n).
 // W: bf16 rows of k elements; xb: n bf16 rows of k (pk_f32_to_bf16). Tokens are tiled so a tile of
 // xb (tileTokens × k × 2 bytes, ≤ 256 KiB) stays in L2 while the rows stream past it.
@@ -255,6 +336,11 @@ PK_API __attribute__((target(PK_BF16))) void pk_gemm_bf16dot(const uint16_t* w, 
                                                              const uint16_t* xb, int n, float* y, long yStride,
                                                              const float* bias)
 {
+    if (n <= 3)
+    {
+        for (int t = 0; t < n; t++) gemv_bf16(w, k, r0, r1, xb + (long)t * k, y + t * yStride, bias);
+        return;
+    }
     int tile = (int)((256L * 1024) / ((long)k * 2));
     tile = tile < 6 ? 6 : tile - tile % 6;
     for (int t0 = 0; t0 < n; t0 += tile)

@@ -51,12 +51,12 @@ public class CompletionsApiTests(HostFixture fixture)
         Assert.Equal("loaded", f16["status"]!.GetValue<string>());
         Assert.Equal(2L * 2 * 2 * 16 * 2, f16["kv_bytes_per_token"]!.GetValue<long>());
         Assert.Contains("KV cache dtype 'int8' is not one of f32, f16, bf16", Error("bad-kv"));
-        // PiServe:Models:N:PrefillPrecision: bf16 where the CPU runs the native bf16 kernel (exact elsewhere); an unknown value fails that model only.
-        Assert.Equal("exact", tiny["prefill_precision"]!.GetValue<string>());
+        // PiServe:Models:N:MatmulPrecision: bf16 where the CPU runs the native bf16 kernel (exact elsewhere); an unknown value fails that model only.
+        Assert.Equal("exact", tiny["matmul_precision"]!.GetValue<string>());
         var bf16 = data.Single(m => m!["id"]!.GetValue<string>() == "tiny-bf16-prefill")!;
         Assert.Equal("loaded", bf16["status"]!.GetValue<string>());
-        Assert.Equal(Inference.Kernels.NativeKernels.HasBf16Dot ? "bf16" : "exact", bf16["prefill_precision"]!.GetValue<string>());
-        Assert.Contains("PrefillPrecision: prefill precision 'int4' is not one of exact, bf16", Error("bad-precision"));
+        Assert.Equal(Inference.Kernels.NativeKernels.HasBf16Dot ? "bf16" : "exact", bf16["matmul_precision"]!.GetValue<string>());
+        Assert.Contains("MatmulPrecision: prefill precision 'int4' is not one of exact, bf16", Error("bad-precision"));
     }
 
     [Fact]

@@ -60,8 +60,8 @@ public sealed class PiServeHostProcess : IAsyncDisposable
             "--PiServe:Models:3:Id=escape", "--PiServe:Models:3:Path=../outside",
             "--PiServe:Models:4:Id=tiny-f16-kv", "--PiServe:Models:4:Path=tiny", "--PiServe:Models:4:KvCacheDType=f16",
             "--PiServe:Models:5:Id=bad-kv", "--PiServe:Models:5:Path=tiny", "--PiServe:Models:5:KvCacheDType=int8",
-            "--PiServe:Models:6:Id=tiny-bf16-prefill", "--PiServe:Models:6:Path=tiny", "--PiServe:Models:6:PrefillPrecision=bf16",
-            "--PiServe:Models:7:Id=bad-precision", "--PiServe:Models:7:Path=tiny", "--PiServe:Models:7:PrefillPrecision=int4",
+            "--PiServe:Models:6:Id=tiny-bf16-prefill", "--PiServe:Models:6:Path=tiny", "--PiServe:Models:6:MatmulPrecision=bf16",
+            "--PiServe:Models:7:Id=bad-precision", "--PiServe:Models:7:Path=tiny", "--PiServe:Models:7:MatmulPrecision=int4",
             "--Logging:LogLevel:Default=Warning", "--Logging:LogLevel:PiServe=Information",
             .. extraArgs,
         ];

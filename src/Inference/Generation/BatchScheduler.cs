@@ -185,12 +185,7 @@ public sealed class BatchScheduler : IDisposable
                 try
                 {
                     Admit();
-                    int decoding = DecodeStep(scratch, logits);
-                    // Chunked prefill (vLLM's enable_chunked_prefill): a chunk of waiting prompts per
-                    // step, so a long prompt delays the running streams by a chunk, not by its whole
-                    // prefill; while streams decode the chunk is a quarter (their inter-token time is
-                    // the decode step plus this chunk), alone it is whole (prefill at full efficiency).
-                    PrefillStep(decoding > 0 ? Math.Max(16, _options.PrefillChunk / 4) : _options.PrefillChunk);
+                    Step(scratch, logits);
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
@@ -362,31 +357,43 @@ public sealed class BatchScheduler : IDisposable
     }
 
     /// <summary>
-    /// Prefills up to <paramref name="budget"/> prompt tokens of the sequences still prefilling, oldest
-    /// first; a sequence whose prompt completes samples its first token here. A sequence whose prefill
-    /// fails ends with an error alone; the others go on.
+    /// One scheduler step, in one forward pass (<see cref="InferenceSession.Step"/>): every sequence past
+    /// its prefill decodes a token, and the sequences still prefilling take the next chunks of their
+    /// prompts, oldest first, up to a token budget — chunked prefill as vLLM's enable_chunked_prefill
+    /// does it: a long prompt delays the running streams by a chunk, not by its whole prefill, and the
+    /// decode tokens ride in the chunk's matmuls (the weights are read once for both). While streams
+    /// decode the budget is a quarter of PrefillChunk (their inter-token time is one step); with none
+    /// decoding it is whole. Prompts asking for their own log-probs are prefilled on their own after
+    /// it (they need every row's logits).
     /// </summary>
-    private void PrefillStep(int budget)
+    private void Step(ForwardScratch scratch, float[] logits)
     {
-        var pending = _stepBatch;
-        pending.Clear();
+        var decoders = _stepBatch;
+        var prefillers = _stepPrefill;
+        decoders.Clear();
+        prefillers.Clear();
+        _stepSessions.Clear();
+        _stepTokens.Clear();
+        _stepChunks.Clear();
         lock (_lock)
             foreach (var r in _running)
-                if (r.Prefilling && r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) pending.Add(r);
+                if (r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested)
+                    (r.Prefilling ? prefillers : decoders).Add(r);
+        int budget = decoders.Count > 0 ? Math.Max(16, _options.PrefillChunk / 4) : _options.PrefillChunk;
         try
         {
-            foreach (var r in pending)
+            foreach (var r in decoders)
+            {
+                _stepSessions.Add(r.Session);
+                _stepTokens.Add(r.NextToken);
+            }
+            foreach (var r in prefillers)
             {
                 if (budget <= 0) break;
-                var job = r.P.Job;
-                bool done;
-                int before;
+                if (r.P.Job.PromptLogprobs) continue;
                 try
                 {
                     if (r.Reuse) CatchUp(r);
-                    before = r.Session.Length;
-                    done = job.PromptLogprobs ? PrefillWithPromptLogprobs(r, budget) : r.Session.PrefillPart(job.Prompt, budget);
-                    if (r.Path is not null) Publish(r);
                 }
                 catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {
@@ -394,31 +401,94 @@ public sealed class BatchScheduler : IDisposable
                     r.P.Events.TryWrite(new ErrorEvent(e.Message));
                     continue;
                 }
-                budget -= r.Session.Length - before;
-                if (!done) continue;
-                r.Prefilling = false;
-                if (r.Path is not null)
-                {
-                    if (r.Reuse)
-                    {
-                        Interlocked.Add(ref PrefixQueriedTokens, job.Prompt.Length);
-                        Interlocked.Add(ref PrefixHitTokens, r.CachedTokens);
-                        _observer?.PrefixCacheLookup(job.Prompt.Length, r.CachedTokens);
-                    }
-                    r.Path = null;
-                }
-                if (job.PromptLogprobs) r.P.Events.TryWrite(new PromptLogprobsEvent(r.PromptLps!, r.PromptTops!));
-                if (job.MaxTokens == 0) { r.FinishReason = "length"; continue; }
-                EmitNext(r, r.Session.Logits, firstToken: true);
+                int n = Math.Min(budget, r.P.Job.Prompt.Length - r.Session.Length);
+                _stepChunks.Add(new InferenceSession.PromptChunk(r.Session, r.P.Job.Prompt, n));
+                _stepChunkOwners.Add(r);
+                budget -= n;
             }
+            if (_stepSessions.Count > 0 || _stepChunks.Count > 0)
+            {
+                try
+                {
+                    InferenceSession.Step(_stepSessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_stepTokens), _stepChunks, scratch, logits);
+                }
+                catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
+                {
+                    // The step's sessions are no longer consistent: its sequences end with the error, the others go on.
+                    foreach (var r in decoders.Concat(_stepChunkOwners))
+                    {
+                        r.FinishReason = "error";
+                        r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                    }
+                    return;
+                }
+                if (decoders.Count > 0)
+                {
+                    Interlocked.Increment(ref DecodeSteps);
+                    Interlocked.Add(ref DecodedTokens, decoders.Count);
+                }
+                foreach (var r in decoders) EmitNext(r, r.Session.Logits, firstToken: false);
+                foreach (var r in _stepChunkOwners)
+                {
+                    if (r.Path is not null) Publish(r);
+                    if (r.Session.Length == r.P.Job.Prompt.Length) PrefillDone(r);
+                }
+            }
+            foreach (var r in prefillers)
+                if (r.P.Job.PromptLogprobs && budget > 0) budget -= PrefillWithPromptLogprobs(r, budget);
         }
         finally
         {
-            pending.Clear();
+            // Finished requests are not kept reachable until the next step.
+            decoders.Clear();
+            prefillers.Clear();
+            _stepSessions.Clear();
+            _stepChunks.Clear();
+            _stepChunkOwners.Clear();
         }
     }
 
-    private unsafe bool PrefillWithPromptLogprobs(Running r, int budget)
+    /// <summary>A prompt whose prefill completed: counts its prefix-cache use and samples its first token (or ends it at max_tokens 0).</summary>
+    private void PrefillDone(Running r)
+    {
+        var job = r.P.Job;
+        r.Prefilling = false;
+        if (r.Path is not null)
+        {
+            if (r.Reuse)
+            {
+                Interlocked.Add(ref PrefixQueriedTokens, job.Prompt.Length);
+                Interlocked.Add(ref PrefixHitTokens, r.CachedTokens);
+                _observer?.PrefixCacheLookup(job.Prompt.Length, r.CachedTokens);
+            }
+            r.Path = null;
+        }
+        if (job.PromptLogprobs) r.P.Events.TryWrite(new PromptLogprobsEvent(r.PromptLps!, r.PromptTops!));
+        if (job.MaxTokens == 0) { r.FinishReason = "length"; return; }
+        EmitNext(r, r.Session.Logits, firstToken: true);
+    }
+
+    /// <summary>The next chunk (up to <paramref name="budget"/> tokens) of a prompt whose log-probs were asked for, on its own; returns the tokens it took.</summary>
+    private int PrefillWithPromptLogprobs(Running r, int budget)
+    {
+        int before = r.Session.Length;
+        bool done;
+        try
+        {
+            done = PrefillChunkWithPromptLogprobs(r, budget);
+            if (r.Path is not null) Publish(r);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
+        {
+            r.FinishReason = "error";
+            r.P.Events.TryWrite(new ErrorEvent(e.Message));
+            return 0;
+        }
+        if (done) PrefillDone(r);
+        return r.Session.Length - before;
+    }
+
+    private unsafe bool PrefillChunkWithPromptLogprobs(Running r, int budget)
     {
         var prompt = r.P.Job.Prompt;
         var row = _promptRow ??= new float[_model.Config.VocabSize];
@@ -490,36 +560,13 @@ public sealed class BatchScheduler : IDisposable
         return false;
     }
 
-    // The decode step's lists, reused by the scheduler loop (its only caller) step after step.
+    // The step's lists, reused by the scheduler loop (its only caller) step after step.
     private readonly List<Running> _stepBatch = [];
+    private readonly List<Running> _stepPrefill = [];
+    private readonly List<Running> _stepChunkOwners = [];
     private readonly List<InferenceSession> _stepSessions = [];
     private readonly List<int> _stepTokens = [];
-
-    /// <summary>One decode step for every sequence past its prefill; returns how many were decoded.</summary>
-    private int DecodeStep(ForwardScratch scratch, float[] logits)
-    {
-        var batch = _stepBatch;
-        batch.Clear();
-        _stepSessions.Clear();
-        _stepTokens.Clear();
-        lock (_lock)
-            foreach (var r in _running)
-                if (!r.Prefilling && r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested) batch.Add(r);
-        if (batch.Count == 0) return 0;
-        foreach (var r in batch)
-        {
-            _stepSessions.Add(r.Session);
-            _stepTokens.Add(r.NextToken);
-        }
-        InferenceSession.AppendBatch(_stepSessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_stepTokens), scratch, logits);
-        Interlocked.Increment(ref DecodeSteps);
-        Interlocked.Add(ref DecodedTokens, batch.Count);
-        foreach (var r in batch) EmitNext(r, r.Session.Logits, firstToken: false);
-        int decoded = batch.Count;
-        batch.Clear(); // finished requests are not kept reachable until the next step
-        _stepSessions.Clear();
-        return decoded;
-    }
+    private readonly List<InferenceSession.PromptChunk> _stepChunks = [];
 
     private void FailRunning(string message)
     {

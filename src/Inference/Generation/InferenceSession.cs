@@ -232,6 +232,102 @@ public sealed unsafe class InferenceSession : IDisposable
         }
     }
 
+    /// <summary>
+    /// One scheduler step in one forward pass: a decode step for each of <paramref name="decode"/> (as
+    /// <see cref="AppendBatch"/>) and the next chunk of each prompt in <paramref name="prefill"/> (as
+    /// <see cref="PrefillPart"/> with its count), so the weights are read once for all of them and the
+    /// decode tokens ride in the prompt chunks' matmuls. Every row is computed as it would be alone
+    /// (matmul rows are independent, attention runs per segment), so each session ends in the state its
+    /// own <see cref="Append"/> or <see cref="PrefillPart"/> would leave, bit for bit. Afterwards each
+    /// decoded session's <see cref="Logits"/> is set, and each prefilling session's when its prompt completed.
+    /// </summary>
+    public static void Step(IReadOnlyList<InferenceSession> decode, ReadOnlySpan<int> tokens, IReadOnlyList<PromptChunk> prefill,
+                            ForwardScratch scratch, float[] logitScratch)
+    {
+        if (decode.Count != tokens.Length) throw new ArgumentException("one token per decoding session", nameof(tokens));
+        if (prefill.Count == 0)
+        {
+            AppendBatch(decode, tokens, scratch, logitScratch);
+            return;
+        }
+        var model = prefill[0].Session.Model;
+        var batch = t_batch ??= [];
+        var batchTokens = t_batchTokens ??= [];
+        var segments = t_segments ??= [];
+        batch.Clear();
+        batchTokens.Clear();
+        segments.Clear();
+        try
+        {
+            for (int i = 0; i < decode.Count; i++)
+            {
+                var session = decode[i];
+                if (!ReferenceEquals(session.Model, model)) throw new ArgumentException("all sessions of a step must share one model", nameof(decode));
+                var regime = session.ParametersFor(session.Length + 1);
+                if (session.Length == 0 || (session.Policy == KvCachePolicy.Exact && !regime.SameAs(session._cacheRegime!)))
+                {
+                    session.Append(tokens[i]); // rebuild (or first token): on its own
+                    continue;
+                }
+                session._tokens.Add(tokens[i]);
+                session._cacheRegime = regime;
+                batch.Add(session);
+                batchTokens.Add(tokens[i]);
+                segments.Add(new LlamaModel.Segment(session.Cache, session.Length - 1, 1, regime));
+            }
+            int decoded = batch.Count;
+            foreach (var chunk in prefill)
+            {
+                var session = chunk.Session;
+                var prompt = chunk.Prompt;
+                if (!ReferenceEquals(session.Model, model)) throw new ArgumentException("all sessions of a step must share one model", nameof(prefill));
+                if (batch.Contains(session)) throw new ArgumentException("a session cannot decode and prefill in one step", nameof(prefill));
+                int start = session.Length;
+                if (start >= prompt.Length) throw new InvalidOperationException("the prompt is already prefilled");
+                if (start > 0 && !prompt.AsSpan(0, start).SequenceEqual(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(session._tokens)))
+                    throw new InvalidOperationException("the session holds tokens that are not this prompt's prefix");
+                int n = Math.Min(Math.Max(1, chunk.Count), prompt.Length - start);
+                var regime = session.ParametersFor(prompt.Length);
+                session._tokens.AddRange(prompt.AsSpan(start, n));
+                session._cacheRegime = regime;
+                batch.Add(session);
+                batchTokens.AddRange(prompt.AsSpan(start, n));
+                segments.Add(new LlamaModel.Segment(session.Cache, start, n, regime));
+            }
+
+            int vocab = model.Config.VocabSize, hiddenSize = model.Config.HiddenSize;
+            if (logitScratch.Length < Math.Max(1, decoded) * vocab) throw new ArgumentException($"logit scratch needs {decoded * vocab} floats", nameof(logitScratch));
+            model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batchTokens), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), scratch);
+            fixed (float* logits = logitScratch)
+            {
+                if (decoded > 0)
+                {
+                    model.Logits(scratch.Hidden, decoded, logits);
+                    for (int b = 0; b < decoded; b++)
+                        new ReadOnlySpan<float>(logits + (long)b * vocab, vocab).CopyTo(batch[b]._logits);
+                }
+                int row = decoded;
+                for (int i = decoded; i < batch.Count; i++)
+                {
+                    var seg = segments[i];
+                    var session = batch[i];
+                    row += seg.Count;
+                    if (session.Length != prefill[i - decoded].Prompt.Length) continue;
+                    fixed (float* own = session._logits)
+                        model.Logits(scratch.Hidden + (long)(row - 1) * hiddenSize, 1, own);
+                }
+            }
+        }
+        finally
+        {
+            batch.Clear();
+            segments.Clear();
+        }
+    }
+
+    /// <summary>The next (up to) <paramref name="Count"/> tokens of <paramref name="Prompt"/> for <paramref name="Session"/>, in a <see cref="Step"/>.</summary>
+    public readonly record struct PromptChunk(InferenceSession Session, int[] Prompt, int Count);
+
     public void Dispose()
     {
         Cache.Dispose();

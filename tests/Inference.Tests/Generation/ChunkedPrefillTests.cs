@@ -45,6 +45,40 @@ public sealed class ChunkedPrefillTests
         Assert.Equal(oneShot.Append(17).ToArray(), parts.Append(17).ToArray());
     }
 
+    /// <summary>
+    /// The scheduler's mixed step: decode tokens of two sequences and chunks of two prompts (one of
+    /// which completes) in one forward leave every session exactly as its own Append / PrefillPart
+    /// would — logits, caches (the next decode step) and all — under every rope family.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Ropes))]
+    public void MixedStepEqualsSeparateDecodeAndPrefill(string? ropeJson)
+    {
+        var rope = ropeJson is null ? Model.Rope : Model.ResolveRope(JsonNode.Parse(ropeJson)!.AsObject());
+        int[] a = Prompt(30, 1), b = Prompt(21, 2), c = Prompt(150, 3), d = Prompt(37, 4);
+        InferenceSession Started(int[] prompt) { var s = new InferenceSession(Model, rope); s.Prefill(prompt); return s; }
+        using InferenceSession aMixed = Started(a), bMixed = Started(b), aAlone = Started(a), bAlone = Started(b);
+        using InferenceSession cMixed = new(Model, rope), cAlone = new(Model, rope), dMixed = new(Model, rope), dAlone = new(Model, rope);
+        cMixed.PrefillPart(c, 64);
+        cAlone.PrefillPart(c, 64);
+
+        using var scratch = new ForwardScratch(Model.Config);
+        var logits = new float[2 * Model.Config.VocabSize];
+        InferenceSession.Step([aMixed, bMixed], [11, 12], [new(cMixed, c, 64), new(dMixed, d, 64)], scratch, logits);
+        Assert.Equal(aAlone.Append(11).ToArray(), aMixed.Logits.ToArray());
+        Assert.Equal(bAlone.Append(12).ToArray(), bMixed.Logits.ToArray());
+        Assert.False(cAlone.PrefillPart(c, 64));
+        Assert.Equal(128, cMixed.Length);
+        Assert.True(dAlone.PrefillPart(d, 64)); // d completes in this step: its logits are set
+        Assert.Equal(dAlone.Logits.ToArray(), dMixed.Logits.ToArray());
+        // The caches are equal too: the next steps agree.
+        Assert.Equal(aAlone.Append(5).ToArray(), aMixed.Append(5).ToArray());
+        Assert.Equal(dAlone.Append(6).ToArray(), dMixed.Append(6).ToArray());
+        Assert.True(cAlone.PrefillPart(c, 64));
+        Assert.True(cMixed.PrefillPart(c, 64));
+        Assert.Equal(cAlone.Logits.ToArray(), cMixed.Logits.ToArray());
+    }
+
     [Fact]
     public void PartsRefuseAnotherPrompt()
     {

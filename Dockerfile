@@ -1,5 +1,7 @@
 # PiServe: SDK build stage, ASP.NET runtime stage, non-root.
 FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
+# gcc builds the native matmul kernels (src/Inference/Native); without it the managed ones run.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Directory.Build.props PiServe.sln appsettings.json ./
 COPY src/ src/

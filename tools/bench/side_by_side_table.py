@@ -4,7 +4,8 @@
     /usr/bin/python3 tools/bench/side_by_side_table.py /tmp/side-by-side/results.jsonl [--bandwidth-gbs B] [--write docs/PERFORMANCE.md]
 
 Per (shape, dtype, test): the median tokens/s of each engine over the alternating rounds, the ratio
-PiServe / llama.cpp, and for decode rows the fraction of the bandwidth ceiling: the bytes one decode
+PiServe / llama.cpp (for bf16 weights also PiServe with --matmul-precision bf16, engine "piserve-bf16",
+the numerics llama.cpp itself uses for bf16 weights), and for decode rows the fraction of the bandwidth ceiling: the bytes one decode
 step must read (all weights, plus the f16 KV cache of the context for tg128@D) over the machine's
 bandwidth: --bandwidth-gbs (e.g. STREAM triad measured on a quiet machine), else the median of the
 read bandwidth PiServe's bench measured in the same runs (noisier: it shares the host with them). With --write the table replaces the text between the
@@ -37,6 +38,7 @@ def main(path, write=None, bandwidth_gbs=None):
     keys = sorted({k[:3] for k in runs}, key=lambda k: (k[0] != "small", k[1], TEST_ORDER.index(k[2]) if k[2] in TEST_ORDER else 99))
     for shape, dtype, test in keys:
         ours, theirs = runs.get((shape, dtype, test, "piserve"), []), runs.get((shape, dtype, test, "llama"), [])
+        fast = runs.get((shape, dtype, test, "piserve-bf16"), [])
         if not ours or not theirs:
             continue
         m_ours, m_theirs = statistics.median(ours), statistics.median(theirs)
@@ -53,16 +55,18 @@ def main(path, write=None, bandwidth_gbs=None):
         def spread(v):
             digits = 0 if max(v) >= 100 else 1
             return f" ({min(v):.{digits}f}–{max(v):.{digits}f})" if len(v) > 1 else ""
+        m_fast = statistics.median(fast) if fast else None
+        fast_cells = f"**{m_fast:.1f}**{spread(fast)} | **{m_fast / m_theirs:.2f}**" if fast else "– | –"
         rows.append(f"| {SHAPE_NAMES.get(shape, shape)} | {dtype} | {test} | **{m_ours:.1f}**{spread(ours)} | "
-                    f"{m_theirs:.1f}{spread(theirs)} | **{m_ours / m_theirs:.2f}** | {ceiling} |")
+                    f"{m_theirs:.1f}{spread(theirs)} | **{m_ours / m_theirs:.2f}** | {fast_cells} | {ceiling} |")
 
     bw = [x["bandwidth_gb_per_second"] for v in meta.values() for x in v]
     table = "\n".join([
-        "| shape | weights | test | PiServe tok/s (range) | llama.cpp tok/s (range) | PiServe / llama.cpp | ceiling tok/s | PiServe / ceiling | llama.cpp / ceiling |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| shape | weights | test | PiServe tok/s (range) | llama.cpp tok/s (range) | PiServe / llama.cpp | PiServe bf16 matmuls tok/s | bf16 matmuls / llama.cpp | ceiling tok/s | PiServe / ceiling | llama.cpp / ceiling |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"Medians of up to {max(len(v) for v in runs.values())} alternating runs per engine and row. Ceiling: bytes one decode step reads "
+        f"Medians of up to {max(len(v) for v in runs.values())} alternating runs per engine and row. PiServe runs exact (f32 activations) unless the column says bf16 matmuls. Ceiling: bytes one decode step reads "
         + (f"(weights + f16 KV of the context) over {bandwidth_gbs:g} GB/s (STREAM triad, 2 threads, quiet machine); "
          if bandwidth_gbs else "(weights + f16 KV of the context) over the read bandwidth measured by `bench` in these runs; ")
         + (f"`bench`'s own read probe during these runs: median {statistics.median(bw):.1f} GB/s, range {min(bw):.1f}–{max(bw):.1f}." if bw else ""),

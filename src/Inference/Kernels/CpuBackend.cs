@@ -363,7 +363,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
                 i += lanes;
             }
-            float a0 = S.Sum(s0), a1 = S.Sum(s1), a2 = S.Sum(s2), a3 = S.Sum(s3);
+            var sums = S.Sum4(s0, s1, s2, s3);
+            float a0 = sums.GetElement(0), a1 = sums.GetElement(1), a2 = sums.GetElement(2), a3 = sums.GetElement(3);
             for (; i < headDim; i++)
             {
                 float qi = q[i];

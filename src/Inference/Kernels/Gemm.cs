@@ -210,8 +210,10 @@ public static unsafe class Gemm
             s6 = S.Fma(T.Load<S, V>(p6, i), xv, s6); s7 = S.Fma(T.Load<S, V>(p7, i), xv, s7);
             i += lanes;
         }
-        a0 = S.Sum(s0); a1 = S.Sum(s1); a2 = S.Sum(s2); a3 = S.Sum(s3);
-        a4 = S.Sum(s4); a5 = S.Sum(s5); a6 = S.Sum(s6); a7 = S.Sum(s7);
+        var lo = S.Sum4(s0, s1, s2, s3);
+        var hi = S.Sum4(s4, s5, s6, s7);
+        a0 = lo.GetElement(0); a1 = lo.GetElement(1); a2 = lo.GetElement(2); a3 = lo.GetElement(3);
+        a4 = hi.GetElement(0); a5 = hi.GetElement(1); a6 = hi.GetElement(2); a7 = hi.GetElement(3);
         for (; i < k; i++)
         {
             float xi = x[i];
@@ -275,6 +277,12 @@ public static unsafe class Gemm
             int rn = r0;
             for (; rn + 4 <= r1; rn += 4)
             {
+                if (w.DType == DType.BF16)
+                {
+                    // bf16 rows split in registers as the panel would hold them: no panel pass.
+                    NativeKernels.Micro4Bf16Rows((ushort*)w.Row(rn), k, x, tn, y + (long)t0 * rows + rn, rows, bias == null ? null : bias + rn);
+                    continue;
+                }
                 for (int j = 0; j < 4; j++)
                 {
                     // Finite f16 widens to the same floats with F16C (the non-finite path keeps the managed conversion's NaN bits).

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace PiServe.Inference.Kernels;
 
@@ -37,6 +38,12 @@ internal unsafe interface ISimd<V> where V : struct
     /// <summary>a·b + c.</summary>
     static abstract V Fma(V a, V b, V c);
     static abstract float Sum(V v);
+    /// <summary>
+    /// The four sums Sum(a), Sum(b), Sum(c), Sum(d), bit for bit, in lanes 0–3: the same pairwise tree
+    /// for four vectors at once (shuffles that pack the partial sums), about half the operations of
+    /// four separate horizontal sums.
+    /// </summary>
+    static abstract Vector128<float> Sum4(V a, V b, V c, V d);
     /// <summary>Lanes bf16 values from p widened to f32 (bf16 is the top half of an f32).</summary>
     static abstract V LoadBf16(ushort* p);
     /// <summary>Lanes IEEE halves from p widened to f32, exactly (see <see cref="HalfBits"/>).</summary>
@@ -86,6 +93,23 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    /// <summary>
+    /// Vector512.Sum's tree is Sum(lower 256) + Sum(upper 256) down to adjacent pairs: pack the
+    /// adjacent-pair sums of a and b (then c and d) into one vector, then the pairs of pairs of all
+    /// four, then add adjacent 128-bit blocks and the two halves. Without AVX-512 (the emulated width)
+    /// four plain sums, the same values.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        if (!Avx512F.IsSupported) return Vector128.Create(Sum(a), Sum(b), Sum(c), Sum(d));
+        var ab = Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
+        var cd = Avx512F.Add(Avx512F.Shuffle(c, d, 0x88), Avx512F.Shuffle(c, d, 0xDD));
+        var y = Avx512F.Add(Avx512F.Shuffle(ab, cd, 0x88), Avx512F.Shuffle(ab, cd, 0xDD));
+        y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0xB1));
+        y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0x4E));
+        return y.GetLower().GetLower();
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> LoadBf16(ushort* p) =>
         Vector512.ShiftLeft(Vector512.WidenLower(Vector256.Load(p).ToVector512Unsafe()), 16).AsSingle();
@@ -155,6 +179,16 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    /// <summary>Four sums in one pass of <see cref="Simd512.Sum4"/>'s tree (two 128-bit blocks to add at the end).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Sum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        if (!Avx.IsSupported) return Vector128.Create(Sum(a), Sum(b), Sum(c), Sum(d));
+        var ab = Avx.Add(Avx.Shuffle(a, b, 0x88), Avx.Shuffle(a, b, 0xDD));
+        var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
+        var y = Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
+        return Sse.Add(y.GetLower(), y.GetUpper());
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LoadBf16(ushort* p) =>
         Vector256.ShiftLeft(Vector256.WidenLower(Vector128.Load(p).ToVector256Unsafe()), 16).AsSingle();
@@ -223,6 +257,15 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> v) => Vector128.Sum(v);
+    /// <summary>Four sums in one pass of <see cref="Simd512.Sum4"/>'s tree (one 128-bit block each).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Sum4(Vector128<float> a, Vector128<float> b, Vector128<float> c, Vector128<float> d)
+    {
+        if (!Sse.IsSupported) return Vector128.Create(Sum(a), Sum(b), Sum(c), Sum(d));
+        var ab = Sse.Add(Sse.Shuffle(a, b, 0x88), Sse.Shuffle(a, b, 0xDD));
+        var cd = Sse.Add(Sse.Shuffle(c, d, 0x88), Sse.Shuffle(c, d, 0xDD));
+        return Sse.Add(Sse.Shuffle(ab, cd, 0x88), Sse.Shuffle(ab, cd, 0xDD));
+    }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> LoadBf16(ushort* p) =>
         Vector128.ShiftLeft(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16()), 16).AsSingle();

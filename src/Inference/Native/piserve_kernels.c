@@ -23,7 +23,7 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 2
+#define PK_ABI_VERSION 3
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -144,6 +144,111 @@ PK_API __attribute__((target("avx512f"))) void pk_micro4_f32(const float* w, int
         case 3: micro4_f32_3(w, k, xt, yt, yStride, bias); break;
         case 2: micro4_f32_2(w, k, xt, yt, yStride, bias); break;
         case 1: micro4_f32_1(w, k, xt, yt, yStride, bias); break;
+        default: break;
+    }
+}
+
+// The same arithmetic straight from bf16 rows, without a widened panel: each 32-bit lane of a load
+// holds two adjacent weights, split into the even vector (shift left 16) and the odd one (mask),
+// which is what the panel would hold at i and i + 16 (Gemm.WidenPairs), so every accumulator sees
+// the same products in the same order. Saves the panel pass, which a decode batch of a few tokens
+// cannot amortise. At most 5 tokens: 20 accumulators, 4 raw rows and their halves fit 32 registers.
+__attribute__((target("avx512f"), always_inline)) static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void finish4_bf16(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
+                                                                                 const uint16_t* w, const float* xt, int i, int k,
+                                                                                 float* out, const float* bias)
+{
+    float s[4];
+    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
+    for (int j = 0; j < 4; j++)
+    {
+        const uint16_t* wj = w + (long)j * k;
+        for (int ii = i; ii < k; ii++) s[j] += bf16_to_f32(wj[ii]) * xt[ii];
+        out[j] = s[j] + (bias ? bias[j] : 0.0f);
+    }
+}
+
+#define PK_FOR_TOKENS5(M) M(0) M(1) M(2) M(3) M(4)
+
+#define PK_STEP(t)                                                                                      \
+    if (NT > t)                                                                                         \
+    {                                                                                                   \
+        __m512 b = _mm512_loadu_ps(x + (long)t * k + i + off);                                          \
+        c##t##0 = _mm512_fmadd_ps(a0, b, c##t##0);                                                      \
+        c##t##1 = _mm512_fmadd_ps(a1, b, c##t##1);                                                      \
+        c##t##2 = _mm512_fmadd_ps(a2, b, c##t##2);                                                      \
+        c##t##3 = _mm512_fmadd_ps(a3, b, c##t##3);                                                      \
+    }
+__attribute__((target("avx512f"), always_inline)) static inline void micro4_bf16p(int NT, const uint16_t* w, int k, const float* x,
+                                                                                 float* y, long yStride, const float* bias)
+{
+    PK_FOR_TOKENS5(PK_DECL)
+    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+    int i = 0;
+    for (; i + 32 <= k; i += 32)
+    {
+        __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
+        __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
+        __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16)), a1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
+        __m512 a2 = _mm512_castsi512_ps(_mm512_slli_epi32(r2, 16)), a3 = _mm512_castsi512_ps(_mm512_slli_epi32(r3, 16));
+        int off = 0;
+        PK_FOR_TOKENS5(PK_STEP)
+        a0 = _mm512_castsi512_ps(_mm512_and_si512(r0, high)); a1 = _mm512_castsi512_ps(_mm512_and_si512(r1, high));
+        a2 = _mm512_castsi512_ps(_mm512_and_si512(r2, high)); a3 = _mm512_castsi512_ps(_mm512_and_si512(r3, high));
+        off = 16;
+        PK_FOR_TOKENS5(PK_STEP)
+    }
+    if (i + 16 <= k)
+    {
+        // A tail shorter than a pair block stays in place in the panel: one plain widened vector.
+        __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + i))), 16));
+        __m512 a1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + k + i))), 16));
+        __m512 a2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + 2L * k + i))), 16));
+        __m512 a3 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + 3L * k + i))), 16));
+        int off = 0;
+        PK_FOR_TOKENS5(PK_STEP)
+        i += 16;
+    }
+#define PK_FINISH(t) if (NT > t) finish4_bf16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
+    PK_FOR_TOKENS5(PK_FINISH)
+#undef PK_FINISH
+}
+#undef PK_STEP
+
+#define PK_MICRO_BF16P(NT)                                                                              \
+    __attribute__((target("avx512f"))) static void micro4_bf16p_##NT(const uint16_t* w, int k, const float* x, \
+                                                                     float* y, long yStride, const float* bias) \
+    {                                                                                                   \
+        micro4_bf16p(NT, w, k, x, y, yStride, bias);                                                    \
+    }
+PK_MICRO_BF16P(5)
+PK_MICRO_BF16P(4)
+PK_MICRO_BF16P(3)
+PK_MICRO_BF16P(2)
+PK_MICRO_BF16P(1)
+
+// pk_micro4_f32's results for 4 bf16 rows (w: the first, rows k elements apart) without a panel;
+// x in the pair layout as for pk_micro4_f32.
+PK_API __attribute__((target("avx512f"))) void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n,
+                                                                  float* y, long yStride, const float* bias)
+{
+    int t = 0;
+    for (; t + 5 <= n; t += 5) micro4_bf16p_5(w, k, x + (long)t * k, y + t * yStride, yStride, bias);
+    const float* xt = x + (long)t * k;
+    float* yt = y + t * yStride;
+    switch (n - t)
+    {
+        case 4: micro4_bf16p_4(w, k, xt, yt, yStride, bias); break;
+        case 3: micro4_bf16p_3(w, k, xt, yt, yStride, bias); break;
+        case 2: micro4_bf16p_2(w, k, xt, yt, yStride, bias); break;
+        case 1: micro4_bf16p_1(w, k, xt, yt, yStride, bias); break;
         default: break;
     }
 }

@@ -41,6 +41,50 @@ public unsafe class GemmTests
             }
     }
 
+    /// <summary>
+    /// Sum4 (four horizontal sums at once, used by the GEMV and attention scores) gives each vector's
+    /// Sum bit for bit at every width: the kernels' bit-identity between decode, batches and prefill
+    /// rests on every path summing a row's lanes in the same tree.
+    /// </summary>
+    [Theory]
+    [InlineData(SimdWidth.V512)]
+    [InlineData(SimdWidth.V256)]
+    [InlineData(SimdWidth.V128)]
+    public void Sum4EqualsFourSums(SimdWidth width)
+    {
+        var rng = new Random((int)width);
+        var v = new float[4 * 16];
+        for (int round = 0; round < 2000; round++)
+        {
+            // Mixed magnitudes and signs, so that any other order of additions rounds differently.
+            for (int i = 0; i < v.Length; i++) v[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 6)));
+            fixed (float* p = v)
+            {
+                float[] expected, got;
+                switch (width)
+                {
+                    case SimdWidth.V512:
+                        expected = [Simd512.Sum(Vector512.Load(p)), Simd512.Sum(Vector512.Load(p + 16)), Simd512.Sum(Vector512.Load(p + 32)), Simd512.Sum(Vector512.Load(p + 48))];
+                        var s512 = Simd512.Sum4(Vector512.Load(p), Vector512.Load(p + 16), Vector512.Load(p + 32), Vector512.Load(p + 48));
+                        got = [s512[0], s512[1], s512[2], s512[3]];
+                        break;
+                    case SimdWidth.V256:
+                        expected = [Simd256.Sum(Vector256.Load(p)), Simd256.Sum(Vector256.Load(p + 8)), Simd256.Sum(Vector256.Load(p + 16)), Simd256.Sum(Vector256.Load(p + 24))];
+                        var s256 = Simd256.Sum4(Vector256.Load(p), Vector256.Load(p + 8), Vector256.Load(p + 16), Vector256.Load(p + 24));
+                        got = [s256[0], s256[1], s256[2], s256[3]];
+                        break;
+                    default:
+                        expected = [Simd128.Sum(Vector128.Load(p)), Simd128.Sum(Vector128.Load(p + 4)), Simd128.Sum(Vector128.Load(p + 8)), Simd128.Sum(Vector128.Load(p + 12))];
+                        var s128 = Simd128.Sum4(Vector128.Load(p), Vector128.Load(p + 4), Vector128.Load(p + 8), Vector128.Load(p + 12));
+                        got = [s128[0], s128[1], s128[2], s128[3]];
+                        break;
+                }
+                for (int j = 0; j < 4; j++)
+                    Assert.True(BitConverter.SingleToUInt32Bits(expected[j]) == BitConverter.SingleToUInt32Bits(got[j]), $"round {round}, sum {j}: {got[j]:R} vs {expected[j]:R}");
+            }
+        }
+    }
+
     /// <summary>Every vector width converts every one of the 65536 halves exactly as the runtime's (Half)→float does.</summary>
     [Theory]
     [InlineData(SimdWidth.V512)]

@@ -10,7 +10,7 @@
 # Tests are llama-bench's: ppN = prefill of N tokens into an empty cache, tg128 = 128 decode steps
 # from an empty context, tg128@D = 128 decode steps after a D-token prefill. Both engines keep the
 # KV cache in f16 (llama.cpp's default; PiServe's --kv-dtype f16) and memory-map the weights.
-# For bf16 weights the prefill tests run PiServe twice: exact (engine "piserve", f32 activations) and
+# For bf16 weights every test runs PiServe twice: exact (engine "piserve", f32 activations) and
 # with --matmul-precision bf16 (engine "piserve-bf16": activations rounded to bf16 as llama.cpp does).
 # Needs llama.cpp's llama-bench (tools/bench/build_llamacpp.sh builds it, ~18 min on 2 cores),
 # /usr/bin/python3 with numpy, and about 2.5 GB of disk per 1b checkpoint and dtype (twice: ours and GGUF).
@@ -67,7 +67,7 @@ for shape in $shapes; do
     [ -f "$gguf" ] || PYTHONPATH=$llamacpp/src/gguf-py /usr/bin/python3 "$repo/tools/bench/to_gguf.py" "$ckpt" "$gguf" >/dev/null
     for test in $tests; do
       for round in $(seq 1 "$rounds"); do
-        ours="piserve"; [ "$dtype" = bf16 ] && [ "${test#pp}" != "$test" ] && ours="piserve piserve-bf16"
+        ours="piserve"; [ "$dtype" = bf16 ] && ours="piserve piserve-bf16"
         order="llama $ours"; [ $((round % 2)) -eq 0 ] && order="$ours llama"
         for engine in $order; do
           load=$(cut -d' ' -f1 /proc/loadavg)

@@ -401,6 +401,9 @@ public sealed class BatchScheduler : IDisposable
                     r.P.Events.TryWrite(new ErrorEvent(e.Message));
                     continue;
                 }
+                // Its next block is being computed this step by a sequence with the same prefix (the
+                // other choices of its request, or the same document asked twice): copy it next step.
+                if (r.Reuse && BlockInFlight(r)) continue;
                 int n = Math.Min(budget, r.P.Job.Prompt.Length - r.Session.Length);
                 _stepChunks.Add(new InferenceSession.PromptChunk(r.Session, r.P.Job.Prompt, n));
                 _stepChunkOwners.Add(r);
@@ -430,7 +433,16 @@ public sealed class BatchScheduler : IDisposable
                 foreach (var r in decoders) EmitNext(r, r.Session.Logits, firstToken: false);
                 foreach (var r in _stepChunkOwners)
                 {
-                    if (r.Path is not null) Publish(r);
+                    try
+                    {
+                        if (r.Path is not null) Publish(r);
+                    }
+                    catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
+                    {
+                        r.FinishReason = "error";
+                        r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                        continue;
+                    }
                     if (r.Session.Length == r.P.Job.Prompt.Length) PrefillDone(r);
                 }
             }
@@ -446,6 +458,26 @@ public sealed class BatchScheduler : IDisposable
             _stepChunks.Clear();
             _stepChunkOwners.Clear();
         }
+    }
+
+    /// <summary>
+    /// Whether a sequence already in this step's chunks computes (and will cache) the prompt block
+    /// <paramref name="r"/> would compute next, under the same rope regime: its chain hash equal,
+    /// that sequence starting at or before the block and its chunk covering it.
+    /// </summary>
+    private bool BlockInFlight(Running r)
+    {
+        int bt = _prefixCache!.BlockTokens, at = r.Session.Length, b = at / bt;
+        if (at % bt != 0 || b >= MaxReusedBlocks(r.P.Job)) return false;
+        for (int i = 0; i < _stepChunkOwners.Count; i++)
+        {
+            var o = _stepChunkOwners[i];
+            int from = o.Session.Length, to = from + _stepChunks[i].Count;
+            if (o.Path is not null && o.Publishing && o.P.Hashes is { } h && h.Length > b && h[b] == r.P.Hashes![b]
+                && from <= at && to >= at + bt && o.P.Regime!.SameAs(r.P.Regime!))
+                return true;
+        }
+        return false;
     }
 
     /// <summary>A prompt whose prefill completed: counts its prefix-cache use and samples its first token (or ends it at max_tokens 0).</summary>

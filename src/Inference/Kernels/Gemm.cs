@@ -33,7 +33,7 @@ public static unsafe class Gemm
     /// micro-kernel when it is loaded (bit-identical to the managed one, see <see cref="NativeKernels"/>).
     /// </summary>
     public static void Rows(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel) =>
-        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel, NativeKernels.HasMicro4F32);
+        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel, Simd.Best == SimdWidth.V512 && NativeKernels.HasMicro4F32);
 
     /// <summary>
     /// Rows [r0, r1) of y for n tokens at a given vector width (tests run every width on any CPU).

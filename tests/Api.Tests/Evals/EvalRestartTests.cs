@@ -13,7 +13,9 @@ public class EvalRestartTests
     public async Task AKilledHostResumesTheJobFromItsLastCompletedUnit()
     {
         using var root = new TempDir();
-        EvalHost.Prepare(root.Path, books: 6, words: 200);
+        // Books long enough that the job is still running when its third unit is seen done (with 200
+        // words a unit took a few ms once the kernels got faster, and the job could finish between polls).
+        EvalHost.Prepare(root.Path, books: 6, words: 1500);
         var request = new JsonObject
         {
             ["kind"] = "perplexity", ["model"] = "tiny", ["dataset"] = "pg",

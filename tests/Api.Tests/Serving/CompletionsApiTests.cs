@@ -56,7 +56,7 @@ public class CompletionsApiTests(HostFixture fixture)
         var bf16 = data.Single(m => m!["id"]!.GetValue<string>() == "tiny-bf16-prefill")!;
         Assert.Equal("loaded", bf16["status"]!.GetValue<string>());
         Assert.Equal(Inference.Kernels.NativeKernels.HasBf16Dot ? "bf16" : "exact", bf16["matmul_precision"]!.GetValue<string>());
-        Assert.Contains("MatmulPrecision: prefill precision 'int4' is not one of exact, bf16", Error("bad-precision"));
+        Assert.Contains("MatmulPrecision: matmul precision 'int4' is not one of exact, bf16", Error("bad-precision"));
     }
 
     [Fact]

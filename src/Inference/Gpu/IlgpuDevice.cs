@@ -67,6 +67,14 @@ public sealed class IlgpuDevice
     public int TileY { get; }
     /// <summary>Columns per GEMM step staged in shared memory (fewer steps, fewer barriers).</summary>
     public int TileK { get; }
+    /// <summary>
+    /// What a model's engine locks around its launches: its own object on a GPU (each model has its
+    /// stream), one object shared by every model on ILGPU's CPU accelerator, which is not made for
+    /// kernels launched from several threads at once (a test run once hit an "Index out of range"
+    /// assertion inside a kernel while two models' launches could overlap).
+    /// </summary>
+    public object LaunchLockFor(object model) => Kind == BackendKind.IlgpuCpu ? _cpuLaunches : model;
+    private readonly object _cpuLaunches = new();
 
     private IlgpuDevice(BackendKind kind, Context context, Accelerator accelerator)
     {

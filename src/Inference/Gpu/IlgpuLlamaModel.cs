@@ -29,7 +29,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
     private readonly IlgpuDevice _device;
     private readonly IlgpuKernelSet _k;
     private readonly AcceleratorStream _stream;
-    private readonly object _lock = new();
+    private readonly object _lock;
     private readonly List<IDisposable> _weights = [];
     private readonly DeviceMatrix _embeddings, _lmHead;
     private readonly DeviceBuffer<float> _finalNorm, _noBias;
@@ -61,6 +61,7 @@ public sealed unsafe class IlgpuLlamaModel : IForwardEngine
         _c = model.Config;
         _device = device;
         _k = device.Kernels;
+        _lock = device.LaunchLockFor(new object());
         device.Bind();
         _stream = device.Accelerator.CreateStream();
         try

@@ -33,21 +33,21 @@ public static unsafe class Gemm
     /// micro-kernel when it is loaded (bit-identical to the managed one, see <see cref="NativeKernels"/>).
     /// </summary>
     public static void Rows(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel) =>
-        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel, Simd.Best == SimdWidth.V512 && NativeKernels.HasMicro4F32);
+        Rows(Simd.Best, w, x, n, y, bias, r0, r1, panel, NativeKernels.HasMicroFor(Simd.Best));
 
     /// <summary>
     /// Rows [r0, r1) of y for n tokens at a given vector width (tests run every width on any CPU).
     /// <paramref name="panel"/> is the calling thread's scratch of <see cref="PanelFloats"/> floats.
-    /// <paramref name="native"/>: run the prefill micro-kernel natively at width 512 (needs <see cref="NativeKernels.HasMicro4F32"/>).
+    /// <paramref name="native"/>: run the micro-kernel natively (width 512 or 256; needs <see cref="NativeKernels.HasMicroFor"/>).
     /// </summary>
     public static void Rows(SimdWidth width, WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel, bool native = false)
     {
-        if (native && (width != SimdWidth.V512 || !NativeKernels.HasMicro4F32))
-            throw new InvalidOperationException($"the native micro-kernel runs at width 512 only and is {NativeKernels.Status}");
+        if (native && !NativeKernels.HasMicroFor(width))
+            throw new InvalidOperationException($"no native micro-kernel for width {(int)width}: {NativeKernels.Status}");
         switch (width)
         {
             case SimdWidth.V512: Rows<Simd512, Vector512<float>>(w, x, n, y, bias, r0, r1, panel, native); break;
-            case SimdWidth.V256: Rows<Simd256, Vector256<float>>(w, x, n, y, bias, r0, r1, panel, false); break;
+            case SimdWidth.V256: Rows<Simd256, Vector256<float>>(w, x, n, y, bias, r0, r1, panel, native); break;
             default: Rows<Simd128, Vector128<float>>(w, x, n, y, bias, r0, r1, panel, false); break;
         }
     }
@@ -273,23 +273,26 @@ public static unsafe class Gemm
         int k = w.Cols, rows = w.Rows;
         if (native)
         {
-            // The same panels, the same per-output arithmetic, 4 rows × 6 tokens per register tile in native code.
+            // The same per-output arithmetic in native code, 4 rows × 6 (AVX-512) or 3 (AVX2) tokens per register tile.
+            bool wide = S.Lanes == 16;
             int rn = r0;
             for (; rn + 4 <= r1; rn += 4)
             {
-                if (w.DType == DType.BF16)
+                float* yt = y + (long)t0 * rows + rn, bt = bias == null ? null : bias + rn;
+                if (wide && w.DType == DType.BF16)
                 {
                     // bf16 rows split in registers as the panel would hold them: no panel pass.
-                    NativeKernels.Micro4Bf16Rows((ushort*)w.Row(rn), k, x, tn, y + (long)t0 * rows + rn, rows, bias == null ? null : bias + rn);
+                    NativeKernels.Micro4Bf16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
                     continue;
                 }
                 for (int j = 0; j < 4; j++)
                 {
                     // Finite f16 widens to the same floats with F16C (the non-finite path keeps the managed conversion's NaN bits).
-                    if (w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
+                    if (wide && w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
                     else WidenRow<S, V>(w, rn + j, panel + (long)j * k);
                 }
-                NativeKernels.Micro4F32(panel, k, x, tn, y + (long)t0 * rows + rn, rows, bias == null ? null : bias + rn);
+                if (wide) NativeKernels.Micro4F32(panel, k, x, tn, yt, rows, bt);
+                else NativeKernels.Micro4F32Avx2(panel, k, x, tn, yt, rows, bt);
             }
             r0 = rn; // rows that do not fill a panel of four: the managed loop below
             if (r0 >= r1) return;

@@ -8,8 +8,9 @@ namespace PiServe.Inference.Kernels;
 /// another ABI version, disabled with PISERVE_NATIVE_KERNELS=off, or the CPU lacks the instructions,
 /// the managed kernels run and <see cref="Status"/> says why.
 /// <list type="bullet">
-/// <item><see cref="Micro4F32"/>: the exact micro-kernel of prefill and batched decode (AVX-512F), bit-identical to the
-/// managed one (Gemm.Micro4x4), so it changes speed only.</item>
+/// <item><see cref="Micro4F32"/>, <see cref="Micro4Bf16Rows"/> (AVX-512F) and <see cref="Micro4F32Avx2"/>
+/// (AVX2 + FMA + F16C): the exact micro-kernel of prefill and batched decode, bit-identical to the
+/// managed one at the same width (Gemm.Micro4x4 / Micro4x2), so they change speed only.</item>
 /// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: matmuls with bf16 activations through
 /// VDPBF16PS (AVX512-BF16), for bf16 weights when a model's <see cref="MatmulPrecision"/> is Bf16.</item>
 /// </list>
@@ -17,11 +18,12 @@ namespace PiServe.Inference.Kernels;
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 3;
+    private const int AbiVersion = 4;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4Bf16Rows;
+    private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
     private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
 
@@ -60,8 +62,8 @@ public static unsafe class NativeKernels
         }
         int features = ((delegate* unmanaged<int>)featuresFn)();
         nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
-        nint bf16Rows = Export("pk_micro4_bf16_rows");
-        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0)
+        nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
+        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -72,17 +74,17 @@ public static unsafe class NativeKernels
             s_widenF16Pairs = (delegate* unmanaged<ushort*, float*, int, void>)widen;
             s_micro4Bf16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)bf16Rows;
         }
+        if ((features & 4) != 0)
+            s_micro4F32Avx2 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)microAvx2;
         if ((features & 2) != 0)
         {
             s_gemmBf16Dot = (delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void>)dot;
             s_toBf16 = (delegate* unmanaged<float*, ushort*, long, void>)toBf16;
         }
-        Status = features switch
-        {
-            3 => "loaded: AVX-512 exact micro-kernel, AVX512-BF16 dot products",
-            1 => "loaded: AVX-512 exact micro-kernel (no AVX512-BF16 on this CPU)",
-            _ => "loaded, unused: this CPU has no AVX-512",
-        };
+        Status = (features & 3) == 3 ? "loaded: AVX-512 and AVX2 exact micro-kernels, AVX512-BF16 dot products"
+            : (features & 1) != 0 ? "loaded: AVX-512 and AVX2 exact micro-kernels (no AVX512-BF16 on this CPU)"
+            : (features & 4) != 0 ? "loaded: AVX2 exact micro-kernel (no AVX-512 on this CPU)"
+            : "loaded, unused: this CPU has neither AVX-512 nor AVX2 with FMA and F16C";
     }
 
     /// <summary>What was loaded, or why nothing was (shown by `bench` and the startup log).</summary>
@@ -90,6 +92,10 @@ public static unsafe class NativeKernels
 
     /// <summary>Whether the exact AVX-512 micro-kernel is available.</summary>
     public static bool HasMicro4F32 => s_micro4F32 != null;
+
+    /// <summary>Whether the exact micro-kernel for a vector width (512: AVX-512, 256: AVX2 + FMA + F16C) is available.</summary>
+    public static bool HasMicroFor(SimdWidth width) =>
+        width == SimdWidth.V512 ? s_micro4F32 != null : width == SimdWidth.V256 && s_micro4F32Avx2 != null;
 
     /// <summary>Whether bf16-activation matmuls (VDPBF16PS) are available.</summary>
     public static bool HasBf16Dot => s_gemmBf16Dot != null;
@@ -100,6 +106,10 @@ public static unsafe class NativeKernels
     /// </summary>
     public static void Micro4F32(float* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
         s_micro4F32(w, k, x, n, y, yStride, bias);
+
+    /// <summary><see cref="Micro4F32"/> at width 256 (x in the pair layout of width 256): Gemm's managed Vector256 arithmetic, bit for bit.</summary>
+    public static void Micro4F32Avx2(float* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
+        s_micro4F32Avx2(w, k, x, n, y, yStride, bias);
 
     /// <summary>
     /// <see cref="Micro4F32"/>'s results for 4 bf16 rows read in place (each load split into its even

@@ -13,6 +13,7 @@
 //    bit-identical to the managed kernels (tests assert it), so decode, batched decode and prefill
 //    keep adding every product in one order. It is faster because it runs 4 rows × 6 tokens (24
 //    accumulators, which the JIT spills), sums four outputs at once and widens f16 with F16C.
+//    pk_micro4_f32_avx2 is the same at width 256 for CPUs without AVX-512.
 // 2. pk_gemm_bf16dot — matmuls with bf16 activations (AVX512-BF16, VDPBF16PS), for bf16 weights
 //    when a model opts in (MatmulPrecision = bf16): activations are rounded to bf16 (round to
 //    nearest even), products of pairs are added into f32 accumulators, as llama.cpp and PyTorch's
@@ -23,15 +24,17 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 3
+#define PK_ABI_VERSION 4
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
-// bit 0: AVX-512F (the exact micro-kernel); bit 1: AVX512-BF16 with AVX-512BW (the bf16 dot kernel).
+// bit 0: AVX-512F (the exact micro-kernel); bit 1: AVX512-BF16 with AVX-512BW (the bf16 dot kernel);
+// bit 2: AVX2 + FMA + F16C (the exact micro-kernel at width 256).
 PK_API int pk_features(void)
 {
     __builtin_cpu_init();
     int f = 0;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) f |= 4;
     if (__builtin_cpu_supports("avx512f")) f |= 1;
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512bf16")) f |= 2;
     return f;
@@ -271,6 +274,84 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
     }
     for (; i < k; i++) dst[i] = _cvtsh_ss(row[i]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same exact kernels at width 256 (AVX2 + FMA + F16C), for CPUs without AVX-512: bit-identical
+// to the managed kernels at Vector256 (Gemm.Micro4x2 / DotF32 over the panel, pair blocks of 16).
+// 16 registers: 4 rows × 3 tokens of accumulators, the 3 tokens' x vectors, one weight vector. f16
+// and bf16 rows are widened into the panel by the managed code at this width.
+
+#define PK_AVX2 "avx2,fma,f16c"
+
+// Vector256.Sum's tree: Sum(lower 128) + Sum(upper 128), each (e0 + e1) + (e2 + e3).
+__attribute__((target(PK_AVX2), always_inline)) static inline __m128 hsum8x4(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    __m256 ab = _mm256_add_ps(_mm256_shuffle_ps(a, b, 0x88), _mm256_shuffle_ps(a, b, 0xDD));
+    __m256 cd = _mm256_add_ps(_mm256_shuffle_ps(c, d, 0x88), _mm256_shuffle_ps(c, d, 0xDD));
+    __m256 y = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, 0x88), _mm256_shuffle_ps(ab, cd, 0xDD));
+    return _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+}
+
+// One token's four outputs at width 256: sums, then each row's scalar tail, separate multiply and
+// add, then the bias.
+__attribute__((target(PK_AVX2), always_inline)) static inline void finish4_avx2(__m256 c0, __m256 c1, __m256 c2, __m256 c3,
+                                                                               const float* w, const float* xt, int i, int k,
+                                                                               float* out, const float* bias)
+{
+    float s[4];
+    _mm_storeu_ps(s, hsum8x4(c0, c1, c2, c3));
+    for (int j = 0; j < 4; j++)
+    {
+        for (int ii = i; ii < k; ii++) s[j] += w[(long)j * k + ii] * xt[ii];
+        out[j] = s[j] + (bias ? bias[j] : 0.0f);
+    }
+}
+
+#define PK_DECL8(t) __m256 c##t##0 = _mm256_setzero_ps(), c##t##1 = c##t##0, c##t##2 = c##t##0, c##t##3 = c##t##0;
+#define PK_FOR_TOKENS3(M) M(0) M(1) M(2)
+// The three tokens' x at offset i + off, then each row's weight vector against them.
+#define PK_LOADX(t) __m256 x##t = NT > t ? _mm256_loadu_ps(x + (long)t * k + i + off) : _mm256_setzero_ps();
+#define PK_ROW(j, W)                                                                                    \
+    {                                                                                                   \
+        __m256 a = W;                                                                                   \
+        c0##j = _mm256_fmadd_ps(a, x0, c0##j);                                                          \
+        if (NT > 1) c1##j = _mm256_fmadd_ps(a, x1, c1##j);                                              \
+        if (NT > 2) c2##j = _mm256_fmadd_ps(a, x2, c2##j);                                              \
+    }
+
+// 4 rows of an f32 panel (pair layout) × NT ≤ 3 tokens.
+__attribute__((target(PK_AVX2), always_inline)) static inline void micro4_f32_avx2(int NT, const float* w, int k, const float* x,
+                                                                                  float* y, long yStride, const float* bias)
+{
+    PK_FOR_TOKENS3(PK_DECL8)
+    int i = 0;
+    for (; i + 8 <= k; i += 8)
+    {
+        const int off = 0;
+        PK_FOR_TOKENS3(PK_LOADX)
+        PK_ROW(0, _mm256_loadu_ps(w + i)) PK_ROW(1, _mm256_loadu_ps(w + k + i))
+        PK_ROW(2, _mm256_loadu_ps(w + 2L * k + i)) PK_ROW(3, _mm256_loadu_ps(w + 3L * k + i))
+    }
+#define PK_FINISH8(t) if (NT > t) finish4_avx2(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
+    PK_FOR_TOKENS3(PK_FINISH8)
+#undef PK_FINISH8
+}
+
+#define PK_AVX2_ENTRY(NAME, KERNEL, WT)                                                                 \
+    __attribute__((target(PK_AVX2))) static void NAME##_3(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(3, w, k, x, y, s, b); } \
+    __attribute__((target(PK_AVX2))) static void NAME##_2(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(2, w, k, x, y, s, b); } \
+    __attribute__((target(PK_AVX2))) static void NAME##_1(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(1, w, k, x, y, s, b); } \
+    PK_API __attribute__((target(PK_AVX2))) void pk_##NAME(const WT* w, int k, const float* x, int n, float* y, long yStride, const float* bias) \
+    {                                                                                                   \
+        int t = 0;                                                                                      \
+        for (; t + 3 <= n; t += 3) NAME##_3(w, k, x + (long)t * k, y + t * yStride, yStride, bias);     \
+        if (n - t == 2) NAME##_2(w, k, x + (long)t * k, y + t * yStride, yStride, bias);                \
+        else if (n - t == 1) NAME##_1(w, k, x + (long)t * k, y + t * yStride, yStride, bias);           \
+    }
+
+// pk_micro4_f32 at width 256 (x in the pair layout of width 256). bf16 rows go through the panel at
+// this width: splitting them in registers for only 3 tokens measured slower (60 against 85 GFLOP/s).
+PK_AVX2_ENTRY(micro4_f32_avx2, micro4_f32_avx2, float)
 
 // ---------------------------------------------------------------------------------------------
 // bf16 activations × bf16 weights with VDPBF16PS.

@@ -2,31 +2,15 @@
 // Reports the long prompt's time to first token (alone, then under load) and the inter-token latency of
 // the running streams while it is prefilled versus before it arrived.
 // Usage: node tools/bench/chunked_prefill.mjs BASE_URL MODEL [LONG_TOKENS=4096] [STREAMS=8]
+import { streamCompletion } from "./sse.mjs";
 const [base, model] = [process.argv[2], process.argv[3]];
 const longLen = Number(process.argv[4] ?? 4096), streams = Number(process.argv[5] ?? 8);
 const now = () => performance.now();
 const ids = (n, seed) => Array.from({ length: n }, (_, i) => 100 + ((i * 7919 + seed * 104729) % 20000));
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s.length ? +s[Math.min(s.length - 1, Math.floor(p * s.length))].toFixed(1) : null; };
 
-async function stream(prompt, maxTokens, onToken) {
-  const r = await fetch(base + "/v1/completions", {
-    method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model, prompt, max_tokens: maxTokens, stream: true, ignore_eos: true, temperature: 0 }),
-  });
-  if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`);
-  const reader = r.body.getReader(), dec = new TextDecoder();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buf += dec.decode(value, { stream: true });
-    let i;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const ev = buf.slice(0, i); buf = buf.slice(i + 2);
-      if (ev.startsWith("data: {")) onToken(now());
-    }
-  }
-}
+const stream = (prompt, maxTokens, onToken) => streamCompletion(base,
+  { model, prompt, max_tokens: maxTokens, ignore_eos: true, temperature: 0 }, (_, t) => onToken(t));
 
 // The long prompt alone (warm-up first with a short request).
 await stream(ids(16, 1), 2, () => {});

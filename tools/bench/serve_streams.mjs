@@ -5,6 +5,7 @@
 // Usage: node tools/bench/serve_streams.mjs BASE_URL MODEL STREAMS [PROMPT_TOKENS=128] [MAX_TOKENS=64] [SEED=1]
 // A token counts when an SSE event carries text (llama-server holds back the bytes of an incomplete
 // UTF-8 character until it completes; PiServe does the same for tokens without text).
+import { streamCompletion } from "./sse.mjs";
 const [base, model] = [process.argv[2], process.argv[3]];
 const streams = Number(process.argv[4]), promptLen = Number(process.argv[5] ?? 128), maxTokens = Number(process.argv[6] ?? 64);
 const seed = Number(process.argv[7] ?? 1);
@@ -15,25 +16,8 @@ const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s.lengt
 
 async function stream(prompt) {
   const start = now(), times = [];
-  const r = await fetch(base + "/v1/completions", {
-    method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model, prompt, max_tokens: maxTokens, stream: true, ignore_eos: true, temperature: 0 }),
-  });
-  if (r.status !== 200) throw new Error(`status ${r.status}: ${await r.text()}`);
-  const reader = r.body.getReader(), dec = new TextDecoder();
-  let buf = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, { stream: true });
-    let i;
-    while ((i = buf.indexOf("\n\n")) >= 0) {
-      const ev = buf.slice(0, i); buf = buf.slice(i + 2);
-      if (!ev.startsWith("data: {")) continue;
-      const d = JSON.parse(ev.slice(6));
-      if (d.choices?.some((c) => c.text)) times.push(now());
-    }
-  }
+  await streamCompletion(base, { model, prompt, max_tokens: maxTokens, ignore_eos: true, temperature: 0 },
+    (d, t) => { if (d.choices?.some((c) => c.text)) times.push(t); });
   return { start, end: now(), times };
 }
 

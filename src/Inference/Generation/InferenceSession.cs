@@ -173,64 +173,13 @@ public sealed unsafe class InferenceSession : IDisposable
     /// policy is rebuilt on its own (re-prefill), the others share the batched forward. Equivalent
     /// to calling <see cref="Append"/> on each; afterwards each session's <see cref="Logits"/> is set.
     /// </summary>
-    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, ForwardScratch scratch, float[] logitScratch)
-    {
-        if (sessions.Count != tokens.Length) throw new ArgumentException("one token per session", nameof(tokens));
-        if (sessions.Count == 0) return;
-        var model = sessions[0].Model;
-        // Per-thread lists, reused step after step (a decode step allocates nothing once they have grown).
-        var batch = t_batch ??= [];
-        var batchTokens = t_batchTokens ??= [];
-        var segments = t_segments ??= [];
-        batch.Clear();
-        batchTokens.Clear();
-        segments.Clear();
-        try
-        {
-            AppendBatch(sessions, tokens, scratch, logitScratch, model, batch, batchTokens, segments);
-        }
-        finally
-        {
-            batch.Clear(); // no session stays reachable from a thread-static list
-            segments.Clear();
-        }
-    }
+    public static void AppendBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, ForwardScratch scratch, float[] logitScratch) =>
+        Step(sessions, tokens, [], scratch, logitScratch);
 
+    // Per-thread lists, reused step after step (a decode step allocates nothing once they have grown).
     [ThreadStatic] private static List<InferenceSession>? t_batch;
     [ThreadStatic] private static List<int>? t_batchTokens;
     [ThreadStatic] private static List<LlamaModel.Segment>? t_segments;
-
-    private static void AppendBatch(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens, ForwardScratch scratch, float[] logitScratch,
-        LlamaModel model, List<InferenceSession> batch, List<int> batchTokens, List<LlamaModel.Segment> segments)
-    {
-        for (int i = 0; i < sessions.Count; i++)
-        {
-            var session = sessions[i];
-            if (!ReferenceEquals(session.Model, model)) throw new ArgumentException("all sessions of a batch must share one model", nameof(sessions));
-            var regime = session.ParametersFor(session.Length + 1);
-            if (session.Length == 0 || (session.Policy == KvCachePolicy.Exact && !regime.SameAs(session._cacheRegime!)))
-            {
-                session.Append(tokens[i]); // rebuild (or first token): on its own
-                continue;
-            }
-            session._tokens.Add(tokens[i]);
-            session._cacheRegime = regime;
-            batch.Add(session);
-            batchTokens.Add(tokens[i]);
-            segments.Add(new LlamaModel.Segment(session.Cache, session.Length - 1, 1, regime));
-        }
-        if (batch.Count == 0) return;
-
-        int vocab = model.Config.VocabSize;
-        if (logitScratch.Length < batch.Count * vocab) throw new ArgumentException($"logit scratch needs {batch.Count * vocab} floats", nameof(logitScratch));
-        model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batchTokens), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), scratch);
-        fixed (float* logits = logitScratch)
-        {
-            model.Logits(scratch.Hidden, batch.Count, logits);
-            for (int b = 0; b < batch.Count; b++)
-                new ReadOnlySpan<float>(logits + (long)b * vocab, vocab).CopyTo(batch[b]._logits);
-        }
-    }
 
     /// <summary>
     /// One scheduler step in one forward pass: a decode step for each of <paramref name="decode"/> (as
@@ -245,12 +194,8 @@ public sealed unsafe class InferenceSession : IDisposable
                             ForwardScratch scratch, float[] logitScratch)
     {
         if (decode.Count != tokens.Length) throw new ArgumentException("one token per decoding session", nameof(tokens));
-        if (prefill.Count == 0)
-        {
-            AppendBatch(decode, tokens, scratch, logitScratch);
-            return;
-        }
-        var model = prefill[0].Session.Model;
+        if (decode.Count == 0 && prefill.Count == 0) return;
+        var model = decode.Count > 0 ? decode[0].Model : prefill[0].Session.Model;
         var batch = t_batch ??= [];
         var batchTokens = t_batchTokens ??= [];
         var segments = t_segments ??= [];
@@ -295,8 +240,9 @@ public sealed unsafe class InferenceSession : IDisposable
                 segments.Add(new LlamaModel.Segment(session.Cache, start, n, regime));
             }
 
+            if (batch.Count == 0) return; // every decoding session was rebuilt on its own
             int vocab = model.Config.VocabSize, hiddenSize = model.Config.HiddenSize;
-            if (logitScratch.Length < Math.Max(1, decoded) * vocab) throw new ArgumentException($"logit scratch needs {decoded * vocab} floats", nameof(logitScratch));
+            if (logitScratch.Length < decoded * vocab) throw new ArgumentException($"logit scratch needs {decoded * vocab} floats", nameof(logitScratch));
             model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batchTokens), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), scratch);
             fixed (float* logits = logitScratch)
             {

@@ -43,7 +43,7 @@ public static unsafe class NativeKernels
         string path = Path.Combine(AppContext.BaseDirectory, LibraryFile);
         if (!File.Exists(path))
         {
-            Status = $"not built ({LibraryFile} is not beside the assemblies: gcc was missing at build time)";
+            Status = $"not built ({LibraryFile} is not beside the assemblies: gcc was missing or failed at build time)";
             return;
         }
         if (!NativeLibrary.TryLoad(path, out var lib))

@@ -24,6 +24,8 @@ public class RequestFuzzTests(HostFixture fixture)
         ("/detokenize", JsonNode.Parse("""{"model":"tiny","tokens":[1,15043,727]}""")!),
         ("/v1/evals", JsonNode.Parse("""{"kind":"passkey","model":"tiny","parameters":{"target_length":64,"depths":2,"trials":1,"max_new_tokens":3}}""")!),
         ("/v1/diagnostics/attention-scores", JsonNode.Parse("""{"model":"tiny","text":"a b c d e f g","parameters":{"bucket_size":4,"max_tokens":16}}""")!),
+        // The LongRoPE search's short-context readjustment (factors, long_factor) and its search knobs.
+        ("/v1/evals", JsonNode.Parse("""{"kind":"longrope-search","model":"tiny","dataset":"kjv-search","parameters":{"factors":"short","long_factor":[1,1.5,2,3,4,6,8,16],"target_length":64,"population":3,"generations":1,"seed":1,"attention_factor":1.0}}""")!),
     ];
 
     [Fact]

@@ -90,6 +90,40 @@ __attribute__((target("avx512f"), always_inline)) static inline void finish4_f32
 #define PK_DECL(t) __m512 c##t##0 = _mm512_setzero_ps(), c##t##1 = c##t##0, c##t##2 = c##t##0, c##t##3 = c##t##0;
 #define PK_FOR_TOKENS(M) M(0) M(1) M(2) M(3) M(4) M(5)
 
+// Token tiling, shared by every micro-kernel. A kernel KERNEL(NT, w, k, x, y, yStride, bias) is
+// always_inline; PK_TILES<MAX> compiles it once per NT = 1..MAX (a constant in each instance) into
+// the table NAME_tiles[NT], and pk_run_tiles runs n tokens as tiles of MAX, then one smaller tile.
+typedef void (*pk_tile)(const void* w, int k, const void* x, float* y, long yStride, const float* bias);
+
+static void pk_run_tiles(const pk_tile* tiles, int max, const void* w, int k, const void* x, int xBytes, int n,
+                         float* y, long yStride, const float* bias)
+{
+    for (int t = 0; t < n; t += max)
+    {
+        int nt = n - t < max ? n - t : max;
+        tiles[nt](w, k, (const char*)x + (long)t * k * xBytes, y + t * yStride, yStride, bias);
+    }
+}
+
+#define PK_TILE(NAME, KERNEL, TARGET, WT, XT, NT)                                                       \
+    __attribute__((target(TARGET))) static void NAME##_##NT(const void* w, int k, const void* x, float* y, long s, const float* b) \
+    {                                                                                                   \
+        KERNEL(NT, (const WT*)w, k, (const XT*)x, y, s, b);                                             \
+    }
+#define PK_TILE_1TO3(NAME, KERNEL, TARGET, WT, XT)                                                      \
+    PK_TILE(NAME, KERNEL, TARGET, WT, XT, 1) PK_TILE(NAME, KERNEL, TARGET, WT, XT, 2) PK_TILE(NAME, KERNEL, TARGET, WT, XT, 3)
+#define PK_TILE_1TO5(NAME, KERNEL, TARGET, WT, XT)                                                      \
+    PK_TILE_1TO3(NAME, KERNEL, TARGET, WT, XT) PK_TILE(NAME, KERNEL, TARGET, WT, XT, 4) PK_TILE(NAME, KERNEL, TARGET, WT, XT, 5)
+#define PK_TILES3(NAME, KERNEL, TARGET, WT, XT)                                                         \
+    PK_TILE_1TO3(NAME, KERNEL, TARGET, WT, XT)                                                          \
+    static const pk_tile NAME##_tiles[] = {0, NAME##_1, NAME##_2, NAME##_3};
+#define PK_TILES5(NAME, KERNEL, TARGET, WT, XT)                                                         \
+    PK_TILE_1TO5(NAME, KERNEL, TARGET, WT, XT)                                                          \
+    static const pk_tile NAME##_tiles[] = {0, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5};
+#define PK_TILES6(NAME, KERNEL, TARGET, WT, XT)                                                         \
+    PK_TILE_1TO5(NAME, KERNEL, TARGET, WT, XT) PK_TILE(NAME, KERNEL, TARGET, WT, XT, 6)                \
+    static const pk_tile NAME##_tiles[] = {0, NAME##_1, NAME##_2, NAME##_3, NAME##_4, NAME##_5, NAME##_6};
+
 // NT tokens × 4 rows. w: 4 rows of k floats (stride k), x: NT rows of k floats (stride k).
 __attribute__((target("avx512f"), always_inline)) static inline void micro4_f32(int NT, const float* w, int k, const float* x,
                                                                                 float* y, long yStride, const float* bias)
@@ -117,38 +151,13 @@ __attribute__((target("avx512f"), always_inline)) static inline void micro4_f32(
 #undef PK_FINISH
 }
 
-#define PK_MICRO_F32(NT)                                                                                \
-    __attribute__((target("avx512f"))) static void micro4_f32_##NT(const float* w, int k, const float* x, \
-                                                                   float* y, long yStride, const float* bias) \
-    {                                                                                                   \
-        micro4_f32(NT, w, k, x, y, yStride, bias);                                                      \
-    }
-
-PK_MICRO_F32(6)
-PK_MICRO_F32(5)
-PK_MICRO_F32(4)
-PK_MICRO_F32(3)
-PK_MICRO_F32(2)
-PK_MICRO_F32(1)
+PK_TILES6(micro4_f32, micro4_f32, "avx512f", float, float)
 
 // y[t·yStride + j] = Σ_i w[j·k + i]·x[t·k + i] (+ bias[j]) for j < 4, t < n; w is the widened
 // panel and x the tile, both in the pair layout of Gemm.ToPairLayout when the weights are bf16/f16.
-PK_API __attribute__((target("avx512f"))) void pk_micro4_f32(const float* w, int k, const float* x, int n,
-                                                            float* y, long yStride, const float* bias)
+PK_API void pk_micro4_f32(const float* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
 {
-    int t = 0;
-    for (; t + 6 <= n; t += 6) micro4_f32_6(w, k, x + (long)t * k, y + t * yStride, yStride, bias);
-    const float* xt = x + (long)t * k;
-    float* yt = y + t * yStride;
-    switch (n - t)
-    {
-        case 5: micro4_f32_5(w, k, xt, yt, yStride, bias); break;
-        case 4: micro4_f32_4(w, k, xt, yt, yStride, bias); break;
-        case 3: micro4_f32_3(w, k, xt, yt, yStride, bias); break;
-        case 2: micro4_f32_2(w, k, xt, yt, yStride, bias); break;
-        case 1: micro4_f32_1(w, k, xt, yt, yStride, bias); break;
-        default: break;
-    }
+    pk_run_tiles(micro4_f32_tiles, 6, w, k, x, 4, n, y, yStride, bias);
 }
 
 // The same arithmetic straight from bf16 rows, without a widened panel: each 32-bit lane of a load
@@ -225,35 +234,13 @@ __attribute__((target("avx512f"), always_inline)) static inline void micro4_bf16
 }
 #undef PK_STEP
 
-#define PK_MICRO_BF16P(NT)                                                                              \
-    __attribute__((target("avx512f"))) static void micro4_bf16p_##NT(const uint16_t* w, int k, const float* x, \
-                                                                     float* y, long yStride, const float* bias) \
-    {                                                                                                   \
-        micro4_bf16p(NT, w, k, x, y, yStride, bias);                                                    \
-    }
-PK_MICRO_BF16P(5)
-PK_MICRO_BF16P(4)
-PK_MICRO_BF16P(3)
-PK_MICRO_BF16P(2)
-PK_MICRO_BF16P(1)
+PK_TILES5(micro4_bf16p, micro4_bf16p, "avx512f", uint16_t, float)
 
 // pk_micro4_f32's results for 4 bf16 rows (w: the first, rows k elements apart) without a panel;
 // x in the pair layout as for pk_micro4_f32.
-PK_API __attribute__((target("avx512f"))) void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n,
-                                                                  float* y, long yStride, const float* bias)
+PK_API void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
 {
-    int t = 0;
-    for (; t + 5 <= n; t += 5) micro4_bf16p_5(w, k, x + (long)t * k, y + t * yStride, yStride, bias);
-    const float* xt = x + (long)t * k;
-    float* yt = y + t * yStride;
-    switch (n - t)
-    {
-        case 4: micro4_bf16p_4(w, k, xt, yt, yStride, bias); break;
-        case 3: micro4_bf16p_3(w, k, xt, yt, yStride, bias); break;
-        case 2: micro4_bf16p_2(w, k, xt, yt, yStride, bias); break;
-        case 1: micro4_bf16p_1(w, k, xt, yt, yStride, bias); break;
-        default: break;
-    }
+    pk_run_tiles(micro4_bf16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
 }
 
 // An f16 row widened into the pair layout of Gemm.WidenPairs at width 512: each whole block of 32
@@ -337,21 +324,14 @@ __attribute__((target(PK_AVX2), always_inline)) static inline void micro4_f32_av
 #undef PK_FINISH8
 }
 
-#define PK_AVX2_ENTRY(NAME, KERNEL, WT)                                                                 \
-    __attribute__((target(PK_AVX2))) static void NAME##_3(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(3, w, k, x, y, s, b); } \
-    __attribute__((target(PK_AVX2))) static void NAME##_2(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(2, w, k, x, y, s, b); } \
-    __attribute__((target(PK_AVX2))) static void NAME##_1(const WT* w, int k, const float* x, float* y, long s, const float* b) { KERNEL(1, w, k, x, y, s, b); } \
-    PK_API __attribute__((target(PK_AVX2))) void pk_##NAME(const WT* w, int k, const float* x, int n, float* y, long yStride, const float* bias) \
-    {                                                                                                   \
-        int t = 0;                                                                                      \
-        for (; t + 3 <= n; t += 3) NAME##_3(w, k, x + (long)t * k, y + t * yStride, yStride, bias);     \
-        if (n - t == 2) NAME##_2(w, k, x + (long)t * k, y + t * yStride, yStride, bias);                \
-        else if (n - t == 1) NAME##_1(w, k, x + (long)t * k, y + t * yStride, yStride, bias);           \
-    }
+PK_TILES3(micro4_f32_avx2, micro4_f32_avx2, PK_AVX2, float, float)
 
 // pk_micro4_f32 at width 256 (x in the pair layout of width 256). bf16 rows go through the panel at
 // this width: splitting them in registers for only 3 tokens measured slower (60 against 85 GFLOP/s).
-PK_AVX2_ENTRY(micro4_f32_avx2, micro4_f32_avx2, float)
+PK_API void pk_micro4_f32_avx2(const float* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
+{
+    pk_run_tiles(micro4_f32_avx2_tiles, 3, w, k, x, 4, n, y, yStride, bias);
+}
 
 // ---------------------------------------------------------------------------------------------
 // bf16 activations × bf16 weights with VDPBF16PS.
@@ -436,19 +416,7 @@ __attribute__((target(PK_BF16), always_inline)) static inline void micro4_bf16(i
 #undef PK_FINISH
 }
 
-#define PK_MICRO_BF16(NT)                                                                               \
-    __attribute__((target(PK_BF16))) static void micro4_bf16_##NT(const uint16_t* w, int k, const uint16_t* x, \
-                                                                  float* y, long yStride, const float* bias)  \
-    {                                                                                                   \
-        micro4_bf16(NT, w, k, x, y, yStride, bias);                                                     \
-    }
-
-PK_MICRO_BF16(6)
-PK_MICRO_BF16(5)
-PK_MICRO_BF16(4)
-PK_MICRO_BF16(3)
-PK_MICRO_BF16(2)
-PK_MICRO_BF16(1)
+PK_TILES6(micro4_bf16, micro4_bf16, PK_BF16, uint16_t, uint16_t)
 
 // Rows that do not fill a block of four, one at a time (same products, another summation tree:
 // bf16 results are not meant to be bit-identical to anything but themselves).
@@ -535,22 +503,8 @@ PK_API __attribute__((target(PK_BF16))) void pk_gemm_bf16dot(const uint16_t* w, 
         int r = r0;
         for (; r + 4 <= r1; r += 4)
         {
-            const uint16_t* wr = w + (long)r * k;
-            const float* br = bias ? bias + r : 0;
-            int t = 0;
-            for (; t + 6 <= tn; t += 6)
-                micro4_bf16_6(wr, k, xb + (long)(t0 + t) * k, y + (t0 + t) * yStride + r, yStride, br);
-            const uint16_t* xt = xb + (long)(t0 + t) * k;
-            float* yt = y + (t0 + t) * yStride + r;
-            switch (tn - t)
-            {
-                case 5: micro4_bf16_5(wr, k, xt, yt, yStride, br); break;
-                case 4: micro4_bf16_4(wr, k, xt, yt, yStride, br); break;
-                case 3: micro4_bf16_3(wr, k, xt, yt, yStride, br); break;
-                case 2: micro4_bf16_2(wr, k, xt, yt, yStride, br); break;
-                case 1: micro4_bf16_1(wr, k, xt, yt, yStride, br); break;
-                default: break;
-            }
+            pk_run_tiles(micro4_bf16_tiles, 6, w + (long)r * k, k, xb + (long)t0 * k, 2, tn, y + t0 * yStride + r, yStride,
+                         bias ? bias + r : 0);
         }
         for (; r < r1; r++)
             for (int t = 0; t < tn; t++)

@@ -80,25 +80,31 @@ public sealed unsafe class CpuBackend : IComputeBackend
         Parallel(work, total);
     }
 
-    [ThreadStatic] private static ushort[]? t_bf16;
+    /// <summary>
+    /// A part's scratch: the GEMM panel (<see cref="Gemm.PanelFloats"/>) and, for bf16 matmuls, room
+    /// after it for the n × cols activations rounded to bf16 (<paramref name="xb"/>, 64-byte aligned).
+    /// </summary>
+    private static float* PartScratch(int cols, int n, MatmulPrecision precision, out ushort* xb)
+    {
+        int panel = Gemm.PanelFloats(cols);
+        int rounded = precision == MatmulPrecision.Bf16 && NativeKernels.HasBf16Dot ? checked((int)(((long)n * cols + 1) / 2 + 16)) : 0;
+        float* s = Scratch(panel + rounded);
+        xb = rounded > 0 ? (ushort*)(((nint)(s + panel) + 63) & ~(nint)63) : null;
+        return s;
+    }
 
     /// <summary>
     /// Rows [r0, r1) of y = w·x: through VDPBF16PS when the model asks for bf16 and the weights are
-    /// bf16 (x rounded to bf16 once per part into <paramref name="xb"/>), else the exact kernels.
+    /// bf16 (x rounded to bf16 into <paramref name="xb"/> by the first such product of the part), else
+    /// the exact kernels.
     /// </summary>
     private static void Product(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel,
-                                MatmulPrecision precision, ref ushort* xb)
+                                ushort* xb, ref bool rounded)
     {
-        if (precision == MatmulPrecision.Bf16 && w.DType == Checkpoints.DType.BF16 && NativeKernels.HasBf16Dot)
+        if (xb != null && w.DType == Checkpoints.DType.BF16)
         {
-            if (xb == null)
-            {
-                long count = (long)n * w.Cols;
-                var s = t_bf16;
-                if (s is null || s.LongLength < count + 32) t_bf16 = s = GC.AllocateUninitializedArray<ushort>((int)Math.Max(count + 32, 4096), pinned: true);
-                xb = (ushort*)(((nint)Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(s)) + 63) & ~(nint)63);
-                NativeKernels.ToBf16(x, xb, count);
-            }
+            if (!rounded) NativeKernels.ToBf16(x, xb, (long)n * w.Cols);
+            rounded = true;
             NativeKernels.GemmBf16Dot((ushort*)w.Data, w.Cols, r0, r1, xb, n, y, w.Rows, bias);
         }
         else Gemm.Rows(w, x, n, y, bias, r0, r1, panel);
@@ -115,8 +121,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
         public override void Run(int part, int parts)
         {
             var (b0, b1) = Slice(Blocks, part, parts);
-            float* panel = Scratch(Gemm.PanelFloats(Projections[0].W.Cols));
-            ushort* xb = null;
+            float* panel = PartScratch(Projections[0].W.Cols, N, Precision, out ushort* xb);
+            bool rounded = false;
             int blockBase = 0;
             for (int i = 0; i < Count && blockBase < b1; i++)
             {
@@ -124,7 +130,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 int pBlocks = (p.W.Rows + RowBlock - 1) / RowBlock;
                 int from = Math.Max(b0, blockBase) - blockBase, to = Math.Min(b1, blockBase + pBlocks) - blockBase;
                 if (from < to)
-                    Product(p.W, X, N, p.Y, p.Bias, from * RowBlock, Math.Min(p.W.Rows, to * RowBlock), panel, Precision, ref xb);
+                    Product(p.W, X, N, p.Y, p.Bias, from * RowBlock, Math.Min(p.W.Rows, to * RowBlock), panel, xb, ref rounded);
                 blockBase += pBlocks;
             }
         }
@@ -496,10 +502,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
             var (b0, b1) = Slice((rows + RowBlock - 1) / RowBlock, part, parts);
             int r0 = b0 * RowBlock, r1 = Math.Min(rows, b1 * RowBlock);
             if (r0 >= r1) return;
-            float* panel = Scratch(Gemm.PanelFloats(Gate.Cols));
-            ushort* xb = null;
-            Product(Gate, X, N, Y, GateBias, r0, r1, panel, Precision, ref xb);
-            Product(Up, X, N, UpOut, UpBias, r0, r1, panel, Precision, ref xb);
+            float* panel = PartScratch(Gate.Cols, N, Precision, out ushort* xb);
+            bool rounded = false;
+            Product(Gate, X, N, Y, GateBias, r0, r1, panel, xb, ref rounded);
+            Product(Up, X, N, UpOut, UpBias, r0, r1, panel, xb, ref rounded);
             for (int t = 0; t < N; t++)
                 SwiGluInPlace(Y + (long)t * rows + r0, UpOut + (long)t * rows + r0, r1 - r0);
         }

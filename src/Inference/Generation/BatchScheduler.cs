@@ -397,8 +397,7 @@ public sealed class BatchScheduler : IDisposable
                 }
                 catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
                 {
-                    r.FinishReason = "error";
-                    r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                    EndWithError(r, e.Message);
                     continue;
                 }
                 // Its next block is being computed this step by a sequence with the same prefix (the
@@ -420,8 +419,7 @@ public sealed class BatchScheduler : IDisposable
                     // The step's sessions are no longer consistent: its sequences end with the error, the others go on.
                     foreach (var r in decoders.Concat(_stepChunkOwners))
                     {
-                        r.FinishReason = "error";
-                        r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                        EndWithError(r, e.Message);
                     }
                     return;
                 }
@@ -439,8 +437,7 @@ public sealed class BatchScheduler : IDisposable
                     }
                     catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
                     {
-                        r.FinishReason = "error";
-                        r.P.Events.TryWrite(new ErrorEvent(e.Message));
+                        EndWithError(r, e.Message);
                         continue;
                     }
                     if (r.Session.Length == r.P.Job.Prompt.Length) PrefillDone(r);
@@ -480,6 +477,13 @@ public sealed class BatchScheduler : IDisposable
         return false;
     }
 
+    /// <summary>Ends one sequence with an error event (its request is answered; the step's others go on).</summary>
+    private static void EndWithError(Running r, string message)
+    {
+        r.FinishReason = "error";
+        r.P.Events.TryWrite(new ErrorEvent(message));
+    }
+
     /// <summary>A prompt whose prefill completed: counts its prefix-cache use and samples its first token (or ends it at max_tokens 0).</summary>
     private void PrefillDone(Running r)
     {
@@ -512,8 +516,7 @@ public sealed class BatchScheduler : IDisposable
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or OutOfMemoryException)
         {
-            r.FinishReason = "error";
-            r.P.Events.TryWrite(new ErrorEvent(e.Message));
+            EndWithError(r, e.Message);
             return 0;
         }
         if (done) PrefillDone(r);

@@ -6,6 +6,9 @@
 #
 #   tools/bench/side_by_side.sh                         # small and 1b, bf16 and f16, 2 threads, 2 rounds
 #   SHAPES=small DTYPES=bf16 TESTS="pp512 tg128" ROUNDS=3 tools/bench/side_by_side.sh
+#   # the AVX2 machine kind on an AVX-512 one: llama.cpp built for AVX2 (build_llamacpp.sh with
+#   # LLAMACPP_AVX2=1), PiServe's runtime and native kernels at width 256
+#   LLAMA_BENCH=/tmp/llamacpp/src/build-avx2/bin/llama-bench DOTNET_EnableAVX512=0 tools/bench/side_by_side.sh
 #
 # Tests are llama-bench's: ppN = prefill of N tokens into an empty cache, tg128 = 128 decode steps
 # from an empty context, tg128@D = 128 decode steps after a D-token prefill. Both engines keep the
@@ -23,7 +26,7 @@ threads=${THREADS:-2}
 rounds=${ROUNDS:-2}
 out=${OUT:-/tmp/side-by-side}
 llamacpp=${LLAMACPP_DIR:-/tmp/llamacpp}
-llama_bench=$llamacpp/src/build/bin/llama-bench
+llama_bench=${LLAMA_BENCH:-$llamacpp/src/build/bin/llama-bench}
 [ -x "$llama_bench" ] || "$repo/tools/bench/build_llamacpp.sh" >/dev/null
 mkdir -p "$out/gguf"
 dotnet build -c Release "$repo/src/Api" -o "$out/piserve" -v quiet -nologo >/dev/null

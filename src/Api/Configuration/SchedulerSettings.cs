@@ -8,6 +8,8 @@ public sealed class SchedulerSettings
     public int MaxBatch { get; set; } = 16;
     public long KvCacheBudgetBytes { get; set; } = 2L << 30;
     public int PrefillChunk { get; set; } = 256;
+    /// <summary>Prompt tokens one step may prefill when a burst of short prompts arrives (llama-server's n_batch).</summary>
+    public int MaxStepPromptTokens { get; set; } = 2048;
     /// <summary>
     /// Automatic prefix caching: bytes of prompt KV blocks kept for later requests with the same prefix
     /// (0 disables it); counted in <see cref="KvCacheBudgetBytes"/> and evicted when a request needs the room.
@@ -21,6 +23,7 @@ public sealed class SchedulerSettings
     public SchedulerOptions ToSchedulerOptions() => new()
     {
         MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
+        MaxStepPromptTokens = MaxStepPromptTokens,
         PrefixCacheBytes = PrefixCacheBytes, PrefixBlockTokens = PrefixBlockTokens,
     };
 }

@@ -192,10 +192,10 @@ public sealed class ModelRegistry : IDisposable
         return true;
     }
 
-    /// <summary>Device memory a forward of a prefill chunk (or a full decode batch) and its logits take.</summary>
+    /// <summary>Device memory the largest step's forward (a burst of prompts beside a full decode batch) and its logits take.</summary>
     private static long DeviceActivationBytes(ModelConfig c, SchedulerOptions s)
     {
-        long tokens = Math.Max(s.PrefillChunk, s.MaxBatch);
+        long tokens = (long)Math.Max(s.PrefillChunk, s.MaxStepPromptTokens) + s.MaxBatch;
         long perToken = 4L * c.HiddenSize + 2L * c.QueryDim + 2L * c.KvDim + 2L * c.IntermediateSize + Math.Max(1, c.RotaryDim);
         return 4 * (tokens * perToken + (long)s.MaxBatch * (c.VocabSize + c.HiddenSize));
     }

@@ -42,6 +42,7 @@ public sealed class BatchScheduler : IDisposable
 
     public BatchScheduler(LlamaModel model, ITokenizer tokenizer, SchedulerOptions options, ISchedulerObserver? observer = null)
     {
+        options.Validate();
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
@@ -361,10 +362,11 @@ public sealed class BatchScheduler : IDisposable
     /// its prefill decodes a token, and the sequences still prefilling take the next chunks of their
     /// prompts, oldest first, up to a token budget — chunked prefill as vLLM's enable_chunked_prefill
     /// does it: a long prompt delays the running streams by a chunk, not by its whole prefill, and the
-    /// decode tokens ride in the chunk's matmuls (the weights are read once for both). While streams
-    /// decode the budget is a quarter of PrefillChunk (their inter-token time is one step); with none
-    /// decoding it is whole. Prompts asking for their own log-probs are prefilled on their own after
-    /// it (they need every row's logits).
+    /// decode tokens ride in the chunk's matmuls (the weights are read once for both). The token budget
+    /// is <see cref="PrefillBudget"/>'s: a quarter of PrefillChunk while streams decode (their
+    /// inter-token time is one step), whole with none decoding, and a burst of short prompts at least
+    /// as many as the streams is prefilled in one step. Prompts asking for their own log-probs are
+    /// prefilled on their own after it (they need every row's logits).
     /// </summary>
     private void Step(ForwardScratch scratch, float[] logits)
     {
@@ -379,7 +381,10 @@ public sealed class BatchScheduler : IDisposable
             foreach (var r in _running)
                 if (r.FinishReason is null && !r.P.Job.Cancellation.IsCancellationRequested)
                     (r.Prefilling ? prefillers : decoders).Add(r);
-        int budget = decoders.Count > 0 ? Math.Max(16, _options.PrefillChunk / 4) : _options.PrefillChunk;
+        int shortPrompts = 0;
+        foreach (var r in prefillers)
+            if (!r.P.Job.PromptLogprobs && PrefillBudget.IsShort(r.P.Job.Prompt.Length - r.Session.Length, _options)) shortPrompts++;
+        var budget = new PrefillBudget(decoders.Count, shortPrompts, _options);
         try
         {
             foreach (var r in decoders)
@@ -389,7 +394,7 @@ public sealed class BatchScheduler : IDisposable
             }
             foreach (var r in prefillers)
             {
-                if (budget <= 0) break;
+                if (budget.Left <= 0) break;
                 if (r.P.Job.PromptLogprobs) continue;
                 try
                 {
@@ -403,10 +408,10 @@ public sealed class BatchScheduler : IDisposable
                 // Its next block is being computed this step by a sequence with the same prefix (the
                 // other choices of its request, or the same document asked twice): copy it next step.
                 if (r.Reuse && BlockInFlight(r)) continue;
-                int n = Math.Min(budget, r.P.Job.Prompt.Length - r.Session.Length);
+                int n = budget.Take(r.P.Job.Prompt.Length - r.Session.Length);
+                if (n == 0) continue;
                 _stepChunks.Add(new InferenceSession.PromptChunk(r.Session, r.P.Job.Prompt, n));
                 _stepChunkOwners.Add(r);
-                budget -= n;
             }
             if (_stepSessions.Count > 0 || _stepChunks.Count > 0)
             {
@@ -444,7 +449,7 @@ public sealed class BatchScheduler : IDisposable
                 }
             }
             foreach (var r in prefillers)
-                if (r.P.Job.PromptLogprobs && budget > 0) budget -= PrefillWithPromptLogprobs(r, budget);
+                if (r.P.Job.PromptLogprobs && budget.Left > 0) budget.Spend(PrefillWithPromptLogprobs(r, budget.Left));
         }
         finally
         {

@@ -12,6 +12,12 @@ public sealed record SchedulerOptions
     /// <summary>Prompt tokens per prefill forward (bounds activation memory).</summary>
     public int PrefillChunk { get; init; } = 256;
     /// <summary>
+    /// Prompt tokens one step may prefill when a burst of short prompts waits (<see cref="PrefillBudget"/>):
+    /// llama-server's n_batch, vLLM's max_num_batched_tokens. Bounds that step's activation memory and
+    /// the one wait of the streams already decoding.
+    /// </summary>
+    public int MaxStepPromptTokens { get; init; } = 2048;
+    /// <summary>
     /// Automatic prefix caching: the most bytes the keys and values of cached prompt blocks may hold (0
     /// disables it). They count against <see cref="KvCacheBudgetBytes"/> together with the running
     /// sequences' reservations, and are evicted (least recently used first) when a request needs the room.
@@ -19,4 +25,21 @@ public sealed record SchedulerOptions
     public long PrefixCacheBytes { get; init; } = 1L << 30;
     /// <summary>Tokens per prefix-cache block: only full blocks are cached and reused.</summary>
     public int PrefixBlockTokens { get; init; } = 16;
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the first option out of range.</summary>
+    public void Validate()
+    {
+        Check(MaxWaiting >= 0, nameof(MaxWaiting), MaxWaiting, "at least 0");
+        Check(MaxBatch >= 1, nameof(MaxBatch), MaxBatch, "at least 1");
+        Check(KvCacheBudgetBytes >= 0, nameof(KvCacheBudgetBytes), KvCacheBudgetBytes, "at least 0");
+        Check(PrefillChunk >= 1, nameof(PrefillChunk), PrefillChunk, "at least 1");
+        Check(MaxStepPromptTokens >= 1, nameof(MaxStepPromptTokens), MaxStepPromptTokens, "at least 1");
+        Check(PrefixCacheBytes >= 0, nameof(PrefixCacheBytes), PrefixCacheBytes, "at least 0 (0 turns prefix caching off)");
+        Check(PrefixBlockTokens >= 1, nameof(PrefixBlockTokens), PrefixBlockTokens, "at least 1");
+    }
+
+    private static void Check(bool ok, string name, long value, string rule)
+    {
+        if (!ok) throw new ArgumentException($"scheduler option {name} must be {rule} (got {value})");
+    }
 }

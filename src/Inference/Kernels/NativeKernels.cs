@@ -61,6 +61,11 @@ public static unsafe class NativeKernels
             return;
         }
         int features = ((delegate* unmanaged<int>)featuresFn)();
+        // A process whose runtime keeps AVX-512 off (DOTNET_EnableAVX512=0) computes at width 256
+        // throughout, as on an AVX2-only CPU: the AVX-512 and BF16 kernels stay off with it, so that
+        // setting reproduces the AVX2 machine kind on an AVX-512 one.
+        bool avx512Off = (features & 3) != 0 && !System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
+        if (avx512Off) features &= 4;
         nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
         if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0)
@@ -83,7 +88,7 @@ public static unsafe class NativeKernels
         }
         Status = (features & 3) == 3 ? "loaded: AVX-512 and AVX2 exact micro-kernels, AVX512-BF16 dot products"
             : (features & 1) != 0 ? "loaded: AVX-512 and AVX2 exact micro-kernels (no AVX512-BF16 on this CPU)"
-            : (features & 4) != 0 ? "loaded: AVX2 exact micro-kernel (no AVX-512 on this CPU)"
+            : (features & 4) != 0 ? (avx512Off ? "loaded: AVX2 exact micro-kernel (AVX-512 off in the runtime)" : "loaded: AVX2 exact micro-kernel (no AVX-512 on this CPU)")
             : "loaded, unused: this CPU has neither AVX-512 nor AVX2 with FMA and F16C";
     }
 

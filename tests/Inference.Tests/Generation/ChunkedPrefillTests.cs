@@ -123,6 +123,73 @@ public sealed class ChunkedPrefillTests
     }
 
     [Fact]
+    public async Task ABurstOfShortPromptsIsPrefilledInOneStep()
+    {
+        var recorder = new Recorder();
+        using var scheduler = new BatchScheduler(Model, Tokenizer, new SchedulerOptions { PrefillChunk = 32 }, recorder);
+        // Four 24-token prompts at once. The first step (nothing decoding) takes 32 tokens; from the
+        // next, one stream decodes and three short prompts wait: a burst, prefilled whole in one step,
+        // so the first stream gets one token before all of them have their first. (In 8-token chunks
+        // per step, as a lone newcomer would be prefilled, it would get four or more.)
+        var streams = Enumerable.Range(0, 4).Select(i => scheduler.Submit(new CompletionJob
+        {
+            Prompt = Prompt(24, seed: 5 + i), MaxTokens = 12, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 },
+        })).ToList();
+        foreach (var s in streams) await foreach (var _ in s.ReadAllAsync()) { }
+
+        List<string> calls;
+        lock (recorder.Calls) calls = [.. recorder.Calls];
+        int firstFirst = calls.IndexOf("first"), lastFirst = calls.LastIndexOf("first");
+        Assert.Equal(4, calls.Count(c => c == "first"));
+        int tokensBetween = calls.Skip(firstFirst).Take(lastFirst - firstFirst).Count(c => c == "token");
+        Assert.True(tokensBetween <= 2, $"{tokensBetween} tokens were decoded before the burst's last prompt had its first: {string.Join(",", calls)}");
+    }
+
+    [Fact]
+    public void BudgetChunksALongPromptWhileStreamsDecodeAndTakesABurstWhole()
+    {
+        var o = new SchedulerOptions { PrefillChunk = 256, MaxStepPromptTokens = 1000 };
+        // Nothing decoding: one chunk.
+        var idle = new PrefillBudget(decoding: 0, shortPromptsWaiting: 5, o);
+        Assert.False(idle.Burst);
+        Assert.Equal(128, idle.Take(128));
+        Assert.Equal(128, idle.Take(4096));
+        Assert.Equal(0, idle.Take(128));
+        // Eight streams decoding, one long prompt arriving: a quarter chunk per step.
+        var lone = new PrefillBudget(decoding: 8, shortPromptsWaiting: 0, o);
+        Assert.False(lone.Burst);
+        Assert.Equal(64, lone.Take(4096));
+        Assert.Equal(0, lone.Left);
+        // Fewer short prompts waiting than streams: still chunked.
+        var few = new PrefillBudget(decoding: 8, shortPromptsWaiting: 7, o);
+        Assert.False(few.Burst);
+        Assert.Equal(64, few.Take(128));
+        // A burst: short prompts whole up to the step's cap; a long one among them keeps its chunk.
+        var burst = new PrefillBudget(decoding: 2, shortPromptsWaiting: 2, o);
+        Assert.True(burst.Burst);
+        Assert.Equal(200, burst.Take(200));
+        Assert.Equal(64, burst.Take(4096));
+        Assert.Equal(256, burst.Take(256));
+        burst.Spend(400);
+        Assert.Equal(80, burst.Take(256));
+        Assert.Equal(0, burst.Left);
+        Assert.True(PrefillBudget.IsShort(256, o));
+        Assert.False(PrefillBudget.IsShort(257, o));
+    }
+
+    [Theory]
+    [InlineData(0, 16, 2048)]
+    [InlineData(256, 0, 2048)]
+    [InlineData(256, 16, 0)]
+    public void OutOfRangeSchedulerOptionsAreRefusedByName(int prefillChunk, int maxBatch, int maxStepPromptTokens)
+    {
+        var o = new SchedulerOptions { PrefillChunk = prefillChunk, MaxBatch = maxBatch, MaxStepPromptTokens = maxStepPromptTokens };
+        var e = Assert.Throws<ArgumentException>(() => new BatchScheduler(Model, Tokenizer, o));
+        string name = prefillChunk == 0 ? "PrefillChunk" : maxBatch == 0 ? "MaxBatch" : "MaxStepPromptTokens";
+        Assert.Contains(name, e.Message);
+    }
+
+    [Fact]
     public async Task CancellingDuringPrefillStopsIt()
     {
         var recorder = new Recorder();

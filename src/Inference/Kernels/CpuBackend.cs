@@ -281,6 +281,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 // Widening a tile pays off when several (query, head) pairs read it; a lone decode
                 // query of a non-GQA model reads the cache directly (same values, same order).
                 bool widen = paired && tn * group >= 4;
+                // Read in place, a finite f16 cache converts with F16C natively (the same bits; .NET has no VCVTPH2PS).
+                bool nativeF16 = !widen && typeof(T) == typeof(FiniteF16Rows) && lanes == 16 && NativeKernels.HasAttentionF16;
 
                 // Tiles aligned to absolute positions (multiples of KeyTile); each query clips them to its [j0, i].
                 for (int tileStart = jFirst / KeyTile * KeyTile; tileStart <= iLast; tileStart += KeyTile)
@@ -310,6 +312,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                             int x = t * group + h;
                             float* sc = scores + x * KeyTile, a = acc + (long)x * headDim;
                             if (widen) Scores<W, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
+                            else if (nativeF16) NativeKernels.ScoresF16((ushort*)kr, stride / 2, count, qs + (long)x * headDim, headDim, scale, sc);
                             else Scores<T, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
                             var span = new Span<float>(sc, count);
                             float mNew = Math.Max(m[x], TensorPrimitives.Max(span));
@@ -324,6 +327,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                                 TensorPrimitives.Multiply(av, correction, av);
                             }
                             if (widen) AccumulateValues<W, S, V>(vr, stride, count, sc, a, headDim);
+                            else if (nativeF16) NativeKernels.AccumulateF16((ushort*)vr, stride / 2, count, sc, a, headDim);
                             else AccumulateValues<T, S, V>(vr, stride, count, sc, a, headDim);
                         }
                     }
@@ -346,7 +350,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// scores[j] = scale · q·key_j for the count keys of a tile, four keys at a time so four
     /// accumulation chains run in parallel; each key's sum is formed exactly as <see cref="Gemm.Dot1"/> forms it.
     /// </summary>
-    private static void Scores<T, S, V>(byte* keys, long rowBytes, int count, float* q, int headDim, float scale, float* scores)
+    internal static void Scores<T, S, V>(byte* keys, long rowBytes, int count, float* q, int headDim, float scale, float* scores)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         int jj = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
@@ -387,7 +391,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// vectors, so eight independent FMA chains), instead of a load and store of acc per key; each
     /// element still adds the keys in order, so results equal a per-key axpy's bit for bit.
     /// </summary>
-    private static void AccumulateValues<T, S, V>(byte* values, long rowBytes, int count, float* p, float* acc, int headDim)
+    internal static void AccumulateValues<T, S, V>(byte* values, long rowBytes, int count, float* p, float* acc, int headDim)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         int lanes = S.Lanes, i = 0;

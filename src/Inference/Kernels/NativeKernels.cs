@@ -13,12 +13,14 @@ namespace PiServe.Inference.Kernels;
 /// managed one at the same width (Gemm.Micro4x4 / Micro4x2), so they change speed only.</item>
 /// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: matmuls with bf16 activations through
 /// VDPBF16PS (AVX512-BF16), for bf16 weights when a model's <see cref="MatmulPrecision"/> is Bf16.</item>
+/// <item><see cref="ScoresF16"/> and <see cref="AccumulateF16"/> (AVX-512F): decode attention over an
+/// f16 KV cache read in place with VCVTPH2PS, bit-identical to CpuBackend's managed loops.</item>
 /// </list>
 /// </summary>
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 4;
+    private const int AbiVersion = 5;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
@@ -26,6 +28,8 @@ public static unsafe class NativeKernels
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
     private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
+    private static readonly delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void> s_scoresF16;
+    private static readonly delegate* unmanaged<ushort*, long, int, float*, float*, int, void> s_accumulateF16;
 
     static NativeKernels()
     {
@@ -68,7 +72,8 @@ public static unsafe class NativeKernels
         if (avx512Off) features &= 4;
         nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
-        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0)
+        nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16");
+        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -78,6 +83,8 @@ public static unsafe class NativeKernels
             s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)micro;
             s_widenF16Pairs = (delegate* unmanaged<ushort*, float*, int, void>)widen;
             s_micro4Bf16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)bf16Rows;
+            s_scoresF16 = (delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void>)scores;
+            s_accumulateF16 = (delegate* unmanaged<ushort*, long, int, float*, float*, int, void>)accumulate;
         }
         if ((features & 4) != 0)
             s_micro4F32Avx2 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)microAvx2;
@@ -129,6 +136,20 @@ public static unsafe class NativeKernels
     /// <summary>Rows [r0, r1) of y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) over bf16 rows of k and n bf16 tokens.</summary>
     public static void GemmBf16Dot(ushort* w, int k, int r0, int r1, ushort* xb, int n, float* y, long yStride, float* bias) =>
         s_gemmBf16Dot(w, k, r0, r1, xb, n, y, yStride, bias);
+
+    /// <summary>Whether the f16 decode-attention kernels (<see cref="ScoresF16"/>, <see cref="AccumulateF16"/>) are available.</summary>
+    public static bool HasAttentionF16 => s_scoresF16 != null;
+
+    /// <summary>
+    /// scores[j] = scale · q·key_j for count finite f16 keys (key j at keys + j·stride halves), q in the
+    /// pair layout of width 512: CpuBackend.Scores over FiniteF16Rows at Vector512, bit for bit.
+    /// </summary>
+    public static void ScoresF16(ushort* keys, long stride, int count, float* q, int headDim, float scale, float* scores) =>
+        s_scoresF16(keys, stride, count, q, headDim, scale, scores);
+
+    /// <summary>acc += Σ_j p[j]·value_j over count finite f16 values, acc in the pair layout of width 512: CpuBackend.AccumulateValues, bit for bit.</summary>
+    public static void AccumulateF16(ushort* values, long stride, int count, float* p, float* acc, int headDim) =>
+        s_accumulateF16(values, stride, count, p, acc, headDim);
 
     /// <summary>count floats → bf16, rounded to nearest even.</summary>
     public static void ToBf16(float* x, ushort* xb, long count) => s_toBf16(x, xb, count);

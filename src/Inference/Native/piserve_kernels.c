@@ -19,12 +19,17 @@
 //    nearest even), products of pairs are added into f32 accumulators, as llama.cpp and PyTorch's
 //    bf16 matmuls do. Twice the products per instruction of an f32 FMA. Each output depends only on
 //    its weight row and its token, so results do not depend on batching (docs/PERFORMANCE.md).
+// 3. pk_scores_f16 / pk_accumulate_f16 — decode attention over an f16 KV cache (AVX-512F): a
+//    query's scores against the cached keys and the probability-weighted sum of the values, read
+//    in place with VCVTPH2PS. The managed kernels (CpuBackend.Scores / AccumulateValues) convert
+//    f16 with several integer operations per vector, which made attention at depth compute bound;
+//    these perform the same operations in the same order, so the bits are the managed kernels'.
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 4
+#define PK_ABI_VERSION 5
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -509,5 +514,131 @@ PK_API __attribute__((target(PK_BF16))) void pk_gemm_bf16dot(const uint16_t* w, 
         for (; r < r1; r++)
             for (int t = 0; t < tn; t++)
                 y[(t0 + t) * yStride + r] = dot_bf16(w + (long)r * k, xb + (long)(t0 + t) * k, k) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decode attention over f16 KV rows (finite: the cache scanned what it stored), width 512. Rows are
+// read in the pair layout of CpuBackend's FiniteF16Rows: each whole block of 32 halves gives the
+// vector of its even elements and the vector of its odd ones (the low and high halves of each
+// 32-bit lane), a following block of 16 is read in place, the rest one by one.
+
+__attribute__((target("avx512f"), always_inline)) static inline void f16_pairs(const uint16_t* p, __m512* even, __m512* odd)
+{
+    __m512i r = _mm512_loadu_si512((const void*)p);
+    *even = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(r));
+    *odd = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline __m512 f16_16(const uint16_t* p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)p));
+}
+
+__attribute__((target("f16c"), always_inline)) static inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+
+// scores[j] = scale · q·key_j for count keys (key j at keys + j·stride halves), q in the pair layout:
+// CpuBackend.Scores — four keys at a time, each as Gemm.Step (even then odd FMA) per block, the
+// 16-block as one FMA, the four horizontal sums of Vector512.Sum's tree, the scalar tail as
+// multiply then add; a last one to three keys as Gemm.Dot1.
+PK_API __attribute__((target("avx512f,f16c"))) void pk_scores_f16(const uint16_t* keys, long stride, int count, const float* q,
+                                                                 int headDim, float scale, float* scores)
+{
+    int jj = 0;
+    for (; jj + 4 <= count; jj += 4)
+    {
+        const uint16_t *r0 = keys + jj * stride, *r1 = r0 + stride, *r2 = r1 + stride, *r3 = r2 + stride;
+        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, e, o;
+        int i = 0;
+        for (; i + 32 <= headDim; i += 32)
+        {
+            __m512 qe = _mm512_loadu_ps(q + i), qo = _mm512_loadu_ps(q + i + 16);
+            f16_pairs(r0 + i, &e, &o); s0 = _mm512_fmadd_ps(o, qo, _mm512_fmadd_ps(e, qe, s0));
+            f16_pairs(r1 + i, &e, &o); s1 = _mm512_fmadd_ps(o, qo, _mm512_fmadd_ps(e, qe, s1));
+            f16_pairs(r2 + i, &e, &o); s2 = _mm512_fmadd_ps(o, qo, _mm512_fmadd_ps(e, qe, s2));
+            f16_pairs(r3 + i, &e, &o); s3 = _mm512_fmadd_ps(o, qo, _mm512_fmadd_ps(e, qe, s3));
+        }
+        if (i + 16 <= headDim)
+        {
+            __m512 qv = _mm512_loadu_ps(q + i);
+            s0 = _mm512_fmadd_ps(f16_16(r0 + i), qv, s0); s1 = _mm512_fmadd_ps(f16_16(r1 + i), qv, s1);
+            s2 = _mm512_fmadd_ps(f16_16(r2 + i), qv, s2); s3 = _mm512_fmadd_ps(f16_16(r3 + i), qv, s3);
+            i += 16;
+        }
+        float a[4];
+        _mm_storeu_ps(a, hsum16x4(s0, s1, s2, s3));
+        for (; i < headDim; i++)
+        {
+            float qi = q[i];
+            a[0] += f16_to_f32(r0[i]) * qi; a[1] += f16_to_f32(r1[i]) * qi;
+            a[2] += f16_to_f32(r2[i]) * qi; a[3] += f16_to_f32(r3[i]) * qi;
+        }
+        for (int t = 0; t < 4; t++) scores[jj + t] = a[t] * scale;
+    }
+    for (; jj < count; jj++)
+    {
+        const uint16_t* r = keys + jj * stride;
+        __m512 acc = _mm512_setzero_ps(), e, o;
+        int i = 0;
+        for (; i + 32 <= headDim; i += 32)
+        {
+            f16_pairs(r + i, &e, &o);
+            acc = _mm512_fmadd_ps(o, _mm512_loadu_ps(q + i + 16), _mm512_fmadd_ps(e, _mm512_loadu_ps(q + i), acc));
+        }
+        if (i + 16 <= headDim) { acc = _mm512_fmadd_ps(f16_16(r + i), _mm512_loadu_ps(q + i), acc); i += 16; }
+        float a = hsum16(acc);
+        for (; i < headDim; i++) a += f16_to_f32(r[i]) * q[i];
+        scores[jj] = a * scale;
+    }
+}
+
+// acc += Σ_j p[j]·value_j over count values (value j at values + j·stride halves), acc in the pair
+// layout: CpuBackend.AccumulateValues — every element adds the keys in order with one FMA each
+// (the scalar tail as multiply then add), so its blocking does not change a bit.
+PK_API __attribute__((target("avx512f,f16c"))) void pk_accumulate_f16(const uint16_t* values, long stride, int count, const float* p,
+                                                                     float* acc, int headDim)
+{
+    int i = 0;
+    for (; i + 64 <= headDim; i += 64)
+    {
+        __m512 a0 = _mm512_loadu_ps(acc + i), a1 = _mm512_loadu_ps(acc + i + 16);
+        __m512 a2 = _mm512_loadu_ps(acc + i + 32), a3 = _mm512_loadu_ps(acc + i + 48), e, o;
+        const uint16_t* row = values + i;
+        for (int j = 0; j < count; j++, row += stride)
+        {
+            __m512 pv = _mm512_set1_ps(p[j]);
+            f16_pairs(row, &e, &o);
+            a0 = _mm512_fmadd_ps(pv, e, a0); a1 = _mm512_fmadd_ps(pv, o, a1);
+            f16_pairs(row + 32, &e, &o);
+            a2 = _mm512_fmadd_ps(pv, e, a2); a3 = _mm512_fmadd_ps(pv, o, a3);
+        }
+        _mm512_storeu_ps(acc + i, a0); _mm512_storeu_ps(acc + i + 16, a1);
+        _mm512_storeu_ps(acc + i + 32, a2); _mm512_storeu_ps(acc + i + 48, a3);
+    }
+    for (; i + 32 <= headDim; i += 32)
+    {
+        __m512 a0 = _mm512_loadu_ps(acc + i), a1 = _mm512_loadu_ps(acc + i + 16), e, o;
+        const uint16_t* row = values + i;
+        for (int j = 0; j < count; j++, row += stride)
+        {
+            __m512 pv = _mm512_set1_ps(p[j]);
+            f16_pairs(row, &e, &o);
+            a0 = _mm512_fmadd_ps(pv, e, a0); a1 = _mm512_fmadd_ps(pv, o, a1);
+        }
+        _mm512_storeu_ps(acc + i, a0); _mm512_storeu_ps(acc + i + 16, a1);
+    }
+    for (; i + 16 <= headDim; i += 16)
+    {
+        __m512 a = _mm512_loadu_ps(acc + i);
+        const uint16_t* row = values + i;
+        for (int j = 0; j < count; j++, row += stride) a = _mm512_fmadd_ps(_mm512_set1_ps(p[j]), f16_16(row), a);
+        _mm512_storeu_ps(acc + i, a);
+    }
+    for (; i < headDim; i++)
+    {
+        float a = acc[i];
+        const uint16_t* row = values + i;
+        for (int j = 0; j < count; j++, row += stride) a += p[j] * f16_to_f32(*row);
+        acc[i] = a;
     }
 }

@@ -236,6 +236,79 @@ public unsafe class NativeKernelTests(ITestOutputHelper output)
         Assert.Equal(soloB.Append(9).ToArray(), b.Logits.ToArray());
     }
 
+    /// <summary>
+    /// Decode attention over an f16 KV cache: the native F16C kernels give the managed loops' bits for
+    /// head sizes with every tail (pair blocks, a 16-block in place, scalars), key counts around the
+    /// four-key step, and rows further apart than a head (the cache's layout).
+    /// </summary>
+    [RequiresNativeTheory]
+    [InlineData(64, 1)]
+    [InlineData(64, 13)]
+    [InlineData(128, 8)]
+    [InlineData(80, 7)]
+    [InlineData(96, 4)]
+    [InlineData(72, 5)]
+    [InlineData(17, 3)]
+    [InlineData(256, 9)]
+    public void F16AttentionKernelsAreBitIdenticalToTheManagedOnes(int headDim, int count)
+    {
+        Assert.True(NativeKernels.HasAttentionF16, NativeKernels.Status);
+        var rng = new Random(headDim * 31 + count);
+        int stride = headDim + 24;
+        // Finite halves across the range, subnormals included (the cache holds what the model wrote).
+        var rows = new ushort[count * stride];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            double v = (rng.NextDouble() * 2 - 1) * Math.Pow(2, rng.Next(-20, 12));
+            rows[i] = BitConverter.HalfToUInt16Bits((Half)v);
+        }
+        var q = Enumerable.Range(0, headDim).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var p = Enumerable.Range(0, count).Select(_ => (float)rng.NextDouble()).ToArray();
+        var acc = Enumerable.Range(0, headDim).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+        float scale = 1f / MathF.Sqrt(headDim);
+        float[] managedScores = new float[count], nativeScores = new float[count];
+        float[] managedAcc = (float[])acc.Clone(), nativeAcc = (float[])acc.Clone();
+        fixed (ushort* r = rows)
+        fixed (float* qp = q, pp = p, ms = managedScores, ns = nativeScores, ma = managedAcc, na = nativeAcc)
+        {
+            CpuBackend.Scores<FiniteF16Rows, Simd512, System.Runtime.Intrinsics.Vector512<float>>((byte*)r, stride * 2L, count, qp, headDim, scale, ms);
+            NativeKernels.ScoresF16(r, stride, count, qp, headDim, scale, ns);
+            CpuBackend.AccumulateValues<FiniteF16Rows, Simd512, System.Runtime.Intrinsics.Vector512<float>>((byte*)r, stride * 2L, count, pp, ma, headDim);
+            NativeKernels.AccumulateF16(r, stride, count, pp, na, headDim);
+        }
+        Assert.Equal(managedScores.Select(BitConverter.SingleToInt32Bits), nativeScores.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(managedAcc.Select(BitConverter.SingleToInt32Bits), nativeAcc.Select(BitConverter.SingleToInt32Bits));
+        // And they computed something: the scores are the dot products (to float rounding) with q
+        // read back from the pair layout.
+        var qNatural = new float[headDim];
+        fixed (float* qp = q, qn = qNatural) Gemm.FromPairLayout(qp, qn, headDim, 16);
+        for (int j = 0; j < count; j++)
+        {
+            double dot = 0;
+            for (int i = 0; i < headDim; i++) dot += (double)(float)BitConverter.UInt16BitsToHalf(rows[j * stride + i]) * qNatural[i];
+            Assert.Equal(dot * scale, nativeScores[j], Math.Max(1e-3, Math.Abs(dot) * 1e-4));
+        }
+    }
+
+    /// <summary>With an f16 cache a decode step reads the keys natively (one query) and a prefill through widened tiles (managed): the same logits.</summary>
+    [RequiresNativeTheory]
+    [InlineData("llama-default-f32/long-1000")]
+    [InlineData("mistral-sharded-f16/window-150")]
+    public void F16CacheDecodeEqualsPrefill(string id)
+    {
+        var g = GoldenFixtures.Get(id);
+        using var model = LlamaModel.Load(GoldenFixtures.ModelDir(g.Model));
+        model.KvCacheType = DType.F16;
+        var rope = model.ResolveRope(g.RopeScaling);
+        int[] prompt = g.Tokens;
+        using var whole = new InferenceSession(model, rope);
+        var prefilled = whole.Prefill([.. prompt, 7, 11]).ToArray();
+        using var stepped = new InferenceSession(model, rope);
+        stepped.Prefill(prompt);
+        stepped.Append(7);
+        Assert.Equal(prefilled, stepped.Append(11).ToArray());
+    }
+
     private static float Bf16(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
 
     private static (byte[] Weights, float[] X, float[] Bias) Problem(DType dtype, int rows, int cols, int tokens, int seed)

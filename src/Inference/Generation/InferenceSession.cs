@@ -244,23 +244,41 @@ public sealed unsafe class InferenceSession : IDisposable
             int vocab = model.Config.VocabSize, hiddenSize = model.Config.HiddenSize;
             if (logitScratch.Length < decoded * vocab) throw new ArgumentException($"logit scratch needs {decoded * vocab} floats", nameof(logitScratch));
             model.Forward(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(batchTokens), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(segments), scratch);
+            // The logits of every decoded token and of every prompt completed in this step come from
+            // one lm_head matmul (its weights read once, not once per completed prompt): each completed
+            // prompt's last hidden row moves up behind the decoded rows first. A destination never lies
+            // past its source, nor on a source still to be moved. Without room in the scratch for them
+            // all, completed prompts get theirs one by one (the same values: rows are independent).
+            int completed = 0;
+            for (int i = decoded; i < batch.Count; i++)
+                if (batch[i].Length == prefill[i - decoded].Prompt.Length) completed++;
+            bool together = logitScratch.Length >= (long)(decoded + completed) * vocab;
+            int rows = decoded, row = decoded;
+            for (int i = decoded; i < batch.Count; i++)
+            {
+                row += segments[i].Count;
+                if (batch[i].Length != prefill[i - decoded].Prompt.Length) continue;
+                float* last = scratch.Hidden + (long)(row - 1) * hiddenSize;
+                if (together)
+                {
+                    if (row - 1 != rows) Buffer.MemoryCopy(last, scratch.Hidden + (long)rows * hiddenSize, hiddenSize * 4L, hiddenSize * 4L);
+                    rows++;
+                }
+                else
+                    fixed (float* own = batch[i]._logits)
+                        model.Logits(last, 1, own);
+            }
             fixed (float* logits = logitScratch)
             {
-                if (decoded > 0)
+                if (rows > 0)
                 {
-                    model.Logits(scratch.Hidden, decoded, logits);
-                    for (int b = 0; b < decoded; b++)
-                        new ReadOnlySpan<float>(logits + (long)b * vocab, vocab).CopyTo(batch[b]._logits);
-                }
-                int row = decoded;
-                for (int i = decoded; i < batch.Count; i++)
-                {
-                    var seg = segments[i];
-                    var session = batch[i];
-                    row += seg.Count;
-                    if (session.Length != prefill[i - decoded].Prompt.Length) continue;
-                    fixed (float* own = session._logits)
-                        model.Logits(scratch.Hidden + (long)(row - 1) * hiddenSize, 1, own);
+                    model.Logits(scratch.Hidden, rows, logits);
+                    int b = 0;
+                    for (int i = 0; i < batch.Count; i++)
+                    {
+                        if (i >= decoded && (!together || batch[i].Length != prefill[i - decoded].Prompt.Length)) continue;
+                        new ReadOnlySpan<float>(logits + (long)b++ * vocab, vocab).CopyTo(batch[i]._logits);
+                    }
                 }
             }
         }

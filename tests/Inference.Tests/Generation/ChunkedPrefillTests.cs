@@ -54,23 +54,34 @@ public sealed class ChunkedPrefillTests
     [MemberData(nameof(Ropes))]
     public void MixedStepEqualsSeparateDecodeAndPrefill(string? ropeJson)
     {
+        // Logit scratch for the decoded rows only (completed prompts get theirs one by one), and with
+        // room for all (one lm_head matmul over decoded and completed rows).
+        foreach (int logitRows in new[] { 2, 4 })
+            MixedStep(ropeJson, logitRows);
+    }
+
+    private static void MixedStep(string? ropeJson, int logitRows)
+    {
         var rope = ropeJson is null ? Model.Rope : Model.ResolveRope(JsonNode.Parse(ropeJson)!.AsObject());
-        int[] a = Prompt(30, 1), b = Prompt(21, 2), c = Prompt(150, 3), d = Prompt(37, 4);
+        int[] a = Prompt(30, 1), b = Prompt(21, 2), c = Prompt(150, 3), d = Prompt(37, 4), e = Prompt(9, 5);
         InferenceSession Started(int[] prompt) { var s = new InferenceSession(Model, rope); s.Prefill(prompt); return s; }
         using InferenceSession aMixed = Started(a), bMixed = Started(b), aAlone = Started(a), bAlone = Started(b);
         using InferenceSession cMixed = new(Model, rope), cAlone = new(Model, rope), dMixed = new(Model, rope), dAlone = new(Model, rope);
+        using InferenceSession eMixed = new(Model, rope), eAlone = new(Model, rope);
         cMixed.PrefillPart(c, 64);
         cAlone.PrefillPart(c, 64);
 
         using var scratch = new ForwardScratch(Model.Config);
-        var logits = new float[2 * Model.Config.VocabSize];
-        InferenceSession.Step([aMixed, bMixed], [11, 12], [new(cMixed, c, 64), new(dMixed, d, 64)], scratch, logits);
+        var logits = new float[logitRows * Model.Config.VocabSize];
+        InferenceSession.Step([aMixed, bMixed], [11, 12], [new(cMixed, c, 64), new(dMixed, d, 64), new(eMixed, e, 64)], scratch, logits);
         Assert.Equal(aAlone.Append(11).ToArray(), aMixed.Logits.ToArray());
         Assert.Equal(bAlone.Append(12).ToArray(), bMixed.Logits.ToArray());
         Assert.False(cAlone.PrefillPart(c, 64));
         Assert.Equal(128, cMixed.Length);
-        Assert.True(dAlone.PrefillPart(d, 64)); // d completes in this step: its logits are set
+        Assert.True(dAlone.PrefillPart(d, 64)); // d and e complete in this step: their logits are set
         Assert.Equal(dAlone.Logits.ToArray(), dMixed.Logits.ToArray());
+        Assert.True(eAlone.PrefillPart(e, 64));
+        Assert.Equal(eAlone.Logits.ToArray(), eMixed.Logits.ToArray());
         // The caches are equal too: the next steps agree.
         Assert.Equal(aAlone.Append(5).ToArray(), aMixed.Append(5).ToArray());
         Assert.Equal(dAlone.Append(6).ToArray(), dMixed.Append(6).ToArray());

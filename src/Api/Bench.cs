@@ -100,6 +100,7 @@ public static class Bench
             ["simd_width"] = (int)Simd.Best,
             ["matmul_precision"] = model.MatmulPrecision.Name(),
             ["native_kernels"] = NativeKernels.Status,
+            ["heap_retention"] = PiServe.Api.Hosting.HeapRetention.Status,
             ["peak_working_set_bytes"] = self.PeakWorkingSet64,
         };
     }

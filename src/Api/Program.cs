@@ -1,6 +1,9 @@
 using PiServe.Api;
 using PiServe.Api.Hosting;
 
+// Before anything allocates: freed KV memory stays in the process for the next request.
+HeapRetention.Configure();
+
 // With a verb (tokenize, score, generate, bench, ...) the executable drives the engine directly
 // and prints one JSON object; with no verb it serves HTTP.
 if (args.Length > 0 && Verbs.IsVerb(args[0]))

@@ -48,6 +48,7 @@ public static class PiServeHost
 
     public static WebApplication UsePiServe(this WebApplication app)
     {
+        app.Logger.LogInformation("Native memory: {HeapRetention}", HeapRetention.Status);
         app.UseMiddleware<ApiErrorMiddleware>();
         app.UseStatusCodePages(ApiErrorMiddleware.WriteStatusBodyAsync);
         // The page at / (wwwroot: playground and evaluations, no build step).

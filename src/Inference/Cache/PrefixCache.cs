@@ -28,6 +28,9 @@ public sealed unsafe class PrefixCache : IDisposable
     private readonly LinkedList<Block> _lru = new();
     private long _bytes;
     private int _count;
+    /// <summary>Block buffers already in memory (touched) and holding nothing: taken before new ones.</summary>
+    private readonly Stack<NativeBuffer> _spare = new();
+    private long _spareBytes;
 
     /// <param name="blockTokens">Tokens per block.</param>
     /// <param name="budgetBytes">The most bytes the cached blocks may hold together.</param>
@@ -49,6 +52,12 @@ public sealed unsafe class PrefixCache : IDisposable
     public int BlockCount => Volatile.Read(ref _count);
     /// <summary>Bytes the held blocks take (<see cref="BlockCount"/> · <see cref="BlockBytes"/>).</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
+    /// <summary>
+    /// Bytes of spare block buffers: memory the cache holds besides its blocks (within the same bounds,
+    /// and released first when room is needed), so that publishing a block copies into memory already
+    /// faulted in (see <see cref="Refill"/>).
+    /// </summary>
+    public long SpareBytes => Interlocked.Read(ref _spareBytes);
     /// <summary>Blocks evicted so far.</summary>
     public long Evictions => Interlocked.Read(ref _evictions);
     private long _evictions;
@@ -214,12 +223,18 @@ public sealed unsafe class PrefixCache : IDisposable
         }
         long limit = Math.Min(BudgetBytes, maxBytes) - BlockBytes;
         if (limit < 0) return false;
+        // A spare buffer in hand counts as the new block's bytes, not twice.
+        var data = TakeSpare();
         if (parent is not null) parent.Pins++;
         bool room = EvictTo(limit);
         if (parent is not null) parent.Pins--;
-        if (!room) return false;
+        if (!room)
+        {
+            data?.Dispose();
+            return false;
+        }
 
-        var data = new NativeBuffer(BlockBytes / sizeof(float));
+        data ??= new NativeBuffer(BlockBytes / sizeof(float));
         bool nonFinite = cache.CopyOut(index * BlockTokens, BlockTokens, (byte*)data.Ptr);
         var b = new Block(key, parent, blockTokens.ToArray(), regime, data, nonFinite);
         // Newest, but older than its parent (so the parent, no longer a leaf, is never evicted first).
@@ -233,11 +248,12 @@ public sealed unsafe class PrefixCache : IDisposable
     }
 
     /// <summary>
-    /// Evicts least recently used blocks (unpinned leaves) until the cache holds at most
-    /// <paramref name="maxBytes"/>; false when pinned blocks keep it above that.
+    /// Releases the spare buffers, then evicts least recently used blocks (unpinned leaves), until the
+    /// cache holds at most <paramref name="maxBytes"/>; false when pinned blocks keep it above that.
     /// </summary>
     public bool EvictTo(long maxBytes)
     {
+        while (Bytes + SpareBytes > maxBytes && TakeSpare() is { } spare) spare.Dispose();
         var node = _lru.First;
         while (Bytes > maxBytes && node is not null)
         {
@@ -250,7 +266,7 @@ public sealed unsafe class PrefixCache : IDisposable
             }
             node = next;
         }
-        return Bytes <= maxBytes;
+        return Bytes + SpareBytes <= maxBytes;
     }
 
     private void Evict(Block b)
@@ -266,9 +282,46 @@ public sealed unsafe class PrefixCache : IDisposable
         Interlocked.Increment(ref _evictions);
     }
 
+    /// <summary>Spare buffers <see cref="Refill"/> keeps ready; 0 keeps none.</summary>
+    public int SpareTarget { get; set; }
+
+    /// <summary>Spare buffers held now.</summary>
+    public int SpareCount => _spare.Count;
+
+    /// <summary>
+    /// Adds one spare buffer, its pages written so the kernel has faulted them in, when fewer than
+    /// <see cref="SpareTarget"/> are held and blocks and spares stay within the budget and
+    /// <paramref name="maxBytes"/>; returns whether it added one. Fresh memory costs its page faults
+    /// and zeroing when first written (~0.4 ms per MB on a 2-core VM, several times the copy): the
+    /// scheduler refills while idle so that a burst of prompts publishes its blocks into memory
+    /// already in place instead of paying that between two decode steps.
+    /// </summary>
+    public bool Refill(long maxBytes)
+    {
+        if (_spare.Count >= SpareTarget || Bytes + SpareBytes + BlockBytes > Math.Min(BudgetBytes, maxBytes)) return false;
+        var buffer = new NativeBuffer(BlockBytes / sizeof(float));
+        buffer.AsSpan(0, (int)buffer.Length).Clear();
+        PutSpare(buffer);
+        return true;
+    }
+
+    private void PutSpare(NativeBuffer buffer)
+    {
+        _spare.Push(buffer);
+        Interlocked.Add(ref _spareBytes, BlockBytes);
+    }
+
+    private NativeBuffer? TakeSpare()
+    {
+        if (!_spare.TryPop(out var buffer)) return null;
+        Interlocked.Add(ref _spareBytes, -BlockBytes);
+        return buffer;
+    }
+
     /// <summary>Drops every block (pinned ones too: call only when no sequence uses the cache).</summary>
     public void Dispose()
     {
+        while (TakeSpare() is { } spare) spare.Dispose();
         foreach (var b in _lru) { b.Data.Dispose(); b.Evicted = true; }
         _lru.Clear();
         _blocks.Clear();

@@ -52,7 +52,11 @@ public sealed class BatchScheduler : IDisposable
         // Cached blocks are copied between host buffers and the sequence's cache: a device engine's KV
         // cache lives in device memory, so the prefix cache is off there until blocks are copied on the device.
         if (options.PrefixCacheBytes > 0 && model.Engine is null)
-            _prefixCache = new PrefixCache(options.PrefixBlockTokens, options.PrefixCacheBytes, model.KvBytesPerToken);
+            _prefixCache = new PrefixCache(options.PrefixBlockTokens, options.PrefixCacheBytes, model.KvBytesPerToken)
+            {
+                // Enough for the blocks of the largest step's prompts (a burst), refilled while idle.
+                SpareTarget = (options.MaxStepPromptTokens + options.PrefixBlockTokens - 1) / options.PrefixBlockTokens,
+            };
         _loop = new Thread(Loop) { IsBackground = true, Name = "piserve-scheduler" };
         _loop.Start();
     }
@@ -181,7 +185,12 @@ public sealed class BatchScheduler : IDisposable
             {
                 bool idle;
                 lock (_lock) idle = _waiting.Count == 0 && _running.Count == 0;
-                if (idle) { _wake.Wait(_stop.Token); continue; }
+                if (idle)
+                {
+                    if (RefillSpare()) continue;
+                    _wake.Wait(_stop.Token);
+                    continue;
+                }
 
                 try
                 {
@@ -211,6 +220,23 @@ public sealed class BatchScheduler : IDisposable
                 _waiting.Clear();
             }
         }
+    }
+
+    /// <summary>
+    /// While nothing runs or waits: one more spare prefix-cache buffer faulted in (a fraction of a
+    /// millisecond, so a request arriving meanwhile waits no longer than that); false when the cache
+    /// wants none. Within the KV budget left beside the reservations (none while idle).
+    /// </summary>
+    private bool RefillSpare()
+    {
+        if (_prefixCache is null || _wake.CurrentCount > 0) return false;
+        long room;
+        lock (_lock)
+        {
+            if (_waiting.Count > 0 || _running.Count > 0) return false;
+            room = _options.KvCacheBudgetBytes - _reservedBytes;
+        }
+        return _prefixCache.Refill(room);
     }
 
     /// <summary>Moves waiting requests into the batch while the batch and KV budget allow (their prompts are prefilled by <see cref="PrefillStep"/>).</summary>

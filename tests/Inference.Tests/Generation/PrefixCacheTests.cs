@@ -366,4 +366,56 @@ public sealed class PrefixCacheTests
         }
         Assert.True(warm.PrefixCache!.Evictions > 0);
     }
+
+    /// <summary>
+    /// Spare buffers: refilled up to the target within the budget, taken (not added to) when a block is
+    /// published, released before any block when room is needed; a block published into a spare
+    /// restores the keys and values it copied.
+    /// </summary>
+    [Fact]
+    public void SpareBuffersAreTakenByPublishAndReleasedFirst()
+    {
+        using var session = new InferenceSession(Model);
+        int[] prompt = Tokens(3 * Block + 5, 9);
+        session.Prefill(prompt);
+        long blockBytes = session.Cache.BytesPerToken * Block;
+        using var cache = new PrefixCache(Block, 4 * blockBytes, session.Cache.BytesPerToken) { SpareTarget = 3 };
+        Assert.True(cache.Refill(long.MaxValue));
+        Assert.True(cache.Refill(long.MaxValue));
+        Assert.False(cache.Refill(2 * blockBytes));          // the caller's limit: two spares are all it allows
+        Assert.True(cache.Refill(long.MaxValue));
+        Assert.False(cache.Refill(long.MaxValue));           // the target
+        Assert.Equal(3, cache.SpareCount);
+        Assert.Equal(3 * blockBytes, cache.SpareBytes);
+
+        var regime = new PrefixCache.Regime(session.ParametersFor(prompt.Length), session.Cache.ElementType);
+        var hashes = PrefixCache.ChainHashes(prompt, Block);
+        var path = new List<PrefixCache.Block>();
+        for (int i = 0; i < 3; i++) Assert.True(cache.Publish(regime, prompt, hashes, i, session.Cache, path, long.MaxValue));
+        Assert.Equal(3 * blockBytes, cache.Bytes);           // three blocks in the three spares:
+        Assert.Equal(0, cache.SpareCount);                   // memory held is unchanged
+        Assert.True(cache.Refill(long.MaxValue));            // the fourth fits the budget of four
+        Assert.False(cache.Refill(long.MaxValue));
+
+        // A fresh cache restored from the blocks holds what the session computed.
+        using var restored = new InferenceSession(Model);
+        cache.Restore(path, 0, 3, restored.Cache);
+        var a = new byte[3 * blockBytes];
+        var b = new byte[3 * blockBytes];
+        unsafe
+        {
+            fixed (byte* pa = a, pb = b)
+            {
+                session.Cache.CopyOut(0, 3 * Block, pa);
+                restored.Cache.CopyOut(0, 3 * Block, pb);
+            }
+        }
+        Assert.Equal(a, b);
+
+        Assert.True(cache.EvictTo(3 * blockBytes));          // the spare goes first, every block stays
+        Assert.Equal(0, cache.SpareCount);
+        Assert.Equal(3, cache.BlockCount);
+        Assert.True(cache.EvictTo(0));
+        Assert.Equal(0, cache.Bytes + cache.SpareBytes);
+    }
 }

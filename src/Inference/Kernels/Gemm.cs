@@ -288,7 +288,11 @@ public static unsafe class Gemm
                 for (int j = 0; j < 4; j++)
                 {
                     // Finite f16 widens to the same floats with F16C (the non-finite path keeps the managed conversion's NaN bits).
-                    if (wide && w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
+                    if (w.DType == DType.F16 && w.Finite)
+                    {
+                        if (wide) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
+                        else NativeKernels.WidenF16PairsAvx2((ushort*)w.Row(rn + j), panel + (long)j * k, k);
+                    }
                     else WidenRow<S, V>(w, rn + j, panel + (long)j * k);
                 }
                 if (wide) NativeKernels.Micro4F32(panel, k, x, tn, yt, rows, bt);

@@ -20,12 +20,13 @@ namespace PiServe.Inference.Kernels;
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 5;
+    private const int AbiVersion = 6;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4Bf16Rows;
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
+    private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16PairsAvx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
     private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
     private static readonly delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void> s_scoresF16;
@@ -72,8 +73,8 @@ public static unsafe class NativeKernels
         if (avx512Off) features &= 4;
         nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
-        nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16");
-        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0)
+        nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16"), widenAvx2 = Export("pk_widen_f16_pairs_avx2");
+        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0 || widenAvx2 == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -87,7 +88,10 @@ public static unsafe class NativeKernels
             s_accumulateF16 = (delegate* unmanaged<ushort*, long, int, float*, float*, int, void>)accumulate;
         }
         if ((features & 4) != 0)
+        {
             s_micro4F32Avx2 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)microAvx2;
+            s_widenF16PairsAvx2 = (delegate* unmanaged<ushort*, float*, int, void>)widenAvx2;
+        }
         if ((features & 2) != 0)
         {
             s_gemmBf16Dot = (delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void>)dot;
@@ -132,6 +136,9 @@ public static unsafe class NativeKernels
 
     /// <summary>An f16 row widened into the pair layout of width 512 (Gemm.WidenPairs), exactly, with VCVTPH2PS.</summary>
     public static void WidenF16Pairs(ushort* row, float* dst, int k) => s_widenF16Pairs(row, dst, k);
+
+    /// <summary>An f16 row widened into the pair layout of width 256, exactly, with VCVTPH2PS (available with <see cref="Micro4F32Avx2"/>).</summary>
+    public static void WidenF16PairsAvx2(ushort* row, float* dst, int k) => s_widenF16PairsAvx2(row, dst, k);
 
     /// <summary>Rows [r0, r1) of y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) over bf16 rows of k and n bf16 tokens.</summary>
     public static void GemmBf16Dot(ushort* w, int k, int r0, int r1, ushort* xb, int n, float* y, long yStride, float* bias) =>

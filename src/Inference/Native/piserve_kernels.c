@@ -29,7 +29,7 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 5
+#define PK_ABI_VERSION 6
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -270,8 +270,8 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
 // ---------------------------------------------------------------------------------------------
 // The same exact kernels at width 256 (AVX2 + FMA + F16C), for CPUs without AVX-512: bit-identical
 // to the managed kernels at Vector256 (Gemm.Micro4x2 / DotF32 over the panel, pair blocks of 16).
-// 16 registers: 4 rows × 3 tokens of accumulators, the 3 tokens' x vectors, one weight vector. f16
-// and bf16 rows are widened into the panel by the managed code at this width.
+// 16 registers: 4 rows × 3 tokens of accumulators, the 3 tokens' x vectors, one weight vector. bf16
+// rows are widened into the panel by the managed code at this width, f16 rows by F16C below.
 
 #define PK_AVX2 "avx2,fma,f16c"
 
@@ -336,6 +336,26 @@ PK_TILES3(micro4_f32_avx2, micro4_f32_avx2, PK_AVX2, float, float)
 PK_API void pk_micro4_f32_avx2(const float* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
 {
     pk_run_tiles(micro4_f32_avx2_tiles, 3, w, k, x, 4, n, y, yStride, bias);
+}
+
+// An f16 row widened into the pair layout of Gemm.WidenPairs at width 256: each whole block of 16
+// halves becomes its 8 even elements then its 8 odd ones, the tail stays in place; VCVTPH2PS is
+// exact, as the managed conversion is (which needs several integer operations per vector instead).
+PK_API __attribute__((target(PK_AVX2))) void pk_widen_f16_pairs_avx2(const uint16_t* row, float* dst, int k)
+{
+    const __m256i low = _mm256_set1_epi32(0xFFFF);
+    int i = 0;
+    for (; i + 16 <= k; i += 16)
+    {
+        __m256i r = _mm256_loadu_si256((const __m256i*)(row + i));
+        // Evens are the low halves of the 32-bit lanes, odds the high ones; packing works per 128-bit
+        // lane ([e0..3 o0..3 | e4..7 o4..7]), the permute puts the evens before the odds.
+        __m256i packed = _mm256_packus_epi32(_mm256_and_si256(r, low), _mm256_srli_epi32(r, 16));
+        packed = _mm256_permute4x64_epi64(packed, 0xD8);
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_castsi256_si128(packed)));
+        _mm256_storeu_ps(dst + i + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(packed, 1)));
+    }
+    for (; i < k; i++) dst[i] = _cvtsh_ss(row[i]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -211,6 +211,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void micro4_bf16
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
+        // The next four rows (the caller's next panel) one cache line per row ahead: a decode batch
+        // streams each row from memory once, and the hardware prefetcher follows four streams poorly.
+        // (Past the matrix's last row a prefetch reads nothing and cannot fault.)
+        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
+        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
         __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
         __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
         __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16)), a1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
@@ -425,7 +430,13 @@ __attribute__((target(PK_BF16), always_inline)) static inline void micro4_bf16(i
             c##t##3 = _mm512_dpbf16_ps(c##t##3, a3, b);                                                 \
         }
 #define PK_LOAD(p) _mm512_loadu_si512((const void*)(p))
-    for (; i + 32 <= k; i += 32) PK_BLOCK(PK_LOAD)
+    for (; i + 32 <= k; i += 32)
+    {
+        // The next panel's four rows a cache line ahead, as in micro4_bf16p (decode batches).
+        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
+        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
+        PK_BLOCK(PK_LOAD)
+    }
 #undef PK_LOAD
     if (i < k)
     {

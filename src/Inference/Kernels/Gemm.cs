@@ -27,6 +27,8 @@ public static unsafe class Gemm
 {
     /// <summary>Tokens per tile: 64 tokens of x (64 × K floats) stay in L2 while all rows pass.</summary>
     public const int TokenTile = 64;
+    /// <summary>Up to this many tokens (two 5-token register tiles) finite f16 rows are converted in registers rather than widened into a panel.</summary>
+    public const int F16RowsMaxTokens = 10;
 
     /// <summary>
     /// Rows [r0, r1) of y for n tokens, at the hardware's best vector width, with the native exact
@@ -283,6 +285,13 @@ public static unsafe class Gemm
                 {
                     // bf16 rows split in registers as the panel would hold them: no panel pass.
                     NativeKernels.Micro4Bf16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
+                    continue;
+                }
+                if (wide && w.DType == DType.F16 && w.Finite && tn <= F16RowsMaxTokens)
+                {
+                    // A decode batch: f16 rows converted in registers (each streamed from memory once,
+                    // overlapped with the FMAs); more tokens convert each row once into the panel.
+                    NativeKernels.Micro4F16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
                     continue;
                 }
                 for (int j = 0; j < 4; j++)

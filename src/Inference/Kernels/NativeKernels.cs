@@ -20,11 +20,12 @@ namespace PiServe.Inference.Kernels;
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 6;
+    private const int AbiVersion = 7;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4Bf16Rows;
+    private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4F16Rows;
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16PairsAvx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
@@ -74,7 +75,9 @@ public static unsafe class NativeKernels
         nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
         nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16"), widenAvx2 = Export("pk_widen_f16_pairs_avx2");
-        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0 || widenAvx2 == 0)
+        nint f16Rows = Export("pk_micro4_f16_rows");
+        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0
+            || widenAvx2 == 0 || f16Rows == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -84,6 +87,7 @@ public static unsafe class NativeKernels
             s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)micro;
             s_widenF16Pairs = (delegate* unmanaged<ushort*, float*, int, void>)widen;
             s_micro4Bf16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)bf16Rows;
+            s_micro4F16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)f16Rows;
             s_scoresF16 = (delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void>)scores;
             s_accumulateF16 = (delegate* unmanaged<ushort*, long, int, float*, float*, int, void>)accumulate;
         }
@@ -133,6 +137,13 @@ public static unsafe class NativeKernels
     /// </summary>
     public static void Micro4Bf16Rows(ushort* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
         s_micro4Bf16Rows(w, k, x, n, y, yStride, bias);
+
+    /// <summary>
+    /// <see cref="Micro4F32"/>'s results for 4 finite f16 rows converted in registers (VPMOVDW + VCVTPH2PS
+    /// into the even and odd weights the panel would hold): bit for bit the same sums, no panel pass.
+    /// </summary>
+    public static void Micro4F16Rows(ushort* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
+        s_micro4F16Rows(w, k, x, n, y, yStride, bias);
 
     /// <summary>An f16 row widened into the pair layout of width 512 (Gemm.WidenPairs), exactly, with VCVTPH2PS.</summary>
     public static void WidenF16Pairs(ushort* row, float* dst, int k) => s_widenF16Pairs(row, dst, k);

@@ -29,7 +29,7 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 6
+#define PK_ABI_VERSION 7
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -253,6 +253,81 @@ PK_API void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n,
     pk_run_tiles(micro4_bf16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
 }
 
+// The same arithmetic from finite f16 rows converted in registers: each 32-bit lane of a load holds
+// two adjacent halves, narrowed (VPMOVDW) into the even and the odd halves and converted exactly
+// (VCVTPH2PS), which is what the F16C-widened panel would hold at i and i + 16. For decode batches:
+// the rows stream from memory once, overlapped with the FMAs, where the panel pass first reads them
+// all, then computes. A prefill (many token tiles per panel) converts each row once into the panel
+// instead; Gemm picks by the number of tokens.
+__attribute__((target("avx512f,f16c"), always_inline)) static inline void finish4_f16(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
+                                                                                      const uint16_t* w, const float* xt, int i, int k,
+                                                                                      float* out, const float* bias)
+{
+    float s[4];
+    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
+    for (int j = 0; j < 4; j++)
+    {
+        const uint16_t* wj = w + (long)j * k;
+        for (int ii = i; ii < k; ii++) s[j] += _cvtsh_ss(wj[ii]) * xt[ii];
+        out[j] = s[j] + (bias ? bias[j] : 0.0f);
+    }
+}
+
+#define PK_STEP(t)                                                                                      \
+    if (NT > t)                                                                                         \
+    {                                                                                                   \
+        __m512 b = _mm512_loadu_ps(x + (long)t * k + i + off);                                          \
+        c##t##0 = _mm512_fmadd_ps(a0, b, c##t##0);                                                      \
+        c##t##1 = _mm512_fmadd_ps(a1, b, c##t##1);                                                      \
+        c##t##2 = _mm512_fmadd_ps(a2, b, c##t##2);                                                      \
+        c##t##3 = _mm512_fmadd_ps(a3, b, c##t##3);                                                      \
+    }
+#define PK_HALVES(r, shift) _mm512_cvtph_ps(_mm512_cvtepi32_epi16(shift ? _mm512_srli_epi32(r, 16) : r))
+__attribute__((target("avx512f,f16c"), always_inline)) static inline void micro4_f16p(int NT, const uint16_t* w, int k, const float* x,
+                                                                                     float* y, long yStride, const float* bias)
+{
+    PK_FOR_TOKENS5(PK_DECL)
+    int i = 0;
+    for (; i + 32 <= k; i += 32)
+    {
+        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
+        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
+        __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
+        __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
+        __m512 a0 = PK_HALVES(r0, 0), a1 = PK_HALVES(r1, 0), a2 = PK_HALVES(r2, 0), a3 = PK_HALVES(r3, 0);
+        int off = 0;
+        PK_FOR_TOKENS5(PK_STEP)
+        a0 = PK_HALVES(r0, 1); a1 = PK_HALVES(r1, 1); a2 = PK_HALVES(r2, 1); a3 = PK_HALVES(r3, 1);
+        off = 16;
+        PK_FOR_TOKENS5(PK_STEP)
+    }
+    if (i + 16 <= k)
+    {
+        // A tail shorter than a pair block stays in place in the panel: one plain converted vector.
+        __m512 a0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + i)));
+        __m512 a1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + k + i)));
+        __m512 a2 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + 2L * k + i)));
+        __m512 a3 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + 3L * k + i)));
+        int off = 0;
+        PK_FOR_TOKENS5(PK_STEP)
+        i += 16;
+    }
+#define PK_FINISH(t) if (NT > t) finish4_f16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
+    PK_FOR_TOKENS5(PK_FINISH)
+#undef PK_FINISH
+}
+#undef PK_HALVES
+#undef PK_STEP
+
+PK_TILES5(micro4_f16p, micro4_f16p, "avx512f,f16c", uint16_t, float)
+
+// pk_micro4_f32's results for 4 finite f16 rows (w: the first, rows k elements apart) without a
+// panel; x in the pair layout as for pk_micro4_f32.
+PK_API void pk_micro4_f16_rows(const uint16_t* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
+{
+    pk_run_tiles(micro4_f16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
+}
+
 // An f16 row widened into the pair layout of Gemm.WidenPairs at width 512: each whole block of 32
 // halves becomes its 16 even elements then its 16 odd ones, the tail stays in place. VCVTPH2PS
 // converts exactly (as the managed conversion does), so the panel holds the same floats; the
@@ -264,6 +339,8 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
+        // The same row of the caller's next panel (four rows on) a cache line ahead, as micro4_bf16p does.
+        _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T0);
         __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
         __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
         _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));

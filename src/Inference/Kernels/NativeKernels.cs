@@ -8,7 +8,7 @@ namespace PiServe.Inference.Kernels;
 /// another ABI version, disabled with PISERVE_NATIVE_KERNELS=off, or the CPU lacks the instructions,
 /// the managed kernels run and <see cref="Status"/> says why.
 /// <list type="bullet">
-/// <item><see cref="Micro4F32"/>, <see cref="Micro4Bf16Rows"/> (AVX-512F) and <see cref="Micro4F32Avx2"/>
+/// <item><see cref="Micro4F32"/>, <see cref="Micro4Bf16Rows"/>, <see cref="Micro4F16Rows"/> (AVX-512F) and <see cref="Micro4F32Avx2"/>
 /// (AVX2 + FMA + F16C): the exact micro-kernel of prefill and batched decode, bit-identical to the
 /// managed one at the same width (Gemm.Micro4x4 / Micro4x2), so they change speed only.</item>
 /// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: matmuls with bf16 activations through

@@ -41,6 +41,33 @@ public unsafe class GemmTests
             }
     }
 
+    /// <summary>The pair layout (vectorised at 16 lanes): each whole block of 2·lanes floats becomes its even elements then its odd ones, the tail stays; FromPairLayout undoes it.</summary>
+    [Theory]
+    [InlineData(16, 64)]
+    [InlineData(16, 2065)]
+    [InlineData(16, 31)]
+    [InlineData(8, 77)]
+    [InlineData(4, 19)]
+    public void PairLayoutSplitsEachBlockByParity(int lanes, int k)
+    {
+        var x = Enumerable.Range(0, k).Select(i => (float)i * 0.5f - 3).ToArray();
+        var pairs = new float[k];
+        var back = new float[k];
+        fixed (float* xp = x, pp = pairs, bp = back)
+        {
+            Gemm.ToPairLayout(xp, pp, k, lanes);
+            Gemm.FromPairLayout(pp, bp, k, lanes);
+        }
+        int block = 2 * lanes, whole = k / block * block;
+        for (int i = 0; i < k; i++)
+        {
+            int b = i / block * block, j = i - b;
+            float expected = i >= whole ? x[i] : j < lanes ? x[b + 2 * j] : x[b + 2 * (j - lanes) + 1];
+            Assert.Equal(expected, pairs[i]);
+        }
+        Assert.Equal(x, back);
+    }
+
     /// <summary>
     /// Sum4 (four horizontal sums at once, used by the GEMV and attention scores) gives each vector's
     /// Sum bit for bit at every width: the kernels' bit-identity between decode, batches and prefill

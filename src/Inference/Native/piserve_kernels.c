@@ -165,29 +165,50 @@ PK_API void pk_micro4_f32(const float* w, int k, const float* x, int n, float* y
     pk_run_tiles(micro4_f32_tiles, 6, w, k, x, 4, n, y, yStride, bias);
 }
 
-// The same arithmetic straight from bf16 rows, without a widened panel: each 32-bit lane of a load
-// holds two adjacent weights, split into the even vector (shift left 16) and the odd one (mask),
-// which is what the panel would hold at i and i + 16 (Gemm.WidenPairs), so every accumulator sees
-// the same products in the same order. Saves the panel pass, which a decode batch of a few tokens
-// cannot amortise. At most 5 tokens: 20 accumulators, 4 raw rows and their halves fit 32 registers.
-__attribute__((target("avx512f"), always_inline)) static inline float bf16_to_f32(uint16_t h)
+// The same arithmetic straight from 16-bit rows, without a widened panel: each 32-bit lane of a load
+// holds two adjacent weights, split into the even vector and the odd one — which is what the panel
+// would hold at i and i + 16 (Gemm.WidenPairs) — so every accumulator sees the same products in the
+// same order. bf16 splits with a shift and a mask; finite f16 narrows each half (VPMOVDW) and
+// converts it exactly (VCVTPH2PS). Saves the panel pass, which a decode batch of a few tokens cannot
+// amortise, and streams the rows from memory overlapped with the FMAs (a prefill converts each f16
+// row once into the panel instead; Gemm picks by the number of tokens). At most 5 tokens: 20
+// accumulators, 4 raw rows and their halves fit 32 registers. F16 is a compile-time constant in
+// every instance, so each keeps only its own conversions.
+#define PK_ROWS16 "avx512f,f16c"
+
+__attribute__((target(PK_ROWS16), always_inline)) static inline float half16_to_f32(uint16_t h, int F16)
 {
+    if (F16) return _cvtsh_ss(h);
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-__attribute__((target("avx512f"), always_inline)) static inline void finish4_bf16(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
-                                                                                 const uint16_t* w, const float* xt, int i, int k,
-                                                                                 float* out, const float* bias)
+// The even (odd = 0) or odd (odd = 1) weights of 32 packed 16-bit ones, as floats.
+__attribute__((target(PK_ROWS16), always_inline)) static inline __m512 half16_pairs(__m512i r, int odd, int F16)
+{
+    if (F16) return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(odd ? _mm512_srli_epi32(r, 16) : r));
+    return _mm512_castsi512_ps(odd ? _mm512_and_si512(r, _mm512_set1_epi32((int)0xFFFF0000u)) : _mm512_slli_epi32(r, 16));
+}
+
+// 16 consecutive 16-bit weights as floats, in place (a tail shorter than a pair block).
+__attribute__((target(PK_ROWS16), always_inline)) static inline __m512 half16_16(const uint16_t* p, int F16)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i*)p);
+    return F16 ? _mm512_cvtph_ps(h) : _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target(PK_ROWS16), always_inline)) static inline void finish4_rows16(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
+                                                                                   const uint16_t* w, const float* xt, int i, int k,
+                                                                                   float* out, const float* bias, int F16)
 {
     float s[4];
     _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
     for (int j = 0; j < 4; j++)
     {
         const uint16_t* wj = w + (long)j * k;
-        for (int ii = i; ii < k; ii++) s[j] += bf16_to_f32(wj[ii]) * xt[ii];
+        for (int ii = i; ii < k; ii++) s[j] += half16_to_f32(wj[ii], F16) * xt[ii];
         out[j] = s[j] + (bias ? bias[j] : 0.0f);
     }
 }
@@ -203,11 +224,10 @@ __attribute__((target("avx512f"), always_inline)) static inline void finish4_bf1
         c##t##2 = _mm512_fmadd_ps(a2, b, c##t##2);                                                      \
         c##t##3 = _mm512_fmadd_ps(a3, b, c##t##3);                                                      \
     }
-__attribute__((target("avx512f"), always_inline)) static inline void micro4_bf16p(int NT, const uint16_t* w, int k, const float* x,
-                                                                                 float* y, long yStride, const float* bias)
+__attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_rows16(int NT, const uint16_t* w, int k, const float* x,
+                                                                                  float* y, long yStride, const float* bias, int F16)
 {
     PK_FOR_TOKENS5(PK_DECL)
-    const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
@@ -218,33 +238,42 @@ __attribute__((target("avx512f"), always_inline)) static inline void micro4_bf16
         _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
         __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
         __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
-        __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(r0, 16)), a1 = _mm512_castsi512_ps(_mm512_slli_epi32(r1, 16));
-        __m512 a2 = _mm512_castsi512_ps(_mm512_slli_epi32(r2, 16)), a3 = _mm512_castsi512_ps(_mm512_slli_epi32(r3, 16));
+        __m512 a0 = half16_pairs(r0, 0, F16), a1 = half16_pairs(r1, 0, F16), a2 = half16_pairs(r2, 0, F16), a3 = half16_pairs(r3, 0, F16);
         int off = 0;
         PK_FOR_TOKENS5(PK_STEP)
-        a0 = _mm512_castsi512_ps(_mm512_and_si512(r0, high)); a1 = _mm512_castsi512_ps(_mm512_and_si512(r1, high));
-        a2 = _mm512_castsi512_ps(_mm512_and_si512(r2, high)); a3 = _mm512_castsi512_ps(_mm512_and_si512(r3, high));
+        a0 = half16_pairs(r0, 1, F16); a1 = half16_pairs(r1, 1, F16); a2 = half16_pairs(r2, 1, F16); a3 = half16_pairs(r3, 1, F16);
         off = 16;
         PK_FOR_TOKENS5(PK_STEP)
     }
     if (i + 16 <= k)
     {
         // A tail shorter than a pair block stays in place in the panel: one plain widened vector.
-        __m512 a0 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + i))), 16));
-        __m512 a1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + k + i))), 16));
-        __m512 a2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + 2L * k + i))), 16));
-        __m512 a3 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(w + 3L * k + i))), 16));
+        __m512 a0 = half16_16(w + i, F16), a1 = half16_16(w + k + i, F16);
+        __m512 a2 = half16_16(w + 2L * k + i, F16), a3 = half16_16(w + 3L * k + i, F16);
         int off = 0;
         PK_FOR_TOKENS5(PK_STEP)
         i += 16;
     }
-#define PK_FINISH(t) if (NT > t) finish4_bf16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
+#define PK_FINISH(t) if (NT > t) finish4_rows16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias, F16);
     PK_FOR_TOKENS5(PK_FINISH)
 #undef PK_FINISH
 }
 #undef PK_STEP
 
-PK_TILES5(micro4_bf16p, micro4_bf16p, "avx512f", uint16_t, float)
+__attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_bf16p(int NT, const uint16_t* w, int k, const float* x,
+                                                                                 float* y, long yStride, const float* bias)
+{
+    micro4_rows16(NT, w, k, x, y, yStride, bias, 0);
+}
+
+__attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_f16p(int NT, const uint16_t* w, int k, const float* x,
+                                                                                float* y, long yStride, const float* bias)
+{
+    micro4_rows16(NT, w, k, x, y, yStride, bias, 1);
+}
+
+PK_TILES5(micro4_bf16p, micro4_bf16p, PK_ROWS16, uint16_t, float)
+PK_TILES5(micro4_f16p, micro4_f16p, PK_ROWS16, uint16_t, float)
 
 // pk_micro4_f32's results for 4 bf16 rows (w: the first, rows k elements apart) without a panel;
 // x in the pair layout as for pk_micro4_f32.
@@ -253,76 +282,7 @@ PK_API void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n,
     pk_run_tiles(micro4_bf16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
 }
 
-// The same arithmetic from finite f16 rows converted in registers: each 32-bit lane of a load holds
-// two adjacent halves, narrowed (VPMOVDW) into the even and the odd halves and converted exactly
-// (VCVTPH2PS), which is what the F16C-widened panel would hold at i and i + 16. For decode batches:
-// the rows stream from memory once, overlapped with the FMAs, where the panel pass first reads them
-// all, then computes. A prefill (many token tiles per panel) converts each row once into the panel
-// instead; Gemm picks by the number of tokens.
-__attribute__((target("avx512f,f16c"), always_inline)) static inline void finish4_f16(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
-                                                                                      const uint16_t* w, const float* xt, int i, int k,
-                                                                                      float* out, const float* bias)
-{
-    float s[4];
-    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
-    for (int j = 0; j < 4; j++)
-    {
-        const uint16_t* wj = w + (long)j * k;
-        for (int ii = i; ii < k; ii++) s[j] += _cvtsh_ss(wj[ii]) * xt[ii];
-        out[j] = s[j] + (bias ? bias[j] : 0.0f);
-    }
-}
-
-#define PK_STEP(t)                                                                                      \
-    if (NT > t)                                                                                         \
-    {                                                                                                   \
-        __m512 b = _mm512_loadu_ps(x + (long)t * k + i + off);                                          \
-        c##t##0 = _mm512_fmadd_ps(a0, b, c##t##0);                                                      \
-        c##t##1 = _mm512_fmadd_ps(a1, b, c##t##1);                                                      \
-        c##t##2 = _mm512_fmadd_ps(a2, b, c##t##2);                                                      \
-        c##t##3 = _mm512_fmadd_ps(a3, b, c##t##3);                                                      \
-    }
-#define PK_HALVES(r, shift) _mm512_cvtph_ps(_mm512_cvtepi32_epi16(shift ? _mm512_srli_epi32(r, 16) : r))
-__attribute__((target("avx512f,f16c"), always_inline)) static inline void micro4_f16p(int NT, const uint16_t* w, int k, const float* x,
-                                                                                     float* y, long yStride, const float* bias)
-{
-    PK_FOR_TOKENS5(PK_DECL)
-    int i = 0;
-    for (; i + 32 <= k; i += 32)
-    {
-        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
-        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
-        __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
-        __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
-        __m512 a0 = PK_HALVES(r0, 0), a1 = PK_HALVES(r1, 0), a2 = PK_HALVES(r2, 0), a3 = PK_HALVES(r3, 0);
-        int off = 0;
-        PK_FOR_TOKENS5(PK_STEP)
-        a0 = PK_HALVES(r0, 1); a1 = PK_HALVES(r1, 1); a2 = PK_HALVES(r2, 1); a3 = PK_HALVES(r3, 1);
-        off = 16;
-        PK_FOR_TOKENS5(PK_STEP)
-    }
-    if (i + 16 <= k)
-    {
-        // A tail shorter than a pair block stays in place in the panel: one plain converted vector.
-        __m512 a0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + i)));
-        __m512 a1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + k + i)));
-        __m512 a2 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + 2L * k + i)));
-        __m512 a3 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(w + 3L * k + i)));
-        int off = 0;
-        PK_FOR_TOKENS5(PK_STEP)
-        i += 16;
-    }
-#define PK_FINISH(t) if (NT > t) finish4_f16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
-    PK_FOR_TOKENS5(PK_FINISH)
-#undef PK_FINISH
-}
-#undef PK_HALVES
-#undef PK_STEP
-
-PK_TILES5(micro4_f16p, micro4_f16p, "avx512f,f16c", uint16_t, float)
-
-// pk_micro4_f32's results for 4 finite f16 rows (w: the first, rows k elements apart) without a
-// panel; x in the pair layout as for pk_micro4_f32.
+// The same for 4 finite f16 rows.
 PK_API void pk_micro4_f16_rows(const uint16_t* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
 {
     pk_run_tiles(micro4_f16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
@@ -339,7 +299,7 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
-        // The same row of the caller's next panel (four rows on) a cache line ahead, as micro4_bf16p does.
+        // The same row of the caller's next panel (four rows on) a cache line ahead, as micro4_rows16 does.
         _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T0);
         __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
         __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
@@ -509,7 +469,7 @@ __attribute__((target(PK_BF16), always_inline)) static inline void micro4_bf16(i
 #define PK_LOAD(p) _mm512_loadu_si512((const void*)(p))
     for (; i + 32 <= k; i += 32)
     {
-        // The next panel's four rows a cache line ahead, as in micro4_bf16p (decode batches).
+        // The next panel's four rows a cache line ahead, as in micro4_rows16 (decode batches).
         _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
         _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
         PK_BLOCK(PK_LOAD)

@@ -16,10 +16,11 @@ namespace PiServe.Api;
 /// </summary>
 public static class Bench
 {
-    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu] [--matmul-precision exact|bf16]";
+    public const string Usage = "bench --model DIR | --shape " + Verbs.ShapeNames + " [--dtype bf16|f16|f32] [--prompt N] [--generate M] [--threads T] [--depth D] [--kv-dtype f32|f16|bf16] [--bandwidth-gbs B] [--repeat R] [--backend cpu|cuda|ilgpu-cpu] [--matmul-precision exact|bf16] [--batch B]";
 
-    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null, string? matmulPrecision = null)
+    public static JsonObject Run(string? modelDir, string? shapeName, string? dtypeName, int prompt, int generate, int threads, int depth, double bandwidthGbs, int repeat, string? kvDType = null, string? backend = null, string? matmulPrecision = null, int batch = 0)
     {
+        if (batch is < 0 or > 256) throw new Verbs.UsageException($"--batch must be in [0, 256] (got {batch})");
         string dir = modelDir ?? PrepareShape(shapeName ?? throw new ArgumentException("--model or --shape is required"), dtypeName);
         using var model = LlamaModel.Load(dir, new CpuBackend(threads));
         if (kvDType is not null) model.KvCacheType = KvCache.ParseElementType(kvDType);
@@ -57,6 +58,34 @@ public static class Bench
         }
         double depthPrefillSeconds = 0;
         if (depth > 0) depthTps = Decode(depth);
+        // A decode batch (what a server runs with B streams): B sequences of 16 prompt tokens, then
+        // --generate steps in which each appends one token, the weights read once per step.
+        double batchTps = batch > 0 && generate > 0 ? DecodeBatch() : 0;
+
+        double DecodeBatch()
+        {
+            var sessions = Enumerable.Range(0, batch).Select(_ => new InferenceSession(model, prefillChunk: 512, initialCapacity: 16 + generate)).ToList();
+            try
+            {
+                var tokens = new int[batch];
+                for (int b = 0; b < batch; b++) tokens[b] = GreedyGenerator.ArgMax(sessions[b].Prefill(RandomTokens(16)));
+                using var scratch = new ForwardScratch(model.Config);
+                var logits = new float[batch * vocab];
+                InferenceSession.AppendBatch(sessions, tokens, scratch, logits); // warm: scratch sized, code paths hot
+                for (int b = 0; b < batch; b++) tokens[b] = GreedyGenerator.ArgMax(sessions[b].Logits);
+                var clock = Stopwatch.StartNew();
+                for (int i = 1; i < generate; i++)
+                {
+                    InferenceSession.AppendBatch(sessions, tokens, scratch, logits);
+                    for (int b = 0; b < batch; b++) tokens[b] = GreedyGenerator.ArgMax(sessions[b].Logits);
+                }
+                return generate > 1 ? batch * (generate - 1) / clock.Elapsed.TotalSeconds : 0;
+            }
+            finally
+            {
+                foreach (var session in sessions) session.Dispose();
+            }
+        }
 
         double Decode(int context)
         {
@@ -90,6 +119,8 @@ public static class Bench
             ["depth"] = depth,
             ["decode_tokens_per_second_at_depth"] = depth > 0 && generate > 0 ? Math.Round(depthTps, 1) : null,
             ["depth_prefill_seconds"] = depth > 0 ? Math.Round(depthPrefillSeconds, 1) : null,
+            ["batch"] = batch,
+            ["batch_decode_tokens_per_second"] = batch > 0 && generate > 1 ? Math.Round(batchTps, 1) : null,
             ["weight_bytes"] = weightBytes,
             ["decode_effective_gb_per_second"] = Math.Round(decodeTps * weightBytes / 1e9, 2),
             ["bandwidth_gb_per_second"] = bandwidthGbs > 0 ? Math.Round(bandwidthGbs, 1) : null,

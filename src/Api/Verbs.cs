@@ -26,7 +26,7 @@ public static class Verbs
         ["random-checkpoint"] = (RandomCheckpointVerb, "random-checkpoint --out DIR --shape " + ShapeNames + " [--dtype bf16|f16|f32] [--vocab N] [--seed N] [--tokenizer DIR]"),
         ["eval"] = (EvalVerb, "eval --model DIR --kind perplexity|passkey|govreport|longrope-search|attention-scores [--dataset PATH] [--dataset-kind pg19|proof-pile|govreport] [--parameters JSON] [--rope-scaling JSON] [--threads N] [--backend cpu|cuda|ilgpu-cpu]"),
         ["bench"] = (a => Bench.Run(a.Value("model"), a.Value("shape"), a.Value("dtype"), a.Int("prompt") ?? 512, a.Int("generate") ?? 128,
-            a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 0, a.Int("repeat") ?? 1, a.Value("kv-dtype"), a.Value("backend"), a.Value("matmul-precision")), Bench.Usage),
+            a.Int("threads") ?? 0, a.Int("depth") ?? 0, a.Double("bandwidth-gbs") ?? 0, a.Int("repeat") ?? 1, a.Value("kv-dtype"), a.Value("backend"), a.Value("matmul-precision"), a.Int("batch") ?? 0), Bench.Usage),
         ["generate"] = (Generate, "generate --model DIR --tokens 1,2,3 --max-tokens N [--no-cache] [--rope-cache exact|planned|hf] [--rope-scaling JSON] [--ignore-eos] [--threads N] [--backend cpu|cuda|ilgpu-cpu]"),
     };
 

@@ -123,7 +123,7 @@ public class VerbTests
     public void BenchSmokeRunOnTheTinyShapeReportsItsFigures()
     {
         // The CI smoke run of the benchmark (seconds): the verb works end to end; no speed is asserted.
-        var r = Exec("bench", "--shape", "tiny", "--prompt", "32", "--generate", "8", "--threads", "2", "--depth", "64");
+        var r = Exec("bench", "--shape", "tiny", "--prompt", "32", "--generate", "8", "--threads", "2", "--depth", "64", "--batch", "6");
         Assert.True(r.Code == 0, r.Err);
         var json = JsonNode.Parse(r.Out)!;
         Assert.Equal(32, json["prompt_tokens"]!.GetValue<int>());
@@ -131,11 +131,16 @@ public class VerbTests
         Assert.True(json["prefill_tokens_per_second"]!.GetValue<double>() > 0);
         Assert.True(json["decode_tokens_per_second"]!.GetValue<double>() > 0);
         Assert.True(json["decode_tokens_per_second_at_depth"]!.GetValue<double>() > 0);
+        Assert.Equal(6, json["batch"]!.GetValue<int>());
+        Assert.True(json["batch_decode_tokens_per_second"]!.GetValue<double>() > 0);
         Assert.True(json["kv_bytes_per_token"]!.GetValue<long>() > 0);
         Assert.True(json["peak_working_set_bytes"]!.GetValue<long>() > 0);
         var bad = Exec("bench", "--shape", "huge");
         Assert.Equal(2, bad.Code);
         Assert.Contains("shape", JsonNode.Parse(bad.Err)!["error"]!.GetValue<string>());
+        var badBatch = Exec("bench", "--shape", "tiny", "--batch", "-1");
+        Assert.Equal(2, badBatch.Code);
+        Assert.Contains("--batch", JsonNode.Parse(badBatch.Err)!["error"]!.GetValue<string>());
     }
 
     [Fact]

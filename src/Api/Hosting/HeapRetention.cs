@@ -13,7 +13,7 @@ namespace PiServe.Api.Hosting;
 /// resident size then stays at its peak, as with llama-server's and vLLM's preallocated KV pools.
 /// Linux with glibc only; elsewhere (musl, other OSes) nothing changes.
 /// </summary>
-public static partial class HeapRetention
+public static class HeapRetention
 {
     private const int M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3;
 

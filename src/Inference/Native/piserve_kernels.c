@@ -95,6 +95,15 @@ __attribute__((target("avx512f"), always_inline)) static inline void finish4_f32
 #define PK_DECL(t) __m512 c##t##0 = _mm512_setzero_ps(), c##t##1 = c##t##0, c##t##2 = c##t##0, c##t##3 = c##t##0;
 #define PK_FOR_TOKENS(M) M(0) M(1) M(2) M(3) M(4) M(5)
 
+// The caller's next panel — the four 16-bit rows after the four at w, k elements apart — one cache
+// line per row ahead of column i: a decode batch streams each row from memory once, and the hardware
+// prefetcher follows four interleaved row streams poorly. (Past the matrix's last row a prefetch
+// reads nothing and cannot fault.)
+static inline __attribute__((always_inline)) void prefetch_next_panel(const uint16_t* w, int k, int i)
+{
+    for (int j = 4; j < 8; j++) _mm_prefetch((const char*)(w + (long)j * k + i), _MM_HINT_T0);
+}
+
 // Token tiling, shared by every micro-kernel. A kernel KERNEL(NT, w, k, x, y, yStride, bias) is
 // always_inline; PK_TILES<MAX> compiles it once per NT = 1..MAX (a constant in each instance) into
 // the table NAME_tiles[NT], and pk_run_tiles runs n tokens as tiles of MAX, then one smaller tile.
@@ -231,11 +240,7 @@ __attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_rows
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
-        // The next four rows (the caller's next panel) one cache line per row ahead: a decode batch
-        // streams each row from memory once, and the hardware prefetcher follows four streams poorly.
-        // (Past the matrix's last row a prefetch reads nothing and cannot fault.)
-        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
-        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
+        prefetch_next_panel(w, k, i);
         __m512i r0 = _mm512_loadu_si512((const void*)(w + i)), r1 = _mm512_loadu_si512((const void*)(w + k + i));
         __m512i r2 = _mm512_loadu_si512((const void*)(w + 2L * k + i)), r3 = _mm512_loadu_si512((const void*)(w + 3L * k + i));
         __m512 a0 = half16_pairs(r0, 0, F16), a1 = half16_pairs(r1, 0, F16), a2 = half16_pairs(r2, 0, F16), a3 = half16_pairs(r3, 0, F16);
@@ -299,7 +304,7 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
     int i = 0;
     for (; i + 32 <= k; i += 32)
     {
-        // The same row of the caller's next panel (four rows on) a cache line ahead, as micro4_rows16 does.
+        // The same row of the caller's next panel (four rows on) a cache line ahead, as prefetch_next_panel does.
         _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T0);
         __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
         __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
@@ -469,9 +474,7 @@ __attribute__((target(PK_BF16), always_inline)) static inline void micro4_bf16(i
 #define PK_LOAD(p) _mm512_loadu_si512((const void*)(p))
     for (; i + 32 <= k; i += 32)
     {
-        // The next panel's four rows a cache line ahead, as in micro4_rows16 (decode batches).
-        _mm_prefetch((const char*)(w + 4L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 5L * k + i), _MM_HINT_T0);
-        _mm_prefetch((const char*)(w + 6L * k + i), _MM_HINT_T0); _mm_prefetch((const char*)(w + 7L * k + i), _MM_HINT_T0);
+        prefetch_next_panel(w, k, i);
         PK_BLOCK(PK_LOAD)
     }
 #undef PK_LOAD

@@ -92,6 +92,11 @@ public sealed class ScaleOutTests(PostgresFixture pg) : IAsyncLifetime
         string id = await Submit(a, LongJob(stride: 32));
         var done = await a.WaitForAsync(id, j => j["state"]!.GetValue<string>() is "succeeded" or "failed");
         Assert.Equal("succeeded", done["state"]!.GetValue<string>());
+        // B logs the success after storing it, and its output reaches this process through a pipe:
+        // A can report the state before B's line has arrived here.
+        var logDeadline = DateTime.UtcNow.AddSeconds(10);
+        while (!b.Log.Contains($"eval job {id} (perplexity) succeeded") && DateTime.UtcNow < logDeadline)
+            await Task.Delay(50);
         Assert.Contains($"eval job {id} (perplexity) succeeded", b.Log);
         Assert.DoesNotContain($"eval job {id} (perplexity) succeeded", a.Log);
         // The same job, results included, from either host.

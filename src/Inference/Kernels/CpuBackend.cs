@@ -212,7 +212,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     }
 
     /// <summary>Query tokens per attention work item in prefill: each widened key/value tile serves all of them.</summary>
-    private const int QueryBlock = 16;
+    private const int QueryBlock = 32;
 
     /// <summary>
     /// Work items are (query block, kv head) pairs, dealt out cyclically (item p, p + parts, ...):
@@ -314,13 +314,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                             if (widen) Scores<W, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
                             else if (nativeF16) NativeKernels.ScoresF16((ushort*)kr, stride / 2, count, qs + (long)x * headDim, headDim, scale, sc);
                             else Scores<T, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
-                            var span = new Span<float>(sc, count);
-                            float mNew = Math.Max(m[x], TensorPrimitives.Max(span));
-                            float correction = MathF.Exp(m[x] - mNew); // 0 on the first tile (m = -inf)
-                            TensorPrimitives.Subtract(span, mNew, span);
-                            TensorPrimitives.Exp(span, span);
-                            l[x] = l[x] * correction + TensorPrimitives.Sum(span);
-                            m[x] = mNew;
+                            float correction = SoftmaxTile<S, V>(sc, count, ref m[x], ref l[x]);
                             if (correction != 1f)
                             {
                                 var av = new Span<float>(a, headDim);
@@ -347,32 +341,82 @@ public sealed unsafe class CpuBackend : IComputeBackend
     }
 
     /// <summary>
-    /// scores[j] = scale · q·key_j for the count keys of a tile, four keys at a time so four
-    /// accumulation chains run in parallel; each key's sum is formed exactly as <see cref="Gemm.Dot1"/> forms it.
+    /// One tile's step of the online softmax for one (query, head): the running maximum m takes the
+    /// tile's scores in, each score becomes exp(score − m), and the running sum l is rescaled and
+    /// extended. Returns exp(m_old − m_new), the factor the partial output must be rescaled by (0 on
+    /// the first tile, 1 when the maximum did not move). One pass for the maximum and one for the
+    /// exponentials and their sum (lane-wise, then Sum's tree), with <see cref="Simd.ExpNonPositive"/>.
     /// </summary>
+    [SkipLocalsInit]
+    private static float SoftmaxTile<S, V>(float* scores, int count, ref float m, ref float l)
+        where S : struct, ISimd<V> where V : struct
+    {
+        int lanes = S.Lanes, i = 0;
+        float* lane = stackalloc float[lanes];
+        var vmax = S.Broadcast(float.NegativeInfinity);
+        for (; i + lanes <= count; i += lanes) vmax = S.Max(vmax, S.Load(scores + i));
+        S.Store(vmax, lane);
+        float mNew = m;
+        for (int k = 0; k < lanes; k++) mNew = Math.Max(mNew, lane[k]);
+        for (int k = i; k < count; k++) mNew = Math.Max(mNew, scores[k]);
+
+        var shift = S.Broadcast(mNew);
+        var sum = S.Zero;
+        for (i = 0; i + lanes <= count; i += lanes)
+        {
+            var e = Simd.ExpNonPositive<S, V>(S.Subtract(S.Load(scores + i), shift));
+            S.Store(e, scores + i);
+            sum = S.Add(sum, e);
+        }
+        if (i < count)
+        {
+            // The tail through the same vector code, padded with −∞ (whose exponential is 0).
+            int rest = count - i;
+            for (int k = 0; k < lanes; k++) lane[k] = k < rest ? scores[i + k] : float.NegativeInfinity;
+            var e = Simd.ExpNonPositive<S, V>(S.Subtract(S.Load(lane), shift));
+            S.Store(e, lane);
+            for (int k = 0; k < rest; k++) scores[i + k] = lane[k];
+            sum = S.Add(sum, e);
+        }
+        float correction = MathF.Exp(m - mNew); // 0 on the first tile (m = −∞)
+        l = l * correction + S.Sum(sum);
+        m = mNew;
+        return correction;
+    }
+
+    /// <summary>
+    /// scores[j] = scale · q·key_j for the count keys of a tile; each key's sum is formed exactly as
+    /// <see cref="Gemm.Dot1"/> forms it (lane-wise FMA chain, then Sum's tree). Keys go four at a time
+    /// so four accumulation chains run in parallel; when head_dim has no scalar tail, Lanes keys'
+    /// partial vectors are reduced together by <see cref="ISimd{V}.SumEach"/> (one transposing
+    /// reduction instead of a horizontal sum and lane extraction per key: the reductions cost
+    /// about as much as the products at head_dim 64).
+    /// </summary>
+    [SkipLocalsInit]
     internal static void Scores<T, S, V>(byte* keys, long rowBytes, int count, float* q, int headDim, float scale, float* scores)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        int jj = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
+        int jj = 0, lanes = S.Lanes;
+        if (headDim % lanes == 0 && count >= lanes)
+        {
+            float* partial = stackalloc float[lanes * lanes];
+            var vscale = S.Broadcast(scale);
+            for (; jj + lanes <= count; jj += lanes)
+            {
+                if (lanes >= 8)
+                    for (int k = 0; k < lanes; k += 8) Partial8<T, S, V>(keys + (jj + k) * rowBytes, rowBytes, q, headDim, partial + k * lanes);
+                else
+                {
+                    Partial4<T, S, V>(keys + jj * rowBytes, rowBytes, q, headDim, out var s0, out var s1, out var s2, out var s3);
+                    S.Store(s0, partial); S.Store(s1, partial + lanes); S.Store(s2, partial + 2 * lanes); S.Store(s3, partial + 3 * lanes);
+                }
+                S.Store(S.Multiply(S.SumEach(partial), vscale), scores + jj);
+            }
+        }
         for (; jj + 4 <= count; jj += 4)
         {
             byte* r0 = keys + jj * rowBytes, r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes;
-            var s0 = S.Zero; var s1 = s0; var s2 = s0; var s3 = s0;
-            int i = 0;
-            for (; i + step <= headDim; i += step)
-            {
-                var qe = S.Load(q + i);
-                var qo = T.Paired ? S.Load(q + i + lanes) : qe;
-                s0 = Gemm.Step<T, S, V>(r0, i, qe, qo, s0); s1 = Gemm.Step<T, S, V>(r1, i, qe, qo, s1);
-                s2 = Gemm.Step<T, S, V>(r2, i, qe, qo, s2); s3 = Gemm.Step<T, S, V>(r3, i, qe, qo, s3);
-            }
-            if (T.Paired && i + lanes <= headDim)
-            {
-                var qv = S.Load(q + i);
-                s0 = S.Fma(T.Load<S, V>(r0, i), qv, s0); s1 = S.Fma(T.Load<S, V>(r1, i), qv, s1);
-                s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
-                i += lanes;
-            }
+            int i = Partial4<T, S, V>(r0, rowBytes, q, headDim, out var s0, out var s1, out var s2, out var s3);
             var sums = S.Sum4(s0, s1, s2, s3);
             float a0 = sums.GetElement(0), a1 = sums.GetElement(1), a2 = sums.GetElement(2), a3 = sums.GetElement(3);
             for (; i < headDim; i++)
@@ -383,6 +427,67 @@ public sealed unsafe class CpuBackend : IComputeBackend
             scores[jj] = a0 * scale; scores[jj + 1] = a1 * scale; scores[jj + 2] = a2 * scale; scores[jj + 3] = a3 * scale;
         }
         for (; jj < count; jj++) scores[jj] = Gemm.Dot1<T, S, V>(keys + jj * rowBytes, q, headDim) * scale;
+    }
+
+    /// <summary>
+    /// <see cref="Partial4"/> for eight keys (eight chains: a paired step is two dependent FMAs, so
+    /// four chains leave half the FMA throughput idle), for head_dim a multiple of Lanes; the eight
+    /// partial vectors are stored at dst.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Partial8<T, S, V>(byte* r0, long rowBytes, float* q, int headDim, float* dst)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        byte* r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes, r4 = r3 + rowBytes, r5 = r4 + rowBytes, r6 = r5 + rowBytes, r7 = r6 + rowBytes;
+        int i = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
+        V s0 = S.Zero, s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        for (; i + step <= headDim; i += step)
+        {
+            var qe = S.Load(q + i);
+            var qo = T.Paired ? S.Load(q + i + lanes) : qe;
+            s0 = Gemm.Step<T, S, V>(r0, i, qe, qo, s0); s1 = Gemm.Step<T, S, V>(r1, i, qe, qo, s1);
+            s2 = Gemm.Step<T, S, V>(r2, i, qe, qo, s2); s3 = Gemm.Step<T, S, V>(r3, i, qe, qo, s3);
+            s4 = Gemm.Step<T, S, V>(r4, i, qe, qo, s4); s5 = Gemm.Step<T, S, V>(r5, i, qe, qo, s5);
+            s6 = Gemm.Step<T, S, V>(r6, i, qe, qo, s6); s7 = Gemm.Step<T, S, V>(r7, i, qe, qo, s7);
+        }
+        if (T.Paired && i < headDim)
+        {
+            var qv = S.Load(q + i);
+            s0 = S.Fma(T.Load<S, V>(r0, i), qv, s0); s1 = S.Fma(T.Load<S, V>(r1, i), qv, s1);
+            s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
+            s4 = S.Fma(T.Load<S, V>(r4, i), qv, s4); s5 = S.Fma(T.Load<S, V>(r5, i), qv, s5);
+            s6 = S.Fma(T.Load<S, V>(r6, i), qv, s6); s7 = S.Fma(T.Load<S, V>(r7, i), qv, s7);
+        }
+        S.Store(s0, dst); S.Store(s1, dst + lanes); S.Store(s2, dst + 2 * lanes); S.Store(s3, dst + 3 * lanes);
+        S.Store(s4, dst + 4 * lanes); S.Store(s5, dst + 5 * lanes); S.Store(s6, dst + 6 * lanes); S.Store(s7, dst + 7 * lanes);
+    }
+
+    /// <summary>
+    /// The vector part of four consecutive keys' dot products with q (lane-wise partial sums, before
+    /// the horizontal sum); returns the first element the vectors did not cover.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Partial4<T, S, V>(byte* r0, long rowBytes, float* q, int headDim, out V s0, out V s1, out V s2, out V s3)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        byte* r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes;
+        int i = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
+        s0 = S.Zero; s1 = s0; s2 = s0; s3 = s0;
+        for (; i + step <= headDim; i += step)
+        {
+            var qe = S.Load(q + i);
+            var qo = T.Paired ? S.Load(q + i + lanes) : qe;
+            s0 = Gemm.Step<T, S, V>(r0, i, qe, qo, s0); s1 = Gemm.Step<T, S, V>(r1, i, qe, qo, s1);
+            s2 = Gemm.Step<T, S, V>(r2, i, qe, qo, s2); s3 = Gemm.Step<T, S, V>(r3, i, qe, qo, s3);
+        }
+        if (T.Paired && i + lanes <= headDim)
+        {
+            var qv = S.Load(q + i);
+            s0 = S.Fma(T.Load<S, V>(r0, i), qv, s0); s1 = S.Fma(T.Load<S, V>(r1, i), qv, s1);
+            s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
+            i += lanes;
+        }
+        return i;
     }
 
     /// <summary>
@@ -416,6 +521,21 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 }
                 S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
                 S.Store(a4, acc + i + 4 * lanes); S.Store(a5, acc + i + 5 * lanes); S.Store(a6, acc + i + 6 * lanes); S.Store(a7, acc + i + 7 * lanes);
+            }
+            // head_dim 64 at 16 lanes: four chains in one pass over the keys, not two passes of two (latency-bound)
+            for (; i + 4 * lanes <= headDim; i += 4 * lanes)
+            {
+                V a0 = S.Load(acc + i), a1 = S.Load(acc + i + lanes), a2 = S.Load(acc + i + 2 * lanes), a3 = S.Load(acc + i + 3 * lanes);
+                byte* row = values;
+                for (int j = 0; j < count; j++, row += rowBytes)
+                {
+                    var pv = S.Broadcast(p[j]);
+                    T.LoadPairs<S, V>(row, i, out var e0, out var o0);
+                    a0 = S.Fma(pv, e0, a0); a1 = S.Fma(pv, o0, a1);
+                    T.LoadPairs<S, V>(row, i + 2 * lanes, out var e1, out var o1);
+                    a2 = S.Fma(pv, e1, a2); a3 = S.Fma(pv, o1, a3);
+                }
+                S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
             }
             for (; i + 2 * lanes <= headDim; i += 2 * lanes)
             {

@@ -18,6 +18,30 @@ public static class Simd
     public static SimdWidth Best { get; } =
         Vector512.IsHardwareAccelerated ? SimdWidth.V512 :
         Vector256.IsHardwareAccelerated ? SimdWidth.V256 : SimdWidth.V128;
+
+    /// <summary>
+    /// e^x lane-wise for x ≤ 0, as softmax needs it after subtracting the maximum: Cephes expf's
+    /// reduction (x = n·ln 2 + r, ln 2 split in two so n·ln 2 is exact enough) and degree-5 polynomial,
+    /// about 1 ulp; 0 below about −87.7 and for −∞ (2^−127 has a zero exponent field), NaN stays NaN.
+    /// Twelve vector operations, where the runtime's Exp (which widens to double) costs several times
+    /// more; decode and prefill call the same code, so they stay bit-identical.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static V ExpNonPositive<S, V>(V x) where S : struct, ISimd<V> where V : struct
+    {
+        const float RoundingShift = 12582912f; // 1.5·2^23: adding it rounds to a whole number
+        x = S.Max(x, S.Broadcast(-88f));
+        var n = S.Subtract(S.Fma(x, S.Broadcast(1.44269504088896341f), S.Broadcast(RoundingShift)), S.Broadcast(RoundingShift));
+        var r = S.Fma(n, S.Broadcast(-0.693359375f), x);
+        r = S.Fma(n, S.Broadcast(2.12194440e-4f), r);
+        var p = S.Fma(S.Broadcast(1.9875691500e-4f), r, S.Broadcast(1.3981999507e-3f));
+        p = S.Fma(p, r, S.Broadcast(8.3334519073e-3f));
+        p = S.Fma(p, r, S.Broadcast(4.1665795894e-2f));
+        p = S.Fma(p, r, S.Broadcast(1.6666665459e-1f));
+        p = S.Fma(p, r, S.Broadcast(5.0000001201e-1f));
+        p = S.Fma(p, S.Multiply(r, r), S.Add(r, S.Broadcast(1f)));
+        return S.Multiply(p, S.Pow2(n));
+    }
 }
 
 /// <summary>
@@ -38,12 +62,22 @@ internal unsafe interface ISimd<V> where V : struct
     /// <summary>a·b + c.</summary>
     static abstract V Fma(V a, V b, V c);
     static abstract float Sum(V v);
+    /// <summary>Lane-wise maximum; NaN in either lane gives NaN.</summary>
+    static abstract V Max(V a, V b);
+    /// <summary>2^n for lanes holding whole numbers n in [−127, 127] (−127 gives 0: its exponent field is 0).</summary>
+    static abstract V Pow2(V n);
     /// <summary>
     /// The four sums Sum(a), Sum(b), Sum(c), Sum(d), bit for bit, in lanes 0–3: the same pairwise tree
     /// for four vectors at once (shuffles that pack the partial sums), about half the operations of
     /// four separate horizontal sums.
     /// </summary>
     static abstract Vector128<float> Sum4(V a, V b, V c, V d);
+    /// <summary>
+    /// Sum(v[0]) … Sum(v[Lanes − 1]) of the Lanes vectors stored at p, bit for bit, in lanes 0 … Lanes − 1:
+    /// Sum4's tree for Lanes vectors at once (a transposing reduction, about three operations per sum
+    /// and no lane extraction), for kernels that need a horizontal sum per row of many rows.
+    /// </summary>
+    static abstract V SumEach(float* p);
     /// <summary>Lanes bf16 values from p widened to f32 (bf16 is the top half of an f32).</summary>
     static abstract V LoadBf16(ushort* p);
     /// <summary>Lanes IEEE halves from p widened to f32, exactly (see <see cref="HalfBits"/>).</summary>
@@ -93,6 +127,9 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Multiply(Vector512<float> a, Vector512<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Fma(Vector512<float> a, Vector512<float> b, Vector512<float> c) => Vector512.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector512<float> v) => Vector512.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<float> Max(Vector512<float> a, Vector512<float> b) => Vector512.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Pow2(Vector512<float> n) => Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
     /// <summary>
     /// Vector512.Sum's tree is Sum(lower 256) + Sum(upper 256) down to adjacent pairs: pack the
     /// adjacent-pair sums of a and b (then c and d) into one vector, then the pairs of pairs of all
@@ -109,6 +146,32 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
         y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0xB1));
         y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0x4E));
         return y.GetLower().GetLower();
+    }
+    /// <summary>
+    /// Adjacent pairs of v0…v15 (shuffles within 128-bit blocks), pairs of pairs (then block k of
+    /// q_m holds the block-k sums of v4m…v4m+3), adjacent blocks, halves: lane i = Sum(v_i).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> SumEach(float* p)
+    {
+        if (!Avx512F.IsSupported)
+            return Vector512.Create(
+                Vector256.Create(Sum4(Load(p), Load(p + 16), Load(p + 32), Load(p + 48)), Sum4(Load(p + 64), Load(p + 80), Load(p + 96), Load(p + 112))),
+                Vector256.Create(Sum4(Load(p + 128), Load(p + 144), Load(p + 160), Load(p + 176)), Sum4(Load(p + 192), Load(p + 208), Load(p + 224), Load(p + 240))));
+        var q0 = Pairs4(p); var q1 = Pairs4(p + 64); var q2 = Pairs4(p + 128); var q3 = Pairs4(p + 192);
+        var r0 = Avx512F.Add(Avx512F.Shuffle4x128(q0, q1, 0x88), Avx512F.Shuffle4x128(q0, q1, 0xDD));
+        var r1 = Avx512F.Add(Avx512F.Shuffle4x128(q2, q3, 0x88), Avx512F.Shuffle4x128(q2, q3, 0xDD));
+        return Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
+
+        // Four vectors → per 128-bit block k: their four block-k sums ((x0 + x1) + (x2 + x3) each).
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector512<float> Pairs4(float* p)
+        {
+            Vector512<float> a = Load(p), b = Load(p + 16), c = Load(p + 32), d = Load(p + 48);
+            var ab = Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
+            var cd = Avx512F.Add(Avx512F.Shuffle(c, d, 0x88), Avx512F.Shuffle(c, d, 0xDD));
+            return Avx512F.Add(Avx512F.Shuffle(ab, cd, 0x88), Avx512F.Shuffle(ab, cd, 0xDD));
+        }
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> LoadBf16(ushort* p) =>
@@ -179,6 +242,9 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Multiply(Vector256<float> a, Vector256<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Fma(Vector256<float> a, Vector256<float> b, Vector256<float> c) => Vector256.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector256<float> v) => Vector256.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<float> Max(Vector256<float> a, Vector256<float> b) => Vector256.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Pow2(Vector256<float> n) => Vector256.ShiftLeft(Vector256.ConvertToInt32(n) + Vector256.Create(127), 23).AsSingle();
     /// <summary>Four sums in one pass of <see cref="Simd512.Sum4"/>'s tree (two 128-bit blocks to add at the end).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Sum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
@@ -188,6 +254,25 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
         var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
         var y = Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
         return Sse.Add(y.GetLower(), y.GetUpper());
+    }
+    /// <summary>Eight sums in Sum4's tree: two halves of four block sums each, then lower + upper block.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> SumEach(float* p)
+    {
+        if (!Avx.IsSupported)
+            return Vector256.Create(Sum4(Load(p), Load(p + 8), Load(p + 16), Load(p + 24)),
+                Sum4(Load(p + 32), Load(p + 40), Load(p + 48), Load(p + 56)));
+        var q0 = Pairs4(p); var q1 = Pairs4(p + 32);
+        return Avx.Add(Avx.Permute2x128(q0, q1, 0x20), Avx.Permute2x128(q0, q1, 0x31));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static Vector256<float> Pairs4(float* p)
+        {
+            Vector256<float> a = Load(p), b = Load(p + 8), c = Load(p + 16), d = Load(p + 24);
+            var ab = Avx.Add(Avx.Shuffle(a, b, 0x88), Avx.Shuffle(a, b, 0xDD));
+            var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
+            return Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
+        }
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LoadBf16(ushort* p) =>
@@ -257,6 +342,9 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Multiply(Vector128<float> a, Vector128<float> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Fma(Vector128<float> a, Vector128<float> b, Vector128<float> c) => Vector128.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Vector128<float> v) => Vector128.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector128<float> Max(Vector128<float> a, Vector128<float> b) => Vector128.Max(a, b);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> Pow2(Vector128<float> n) => Vector128.ShiftLeft(Vector128.ConvertToInt32(n) + Vector128.Create(127), 23).AsSingle();
     /// <summary>Four sums in one pass of <see cref="Simd512.Sum4"/>'s tree (one 128-bit block each).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> Sum4(Vector128<float> a, Vector128<float> b, Vector128<float> c, Vector128<float> d)
@@ -266,6 +354,8 @@ internal readonly unsafe struct Simd128 : ISimd<Vector128<float>>
         var cd = Sse.Add(Sse.Shuffle(c, d, 0x88), Sse.Shuffle(c, d, 0xDD));
         return Sse.Add(Sse.Shuffle(ab, cd, 0x88), Sse.Shuffle(ab, cd, 0xDD));
     }
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> SumEach(float* p) => Sum4(Load(p), Load(p + 4), Load(p + 8), Load(p + 12));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> LoadBf16(ushort* p) =>
         Vector128.ShiftLeft(Vector128.WidenLower(Vector128.CreateScalar(*(ulong*)p).AsUInt16()), 16).AsSingle();

@@ -112,6 +112,88 @@ public unsafe class GemmTests
         }
     }
 
+    /// <summary>
+    /// SumEach (a vector's worth of horizontal sums in one transposing reduction, used by the attention
+    /// scores) gives each vector's Sum bit for bit, in its lane, at every width.
+    /// </summary>
+    [Theory]
+    [InlineData(SimdWidth.V512)]
+    [InlineData(SimdWidth.V256)]
+    [InlineData(SimdWidth.V128)]
+    public void SumEachEqualsOneSumPerVector(SimdWidth width)
+    {
+        var rng = new Random(100 + (int)width);
+        var v = new float[16 * 16];
+        var got = new float[16];
+        for (int round = 0; round < 2000; round++)
+        {
+            for (int i = 0; i < v.Length; i++) v[i] = (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 6)));
+            int lanes;
+            var expected = new float[16];
+            fixed (float* p = v, g = got)
+            {
+                switch (width)
+                {
+                    case SimdWidth.V512:
+                        lanes = 16;
+                        for (int j = 0; j < lanes; j++) expected[j] = Simd512.Sum(Vector512.Load(p + 16 * j));
+                        Simd512.SumEach(p).Store(g);
+                        break;
+                    case SimdWidth.V256:
+                        lanes = 8;
+                        for (int j = 0; j < lanes; j++) expected[j] = Simd256.Sum(Vector256.Load(p + 8 * j));
+                        Simd256.SumEach(p).Store(g);
+                        break;
+                    default:
+                        lanes = 4;
+                        for (int j = 0; j < lanes; j++) expected[j] = Simd128.Sum(Vector128.Load(p + 4 * j));
+                        Simd128.SumEach(p).Store(g);
+                        break;
+                }
+            }
+            for (int j = 0; j < lanes; j++)
+                Assert.True(BitConverter.SingleToUInt32Bits(expected[j]) == BitConverter.SingleToUInt32Bits(got[j]), $"{width} round {round}, sum {j}: {got[j]:R} vs {expected[j]:R}");
+        }
+    }
+
+    /// <summary>
+    /// The attention softmax's exponential: within 2 ulp of the double-precision e^x over every
+    /// region of x ≤ 0 where f32 is normal, exactly 0 for −∞ and far below, NaN for NaN, and the same
+    /// bits at every vector width (decode and prefill may run at different widths on one machine only
+    /// in tests, but a width must never change a lane's value).
+    /// </summary>
+    [Fact]
+    public void ExpNonPositiveIsWithinTwoUlpAndTheSameAtEveryWidth()
+    {
+        var rng = new Random(7);
+        var x = new float[16 * 4096];
+        for (int i = 0; i < x.Length; i++)
+            x[i] = i switch
+            {
+                0 => 0f, 1 => -0f, 2 => float.NegativeInfinity, 3 => float.NaN, 4 => -1000f, 5 => -88f, 6 => -87f, 7 => -1e-30f,
+                _ => -(float)(rng.NextDouble() * Math.Pow(10, rng.Next(-6, 2)) * (rng.Next(3) == 0 ? 8.7 : 1)),
+            };
+        var e512 = new float[x.Length]; var e256 = new float[x.Length]; var e128 = new float[x.Length];
+        fixed (float* px = x, p512 = e512, p256 = e256, p128 = e128)
+            for (int i = 0; i < x.Length; i += 16)
+            {
+                Simd.ExpNonPositive<Simd512, Vector512<float>>(Vector512.Load(px + i)).Store(p512 + i);
+                for (int k = 0; k < 16; k += 8) Simd.ExpNonPositive<Simd256, Vector256<float>>(Vector256.Load(px + i + k)).Store(p256 + i + k);
+                for (int k = 0; k < 16; k += 4) Simd.ExpNonPositive<Simd128, Vector128<float>>(Vector128.Load(px + i + k)).Store(p128 + i + k);
+            }
+        Assert.Equal(1f, e512[0]); Assert.Equal(1f, e512[1]);
+        Assert.Equal(0f, e512[2]); Assert.True(float.IsNaN(e512[3])); Assert.Equal(0f, e512[4]);
+        for (int i = 0; i < x.Length; i++)
+        {
+            Assert.True(BitConverter.SingleToUInt32Bits(e512[i]) == BitConverter.SingleToUInt32Bits(e256[i])
+                && BitConverter.SingleToUInt32Bits(e512[i]) == BitConverter.SingleToUInt32Bits(e128[i]), $"x = {x[i]:R}: widths differ");
+            if (float.IsNaN(x[i]) || x[i] < -87.3f) continue;
+            double expected = Math.Exp(x[i]);
+            double ulp = MathF.BitIncrement((float)expected) - (float)expected;
+            Assert.True(Math.Abs(e512[i] - expected) <= 2 * ulp, $"exp({x[i]:R}) = {e512[i]:R}, expected {expected:R}");
+        }
+    }
+
     /// <summary>Every vector width converts every one of the 65536 halves exactly as the runtime's (Half)→float does.</summary>
     [Theory]
     [InlineData(SimdWidth.V512)]

@@ -11,6 +11,13 @@ public sealed class SchedulerSettings
     /// <summary>Prompt tokens one step may prefill when a burst of short prompts arrives (llama-server's n_batch).</summary>
     public int MaxStepPromptTokens { get; set; } = 2048;
     /// <summary>
+    /// At an idle scheduler, the first step waits up to this long while the requests of a burst keep
+    /// arriving (each within <see cref="BurstQuietMilliseconds"/> of the last), so they start together; 0 starts at once.
+    /// </summary>
+    public int BurstGatherMilliseconds { get; set; } = 20;
+    /// <summary>The gap without an arrival that ends that wait (what a lone request waits).</summary>
+    public int BurstQuietMilliseconds { get; set; } = 3;
+    /// <summary>
     /// Automatic prefix caching: bytes of prompt KV blocks kept for later requests with the same prefix
     /// (0 disables it); counted in <see cref="KvCacheBudgetBytes"/> and evicted when a request needs the room.
     /// </summary>
@@ -24,6 +31,7 @@ public sealed class SchedulerSettings
     {
         MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
         MaxStepPromptTokens = MaxStepPromptTokens,
+        BurstGatherMilliseconds = BurstGatherMilliseconds, BurstQuietMilliseconds = BurstQuietMilliseconds,
         PrefixCacheBytes = PrefixCacheBytes, PrefixBlockTokens = PrefixBlockTokens,
     };
 }

@@ -194,6 +194,7 @@ public sealed class BatchScheduler : IDisposable
 
                 try
                 {
+                    GatherBurst();
                     Admit();
                     Step(scratch, logits);
                 }
@@ -219,6 +220,26 @@ public sealed class BatchScheduler : IDisposable
                 _running.Clear();
                 _waiting.Clear();
             }
+        }
+    }
+
+    /// <summary>
+    /// At the start of a busy period (nothing running, requests waiting): waits while more requests keep
+    /// arriving, each within <see cref="SchedulerOptions.BurstQuietMilliseconds"/> of the last, for at most
+    /// <see cref="SchedulerOptions.BurstGatherMilliseconds"/>, or until a full batch waits.
+    /// </summary>
+    private void GatherBurst()
+    {
+        int gather = _options.BurstGatherMilliseconds;
+        if (gather == 0) return;
+        long start = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            lock (_lock)
+                if (_running.Count > 0 || _waiting.Count == 0 || _waiting.Count >= _options.MaxBatch) return;
+            int left = gather - (int)Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            // An arrival releases _wake once per request; a quiet gap (no release) ends the gathering.
+            if (left <= 0 || !_wake.Wait(Math.Min(left, _options.BurstQuietMilliseconds), _stop.Token)) return;
         }
     }
 

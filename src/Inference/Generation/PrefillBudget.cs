@@ -4,8 +4,12 @@ namespace PiServe.Inference.Generation;
 /// How many prompt tokens the sequences still prefilling take in one scheduler step, oldest first.
 /// Whatever a step prefills, every decoding stream waits for it: the step is their inter-token gap.
 /// <list type="bullet">
-/// <item>Nothing decoding: <see cref="SchedulerOptions.PrefillChunk"/> tokens (nobody waits; small steps
-/// let the first prompts of a burst start streaming early).</item>
+/// <item>Nothing decoding, one prompt waiting (or none short): <see cref="SchedulerOptions.PrefillChunk"/>
+/// tokens (nobody waits).</item>
+/// <item>Nothing decoding, several short prompts waiting — a burst gathered at an idle scheduler
+/// (<see cref="SchedulerOptions.BurstGatherMilliseconds"/>): they are prefilled whole in this step as
+/// below, so all of them start streaming together; prefilling the first in a small step would start it
+/// early only to stop it again for the prefill of the others.</item>
 /// <item>Streams decoding, and fewer short prompts waiting than streams (a newcomer while many stream, a
 /// long document arriving): a quarter of PrefillChunk, so a long prompt delays the streams by a small
 /// chunk per step instead of its whole prefill (vLLM's chunked prefill).</item>
@@ -29,7 +33,7 @@ public struct PrefillBudget
     {
         _longPrompt = options.PrefillChunk;
         _chunk = decoding > 0 ? Math.Max(16, options.PrefillChunk / 4) : options.PrefillChunk;
-        Burst = decoding > 0 && shortPromptsWaiting >= decoding;
+        Burst = shortPromptsWaiting >= Math.Max(decoding, 2) || (decoding > 0 && shortPromptsWaiting >= decoding);
         _left = Burst ? Math.Max(_chunk, options.MaxStepPromptTokens) : _chunk;
     }
 

@@ -18,6 +18,16 @@ public sealed record SchedulerOptions
     /// </summary>
     public int MaxStepPromptTokens { get; init; } = 2048;
     /// <summary>
+    /// When requests arrive at an idle scheduler, its first step waits while more keep arriving (each
+    /// within <see cref="BurstQuietMilliseconds"/> of the one before), for at most this long in all, so
+    /// the requests of a burst start in one step: otherwise the first to arrive starts streaming and then
+    /// waits once for the prefill of all the others (llama-server's slots of a burst start together).
+    /// A lone request waits <see cref="BurstQuietMilliseconds"/>. 0 starts at once.
+    /// </summary>
+    public int BurstGatherMilliseconds { get; init; } = 20;
+    /// <summary>The gap without a new arrival that ends the gathering of <see cref="BurstGatherMilliseconds"/>.</summary>
+    public int BurstQuietMilliseconds { get; init; } = 3;
+    /// <summary>
     /// Automatic prefix caching: the most bytes the keys and values of cached prompt blocks may hold (0
     /// disables it). They count against <see cref="KvCacheBudgetBytes"/> together with the running
     /// sequences' reservations, and are evicted (least recently used first) when a request needs the room.
@@ -34,6 +44,8 @@ public sealed record SchedulerOptions
         Check(KvCacheBudgetBytes >= 0, nameof(KvCacheBudgetBytes), KvCacheBudgetBytes, "at least 0");
         Check(PrefillChunk >= 1, nameof(PrefillChunk), PrefillChunk, "at least 1");
         Check(MaxStepPromptTokens >= 1, nameof(MaxStepPromptTokens), MaxStepPromptTokens, "at least 1");
+        Check(BurstGatherMilliseconds is >= 0 and <= 1000, nameof(BurstGatherMilliseconds), BurstGatherMilliseconds, "between 0 and 1000 (0 starts at once)");
+        Check(BurstQuietMilliseconds is >= 1 and <= 1000, nameof(BurstQuietMilliseconds), BurstQuietMilliseconds, "between 1 and 1000");
         Check(PrefixCacheBytes >= 0, nameof(PrefixCacheBytes), PrefixCacheBytes, "at least 0 (0 turns prefix caching off)");
         Check(PrefixBlockTokens >= 1, nameof(PrefixBlockTokens), PrefixBlockTokens, "at least 1");
     }

@@ -157,15 +157,44 @@ public sealed class ChunkedPrefillTests
     }
 
     [Fact]
+    public async Task RequestsArrivingTogetherAtAnIdleSchedulerStartInOneStep()
+    {
+        var recorder = new Recorder();
+        // Generous windows, so a loaded machine cannot split the three arrivals.
+        using var scheduler = new BatchScheduler(Model, Tokenizer,
+            new SchedulerOptions { PrefillChunk = 32, BurstGatherMilliseconds = 1000, BurstQuietMilliseconds = 400 }, recorder);
+        CompletionJob Job(int seed) => new() { Prompt = Prompt(24, seed: seed), MaxTokens = 6, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 } };
+        var a = scheduler.Submit(Job(20));
+        await Task.Delay(50); // without the gathering, A is admitted and streams before B and C arrive
+        var b = scheduler.Submit(Job(21));
+        var c = scheduler.Submit(Job(22));
+        foreach (var s in new[] { a, b, c }) await foreach (var _ in s.ReadAllAsync()) { }
+
+        List<string> calls;
+        lock (recorder.Calls) calls = [.. recorder.Calls];
+        // All three are admitted before anyone's first token, and their prompts (72 tokens, more than
+        // one PrefillChunk) are prefilled in one step: no token is decoded between the first "first" and the last.
+        Assert.True(calls.LastIndexOf("started") < calls.IndexOf("first"), string.Join(",", calls));
+        int firstFirst = calls.IndexOf("first"), lastFirst = calls.LastIndexOf("first");
+        Assert.Equal(0, calls.Skip(firstFirst).Take(lastFirst - firstFirst).Count(c => c == "token"));
+    }
+
+    [Fact]
     public void BudgetChunksALongPromptWhileStreamsDecodeAndTakesABurstWhole()
     {
         var o = new SchedulerOptions { PrefillChunk = 256, MaxStepPromptTokens = 1000 };
-        // Nothing decoding: one chunk.
-        var idle = new PrefillBudget(decoding: 0, shortPromptsWaiting: 5, o);
+        // Nothing decoding, one prompt: one chunk.
+        var idle = new PrefillBudget(decoding: 0, shortPromptsWaiting: 1, o);
         Assert.False(idle.Burst);
         Assert.Equal(128, idle.Take(128));
         Assert.Equal(128, idle.Take(4096));
         Assert.Equal(0, idle.Take(128));
+        // Nothing decoding, a gathered burst: whole, up to the step's cap.
+        var gathered = new PrefillBudget(decoding: 0, shortPromptsWaiting: 5, o);
+        Assert.True(gathered.Burst);
+        Assert.Equal(200, gathered.Take(200));
+        Assert.Equal(256, gathered.Take(4096)); // a long one keeps its chunk (the whole PrefillChunk: nobody decodes)
+        Assert.Equal(200, gathered.Take(200));
         // Eight streams decoding, one long prompt arriving: a quarter chunk per step.
         var lone = new PrefillBudget(decoding: 8, shortPromptsWaiting: 0, o);
         Assert.False(lone.Burst);
@@ -198,6 +227,15 @@ public sealed class ChunkedPrefillTests
         var e = Assert.Throws<ArgumentException>(() => new BatchScheduler(Model, Tokenizer, o));
         string name = prefillChunk == 0 ? "PrefillChunk" : maxBatch == 0 ? "MaxBatch" : "MaxStepPromptTokens";
         Assert.Contains(name, e.Message);
+    }
+
+    [Theory]
+    [InlineData(-1, 3, "BurstGatherMilliseconds")]
+    [InlineData(20, 0, "BurstQuietMilliseconds")]
+    public void OutOfRangeGatheringIsRefusedByName(int gather, int quiet, string name)
+    {
+        var o = new SchedulerOptions { BurstGatherMilliseconds = gather, BurstQuietMilliseconds = quiet };
+        Assert.Contains(name, Assert.Throws<ArgumentException>(() => new BatchScheduler(Model, Tokenizer, o)).Message);
     }
 
     [Fact]

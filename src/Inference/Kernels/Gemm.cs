@@ -28,6 +28,12 @@ public static unsafe class Gemm
     /// <summary>Tokens per tile: 64 tokens of x (64 × K floats) stay in L2 while all rows pass.</summary>
     public const int TokenTile = 64;
     /// <summary>
+    /// The last tile takes up to this many tokens rather than leave a short remainder for a tile of its
+    /// own: each tile streams every weight from memory, and a scheduler step of a 64-token prompt chunk
+    /// and 8–16 decoding streams would otherwise read all the weights twice.
+    /// </summary>
+    public const int MaxTokenTile = TokenTile + TokenTile / 4;
+    /// <summary>
     /// Up to this many tokens (a default decode batch) finite f16 rows are converted in registers rather
     /// than widened into a panel (bench --batch 16, 134M f16: 426–428 against 357–366 tok/s with 10).
     /// </summary>
@@ -58,7 +64,7 @@ public static unsafe class Gemm
     }
 
     /// <summary>Floats of scratch a thread needs for <see cref="Rows(WeightMatrix, float*, int, float*, float*, int, int, float*)"/>: four widened rows and a tile of permuted x.</summary>
-    public static int PanelFloats(int cols) => (4 + TokenTile) * cols;
+    public static int PanelFloats(int cols) => (4 + MaxTokenTile) * cols;
 
     private static void Rows<S, V>(WeightMatrix w, float* x, int n, float* y, float* bias, int r0, int r1, float* panel, bool native)
         where S : struct, ISimd<V> where V : struct
@@ -76,9 +82,9 @@ public static unsafe class Gemm
             }
             return;
         }
-        for (int t0 = 0; t0 < n; t0 += TokenTile)
+        for (int t0 = 0, tn; t0 < n; t0 += tn)
         {
-            int tn = Math.Min(TokenTile, n - t0);
+            tn = n - t0 <= MaxTokenTile ? n - t0 : TokenTile;
             float* xt = x + (long)t0 * k;
             if (paired)
             {

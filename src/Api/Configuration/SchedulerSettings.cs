@@ -11,6 +11,11 @@ public sealed class SchedulerSettings
     /// <summary>Prompt tokens one step may prefill when a burst of short prompts arrives (llama-server's n_batch).</summary>
     public int MaxStepPromptTokens { get; set; } = 2048;
     /// <summary>
+    /// While streams decode, a step's prompt chunk is sized so the step takes about this many times a
+    /// decode-only step (the streams' inter-token gap during a long prefill); 0: a quarter of PrefillChunk per step.
+    /// </summary>
+    public double PrefillStepSlowdown { get; set; } = 6;
+    /// <summary>
     /// At an idle scheduler, the first step waits up to this long while the requests of a burst keep
     /// arriving (each within <see cref="BurstQuietMilliseconds"/> of the last), so they start together; 0 starts at once.
     /// </summary>
@@ -32,6 +37,7 @@ public sealed class SchedulerSettings
         MaxWaiting = MaxWaiting, MaxBatch = MaxBatch, KvCacheBudgetBytes = KvCacheBudgetBytes, PrefillChunk = PrefillChunk,
         MaxStepPromptTokens = MaxStepPromptTokens,
         BurstGatherMilliseconds = BurstGatherMilliseconds, BurstQuietMilliseconds = BurstQuietMilliseconds,
+        PrefillStepSlowdown = PrefillStepSlowdown,
         PrefixCacheBytes = PrefixCacheBytes, PrefixBlockTokens = PrefixBlockTokens,
     };
 }

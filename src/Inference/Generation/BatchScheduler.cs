@@ -32,6 +32,7 @@ public sealed class BatchScheduler : IDisposable
     private readonly List<Running> _running = [];
     private readonly object _lock = new();
     private readonly SemaphoreSlim _wake = new(0);
+    private readonly StepPacer _pacer;
     private readonly CancellationTokenSource _stop = new();
     private readonly Thread _loop;
     private readonly HashSet<int> _eos;
@@ -46,6 +47,7 @@ public sealed class BatchScheduler : IDisposable
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
+        _pacer = new StepPacer(options);
         _observer = observer;
         _eos = [.. model.Config.EosTokenIds];
         if (tokenizer.EosTokenId is { } eos) _eos.Add(eos);
@@ -431,7 +433,8 @@ public sealed class BatchScheduler : IDisposable
         int shortPrompts = 0;
         foreach (var r in prefillers)
             if (!r.P.Job.PromptLogprobs && PrefillBudget.IsShort(r.P.Job.Prompt.Length - r.Session.Length, _options)) shortPrompts++;
-        var budget = new PrefillBudget(decoders.Count, shortPrompts, _options);
+        int? paced = decoders.Count > 0 ? _pacer.ChunkTokens : null;
+        var budget = new PrefillBudget(decoders.Count, shortPrompts, _options, paced);
         try
         {
             foreach (var r in decoders)
@@ -462,6 +465,7 @@ public sealed class BatchScheduler : IDisposable
             }
             if (_stepSessions.Count > 0 || _stepChunks.Count > 0)
             {
+                long started = Stopwatch.GetTimestamp();
                 try
                 {
                     InferenceSession.Step(_stepSessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_stepTokens), _stepChunks, scratch, logits);
@@ -494,6 +498,9 @@ public sealed class BatchScheduler : IDisposable
                     }
                     if (r.Session.Length == r.P.Job.Prompt.Length) PrefillDone(r);
                 }
+                int promptTokens = 0;
+                foreach (var c in _stepChunks) promptTokens += c.Count;
+                _pacer.Observe(decoders.Count, promptTokens, budget.Burst ? null : paced, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             }
             foreach (var r in prefillers)
                 if (r.P.Job.PromptLogprobs && budget.Left > 0) budget.Spend(PrefillWithPromptLogprobs(r, budget.Left));

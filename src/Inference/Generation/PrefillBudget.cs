@@ -11,8 +11,9 @@ namespace PiServe.Inference.Generation;
 /// below, so all of them start streaming together; prefilling the first in a small step would start it
 /// early only to stop it again for the prefill of the others.</item>
 /// <item>Streams decoding, and fewer short prompts waiting than streams (a newcomer while many stream, a
-/// long document arriving): a quarter of PrefillChunk, so a long prompt delays the streams by a small
-/// chunk per step instead of its whole prefill (vLLM's chunked prefill).</item>
+/// long document arriving): a chunk sized by time (<see cref="StepPacer"/>), else a quarter of
+/// PrefillChunk, so a long prompt delays the streams by a small chunk per step instead of its whole
+/// prefill (vLLM's chunked prefill).</item>
 /// <item>Streams decoding, and at least as many short prompts (≤ PrefillChunk tokens left) waiting as
 /// streams decoding — a burst of requests: the short prompts are prefilled whole in this step, up to
 /// <see cref="SchedulerOptions.MaxStepPromptTokens"/> (llama-server's n_batch, vLLM's
@@ -28,11 +29,15 @@ public struct PrefillBudget
     private readonly int _chunk;
     private readonly int _longPrompt;
 
-    /// <summary>The budget of a step with <paramref name="decoding"/> streams decoding and <paramref name="shortPromptsWaiting"/> prompts with at most PrefillChunk tokens left to prefill.</summary>
-    public PrefillBudget(int decoding, int shortPromptsWaiting, SchedulerOptions options)
+    /// <summary>
+    /// The budget of a step with <paramref name="decoding"/> streams decoding and <paramref name="shortPromptsWaiting"/>
+    /// prompts with at most PrefillChunk tokens left to prefill; <paramref name="pacedChunk"/>: the chunk a
+    /// <see cref="StepPacer"/> sized by time for a step with streams decoding (null: a quarter of PrefillChunk).
+    /// </summary>
+    public PrefillBudget(int decoding, int shortPromptsWaiting, SchedulerOptions options, int? pacedChunk = null)
     {
         _longPrompt = options.PrefillChunk;
-        _chunk = decoding > 0 ? Math.Max(16, options.PrefillChunk / 4) : options.PrefillChunk;
+        _chunk = decoding > 0 ? pacedChunk ?? Math.Max(16, options.PrefillChunk / 4) : options.PrefillChunk;
         Burst = shortPromptsWaiting >= Math.Max(decoding, 2) || (decoding > 0 && shortPromptsWaiting >= decoding);
         _left = Burst ? Math.Max(_chunk, options.MaxStepPromptTokens) : _chunk;
     }

@@ -18,6 +18,17 @@ public sealed record SchedulerOptions
     /// </summary>
     public int MaxStepPromptTokens { get; init; } = 2048;
     /// <summary>
+    /// While streams decode, a step's prompt chunk is sized so the step takes about this many times a
+    /// decode-only step (<see cref="StepPacer"/>): the streams' inter-token gap while a long prompt is
+    /// prefilled, traded against that prompt's time to first token. Where a decode step is compute-bound
+    /// (its work d is the same inside a mixed step) the prompt gets (s − 1)/s of the time, so 6 keeps its
+    /// first token within about 1.2× its time alone (1.25× is the serving issue's goal; 5 measured 1.19×
+    /// and 1.32× on a noisy 2-core host) and the streams' gaps at about 6 decode steps, the same every
+    /// step as the prompt's attention deepens. 0: a quarter of <see cref="PrefillChunk"/> per step
+    /// whatever it costs.
+    /// </summary>
+    public double PrefillStepSlowdown { get; init; } = 6;
+    /// <summary>
     /// When requests arrive at an idle scheduler, its first step waits while more keep arriving (each
     /// within <see cref="BurstQuietMilliseconds"/> of the one before), for at most this long in all, so
     /// the requests of a burst start in one step: otherwise the first to arrive starts streaming and then
@@ -44,6 +55,8 @@ public sealed record SchedulerOptions
         Check(KvCacheBudgetBytes >= 0, nameof(KvCacheBudgetBytes), KvCacheBudgetBytes, "at least 0");
         Check(PrefillChunk >= 1, nameof(PrefillChunk), PrefillChunk, "at least 1");
         Check(MaxStepPromptTokens >= 1, nameof(MaxStepPromptTokens), MaxStepPromptTokens, "at least 1");
+        if (!(PrefillStepSlowdown == 0 || PrefillStepSlowdown is >= 1 and <= 100))
+            throw new ArgumentException($"scheduler option {nameof(PrefillStepSlowdown)} must be 0 (off) or between 1 and 100 (got {PrefillStepSlowdown})");
         Check(BurstGatherMilliseconds is >= 0 and <= 1000, nameof(BurstGatherMilliseconds), BurstGatherMilliseconds, "between 0 and 1000 (0 starts at once)");
         Check(BurstQuietMilliseconds is >= 1 and <= 1000, nameof(BurstQuietMilliseconds), BurstQuietMilliseconds, "between 1 and 1000");
         Check(PrefixCacheBytes >= 0, nameof(PrefixCacheBytes), PrefixCacheBytes, "at least 0 (0 turns prefix caching off)");

@@ -165,7 +165,9 @@ public sealed class ChunkedPrefillTests
             new SchedulerOptions { PrefillChunk = 32, BurstGatherMilliseconds = 1000, BurstQuietMilliseconds = 400 }, recorder);
         CompletionJob Job(int seed) => new() { Prompt = Prompt(24, seed: seed), MaxTokens = 6, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 } };
         var a = scheduler.Submit(Job(20));
-        await Task.Delay(50); // without the gathering, A is admitted and streams before B and C arrive
+        // Without the gathering, A is admitted and streams before B and C arrive. (A blocking sleep: an
+        // awaited delay's continuation can wait seconds for a thread-pool thread while other tests run.)
+        Thread.Sleep(50);
         var b = scheduler.Submit(Job(21));
         var c = scheduler.Submit(Job(22));
         foreach (var s in new[] { a, b, c }) await foreach (var _ in s.ReadAllAsync()) { }
@@ -229,6 +231,81 @@ public sealed class ChunkedPrefillTests
         Assert.Contains(name, e.Message);
     }
 
+    /// <summary>
+    /// The pacer has no target until it has seen a decode-only step, then sizes chunks so that steps of a
+    /// simulated cost (20 ms of decoding plus 2.2 ms per prompt token, as measured on the 134M model at
+    /// depth ~1500) converge to the target (5 × 20 ms): c = (100 − 20) / 2.2 ≈ 36; each step moves the
+    /// chunk by at most 2×, ignores steps whose prompts ran out, and grows with a cheaper token.
+    /// </summary>
+    [Fact]
+    public void PacerSizesChunksSoMixedStepsTakeTheTargetTime()
+    {
+        var o = new SchedulerOptions { PrefillChunk = 256, PrefillStepSlowdown = 5 };
+        var pacer = new StepPacer(o);
+        Assert.Null(pacer.ChunkTokens);
+        pacer.Observe(decoded: 8, promptTokens: 16, pacedChunk: null, milliseconds: 55); // a burst step: no decode-only time yet
+        Assert.Null(pacer.ChunkTokens);
+        pacer.Observe(decoded: 8, promptTokens: 0, pacedChunk: null, milliseconds: 20);
+        Assert.Equal(100, pacer.TargetMilliseconds);
+        Assert.Equal(StepPacer.MinTokens, pacer.ChunkTokens);
+
+        double Cost(int c, double perToken) => 20 + perToken * c;
+        int chunk = pacer.ChunkTokens!.Value, steps = 0;
+        for (; steps < 12; steps++)
+        {
+            int next = pacer.ChunkTokens!.Value;
+            Assert.True(next <= 2 * chunk && next >= chunk / 2, $"{chunk} -> {next}");
+            chunk = next;
+            pacer.Observe(8, chunk, chunk, Cost(chunk, 2.2));
+        }
+        Assert.InRange(pacer.ChunkTokens!.Value, 34, 39);
+        Assert.InRange(Cost(pacer.ChunkTokens!.Value, 2.2), 90, 110);
+
+        // A step whose prompt ran out (3 of 36 tokens) says nothing about the chunk's cost.
+        int before = pacer.ChunkTokens!.Value;
+        pacer.Observe(8, 3, before, Cost(3, 2.2));
+        Assert.Equal(before, pacer.ChunkTokens);
+        // Cheaper tokens (a shallower prompt): larger chunks.
+        for (int i = 0; i < 12; i++) pacer.Observe(8, pacer.ChunkTokens!.Value, pacer.ChunkTokens, Cost(pacer.ChunkTokens!.Value, 1.2));
+        Assert.InRange(pacer.ChunkTokens!.Value, 62, 71);
+        // The budget hands the paced chunk to a step with streams decoding.
+        var budget = new PrefillBudget(decoding: 8, shortPromptsWaiting: 0, o, pacer.ChunkTokens);
+        Assert.Equal(pacer.ChunkTokens, budget.Take(4096));
+        // Slowdown 0: the token rule.
+        var off = new StepPacer(o with { PrefillStepSlowdown = 0 });
+        off.Observe(8, 0, null, 20);
+        Assert.Null(off.ChunkTokens);
+    }
+
+    [Fact]
+    public async Task APacedLongPromptLetsStreamsDecodeInShortSteps()
+    {
+        // A decoding, then a long prompt: with pacing the prompt is prefilled in many more, smaller steps
+        // than PrefillChunk / 4 (= 64 tokens) would give, so A receives more tokens while it is prefilled.
+        async Task<int> TokensOfADuringPrefill(double slowdown)
+        {
+            var recorder = new Recorder();
+            using var scheduler = new BatchScheduler(Model, Tokenizer, new SchedulerOptions { PrefillChunk = 256, PrefillStepSlowdown = slowdown }, recorder);
+            var a = scheduler.Submit(new CompletionJob { Prompt = Prompt(8), MaxTokens = 500, IgnoreEos = true, Sampling = new SamplingParams { Temperature = 0 } });
+            // A few of A's tokens first: decode-only steps for the pacer to measure. Polled on this thread
+            // (an awaited read's continuation can wait for a pool thread while A finishes).
+            for (int seen = 0; seen < 3;)
+                if (a.TryRead(out var e)) { if (e is TokenEvent) seen++; }
+                else Thread.Yield();
+            var b = scheduler.Submit(new CompletionJob { Prompt = Prompt(400, seed: 3), MaxTokens = 1, IgnoreEos = true });
+            await foreach (var _ in b.ReadAllAsync()) { }
+            await foreach (var _ in a.ReadAllAsync()) { }
+            List<string> calls;
+            lock (recorder.Calls) calls = [.. recorder.Calls];
+            int startedB = calls.IndexOf("started", calls.IndexOf("started") + 1);
+            int firstB = calls.IndexOf("first", calls.IndexOf("first") + 1);
+            return calls.Skip(startedB).Take(firstB - startedB).Count(c => c == "token");
+        }
+        int tokenRule = await TokensOfADuringPrefill(0), paced = await TokensOfADuringPrefill(1.5);
+        Assert.True(tokenRule <= 7, $"token rule: {tokenRule} steps"); // 400 / 64 = 6.25 steps
+        Assert.True(paced > tokenRule, $"paced: A got {paced} tokens during the prefill, {tokenRule} with the token rule");
+    }
+
     [Theory]
     [InlineData(-1, 3, "BurstGatherMilliseconds")]
     [InlineData(20, 0, "BurstQuietMilliseconds")]
@@ -236,6 +313,16 @@ public sealed class ChunkedPrefillTests
     {
         var o = new SchedulerOptions { BurstGatherMilliseconds = gather, BurstQuietMilliseconds = quiet };
         Assert.Contains(name, Assert.Throws<ArgumentException>(() => new BatchScheduler(Model, Tokenizer, o)).Message);
+    }
+
+    [Theory]
+    [InlineData(0.5)]
+    [InlineData(-1)]
+    [InlineData(double.NaN)]
+    public void OutOfRangeSlowdownIsRefusedByName(double slowdown)
+    {
+        var o = new SchedulerOptions { PrefillStepSlowdown = slowdown };
+        Assert.Contains("PrefillStepSlowdown", Assert.Throws<ArgumentException>(() => new BatchScheduler(Model, Tokenizer, o)).Message);
     }
 
     [Fact]

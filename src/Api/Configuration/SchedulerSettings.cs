@@ -11,8 +11,8 @@ public sealed class SchedulerSettings
     /// <summary>Prompt tokens one step may prefill when a burst of short prompts arrives (llama-server's n_batch).</summary>
     public int MaxStepPromptTokens { get; set; } = 2048;
     /// <summary>
-    /// While streams decode, a step's prompt chunk is sized so the step takes about this many times a
-    /// decode-only step (the streams' inter-token gap during a long prefill); 0: a quarter of PrefillChunk per step.
+    /// While streams decode, a step's prompt chunk (a quarter of PrefillChunk) shrinks where the step would
+    /// take more than this many decode-only steps (the streams' inter-token gap during a long prefill); 0: fixed chunks.
     /// </summary>
     public double PrefillStepSlowdown { get; set; } = 6;
     /// <summary>

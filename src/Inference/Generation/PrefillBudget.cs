@@ -11,9 +11,9 @@ namespace PiServe.Inference.Generation;
 /// below, so all of them start streaming together; prefilling the first in a small step would start it
 /// early only to stop it again for the prefill of the others.</item>
 /// <item>Streams decoding, and fewer short prompts waiting than streams (a newcomer while many stream, a
-/// long document arriving): a chunk sized by time (<see cref="StepPacer"/>), else a quarter of
-/// PrefillChunk, so a long prompt delays the streams by a small chunk per step instead of its whole
-/// prefill (vLLM's chunked prefill).</item>
+/// long document arriving): a quarter of PrefillChunk, or less where that step would run longer than
+/// its time target (<see cref="StepPacer"/>), so a long prompt delays the streams by a small chunk per
+/// step instead of its whole prefill (vLLM's chunked prefill).</item>
 /// <item>Streams decoding, and at least as many short prompts (≤ PrefillChunk tokens left) waiting as
 /// streams decoding — a burst of requests: the short prompts are prefilled whole in this step, up to
 /// <see cref="SchedulerOptions.MaxStepPromptTokens"/> (llama-server's n_batch, vLLM's
@@ -37,7 +37,7 @@ public struct PrefillBudget
     public PrefillBudget(int decoding, int shortPromptsWaiting, SchedulerOptions options, int? pacedChunk = null)
     {
         _longPrompt = options.PrefillChunk;
-        _chunk = decoding > 0 ? pacedChunk ?? Math.Max(16, options.PrefillChunk / 4) : options.PrefillChunk;
+        _chunk = decoding > 0 ? pacedChunk ?? StepPacer.TokenRule(options) : options.PrefillChunk;
         Burst = shortPromptsWaiting >= Math.Max(decoding, 2) || (decoding > 0 && shortPromptsWaiting >= decoding);
         _left = Burst ? Math.Max(_chunk, options.MaxStepPromptTokens) : _chunk;
     }

@@ -18,14 +18,13 @@ public sealed record SchedulerOptions
     /// </summary>
     public int MaxStepPromptTokens { get; init; } = 2048;
     /// <summary>
-    /// While streams decode, a step's prompt chunk is sized so the step takes about this many times a
-    /// decode-only step (<see cref="StepPacer"/>): the streams' inter-token gap while a long prompt is
-    /// prefilled, traded against that prompt's time to first token. Where a decode step is compute-bound
-    /// (its work d is the same inside a mixed step) the prompt gets (s − 1)/s of the time, so 6 keeps its
-    /// first token within about 1.2× its time alone (1.25× is the serving issue's goal; 5 measured 1.19×
-    /// and 1.32× on a noisy 2-core host) and the streams' gaps at about 6 decode steps, the same every
-    /// step as the prompt's attention deepens. 0: a quarter of <see cref="PrefillChunk"/> per step
-    /// whatever it costs.
+    /// While streams decode, a step's prompt chunk (a quarter of <see cref="PrefillChunk"/>) shrinks
+    /// where the step would take more than this many times a decode-only step (<see cref="StepPacer"/>):
+    /// the streams' inter-token gap while a long prompt is prefilled, traded against that prompt's time
+    /// to first token. Where a decode step is compute-bound (its work d is the same inside a mixed step)
+    /// the prompt gets (s − 1)/s of a paced step, so 6 costs its first token about 1.2× its time alone
+    /// and holds the streams' gaps near 6 decode steps as the prompt's attention deepens (with fixed
+    /// chunks they grow 1.5× from the first step to the last). 0: fixed chunks.
     /// </summary>
     public double PrefillStepSlowdown { get; init; } = 6;
     /// <summary>

@@ -386,11 +386,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
     /// <summary>
     /// scores[j] = scale · q·key_j for the count keys of a tile; each key's sum is formed exactly as
-    /// <see cref="Gemm.Dot1"/> forms it (lane-wise FMA chain, then Sum's tree). Keys go four at a time
-    /// so four accumulation chains run in parallel; when head_dim has no scalar tail, Lanes keys'
-    /// partial vectors are reduced together by <see cref="ISimd{V}.SumEach"/> (one transposing
-    /// reduction instead of a horizontal sum and lane extraction per key: the reductions cost
-    /// about as much as the products at head_dim 64).
+    /// <see cref="Gemm.Dot1"/> forms it (lane-wise FMA chain, then Sum's tree). When head_dim has no
+    /// scalar tail, Lanes keys at a time (eight accumulation chains in flight) leave their partial
+    /// vectors to <see cref="ISimd{V}.SumEach"/>: one transposing reduction instead of a horizontal sum
+    /// and a lane extraction per key (those cost about as much as the products at head_dim 64). The
+    /// keys left over go four at a time through <see cref="ISimd{V}.Sum4"/>, the last ones one by one.
     /// </summary>
     [SkipLocalsInit]
     internal static void Scores<T, S, V>(byte* keys, long rowBytes, int count, float* q, int headDim, float scale, float* scores)

@@ -235,7 +235,8 @@ public sealed class ChunkedPrefillTests
     /// The pacer has no target until it has seen a decode-only step, then sizes chunks so that steps of a
     /// simulated cost (20 ms of decoding plus 2.2 ms per prompt token, as measured on the 134M model at
     /// depth ~1500) converge to the target (5 × 20 ms): c = (100 − 20) / 2.2 ≈ 36; each step moves the
-    /// chunk by at most 2×, ignores steps whose prompts ran out, and grows with a cheaper token.
+    /// chunk by at most 2×, ignores steps whose prompts ran out, and grows with a cheaper token up to
+    /// the token rule's chunk (a quarter of PrefillChunk), never beyond.
     /// </summary>
     [Fact]
     public void PacerSizesChunksSoMixedStepsTakeTheTargetTime()
@@ -247,7 +248,7 @@ public sealed class ChunkedPrefillTests
         Assert.Null(pacer.ChunkTokens);
         pacer.Observe(decoded: 8, promptTokens: 0, pacedChunk: null, milliseconds: 20);
         Assert.Equal(100, pacer.TargetMilliseconds);
-        Assert.Equal(StepPacer.MinTokens, pacer.ChunkTokens);
+        Assert.Equal(64, pacer.ChunkTokens); // the token rule's chunk until a paced step has been measured
 
         double Cost(int c, double perToken) => 20 + perToken * c;
         int chunk = pacer.ChunkTokens!.Value, steps = 0;
@@ -265,9 +266,11 @@ public sealed class ChunkedPrefillTests
         int before = pacer.ChunkTokens!.Value;
         pacer.Observe(8, 3, before, Cost(3, 2.2));
         Assert.Equal(before, pacer.ChunkTokens);
-        // Cheaper tokens (a shallower prompt): larger chunks.
+        // Cheaper tokens (a shallower prompt): larger chunks, up to the token rule's (the fixed point, 67, is above it).
+        for (int i = 0; i < 12; i++) pacer.Observe(8, pacer.ChunkTokens!.Value, pacer.ChunkTokens, Cost(pacer.ChunkTokens!.Value, 1.6));
+        Assert.InRange(pacer.ChunkTokens!.Value, 48, 52); // (100 − 20) / 1.6 = 50
         for (int i = 0; i < 12; i++) pacer.Observe(8, pacer.ChunkTokens!.Value, pacer.ChunkTokens, Cost(pacer.ChunkTokens!.Value, 1.2));
-        Assert.InRange(pacer.ChunkTokens!.Value, 62, 71);
+        Assert.Equal(64, pacer.ChunkTokens);
         // The budget hands the paced chunk to a step with streams decoding.
         var budget = new PrefillBudget(decoding: 8, shortPromptsWaiting: 0, o, pacer.ChunkTokens);
         Assert.Equal(pacer.ChunkTokens, budget.Take(4096));

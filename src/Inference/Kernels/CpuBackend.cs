@@ -430,34 +430,17 @@ public sealed unsafe class CpuBackend : IComputeBackend
     }
 
     /// <summary>
-    /// <see cref="Partial4"/> for eight keys (eight chains: a paired step is two dependent FMAs, so
-    /// four chains leave half the FMA throughput idle), for head_dim a multiple of Lanes; the eight
-    /// partial vectors are stored at dst.
+    /// The partial vectors of eight consecutive keys' dot products with q (the GEMV's eight-row loop,
+    /// <see cref="Gemm.Steps8"/>: eight chains, where four leave half the FMA throughput idle since a
+    /// paired step is two dependent FMAs), stored at dst; head_dim is a multiple of Lanes (no scalar tail).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Partial8<T, S, V>(byte* r0, long rowBytes, float* q, int headDim, float* dst)
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
-        byte* r1 = r0 + rowBytes, r2 = r1 + rowBytes, r3 = r2 + rowBytes, r4 = r3 + rowBytes, r5 = r4 + rowBytes, r6 = r5 + rowBytes, r7 = r6 + rowBytes;
-        int i = 0, lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
         V s0 = S.Zero, s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-        for (; i + step <= headDim; i += step)
-        {
-            var qe = S.Load(q + i);
-            var qo = T.Paired ? S.Load(q + i + lanes) : qe;
-            s0 = Gemm.Step<T, S, V>(r0, i, qe, qo, s0); s1 = Gemm.Step<T, S, V>(r1, i, qe, qo, s1);
-            s2 = Gemm.Step<T, S, V>(r2, i, qe, qo, s2); s3 = Gemm.Step<T, S, V>(r3, i, qe, qo, s3);
-            s4 = Gemm.Step<T, S, V>(r4, i, qe, qo, s4); s5 = Gemm.Step<T, S, V>(r5, i, qe, qo, s5);
-            s6 = Gemm.Step<T, S, V>(r6, i, qe, qo, s6); s7 = Gemm.Step<T, S, V>(r7, i, qe, qo, s7);
-        }
-        if (T.Paired && i < headDim)
-        {
-            var qv = S.Load(q + i);
-            s0 = S.Fma(T.Load<S, V>(r0, i), qv, s0); s1 = S.Fma(T.Load<S, V>(r1, i), qv, s1);
-            s2 = S.Fma(T.Load<S, V>(r2, i), qv, s2); s3 = S.Fma(T.Load<S, V>(r3, i), qv, s3);
-            s4 = S.Fma(T.Load<S, V>(r4, i), qv, s4); s5 = S.Fma(T.Load<S, V>(r5, i), qv, s5);
-            s6 = S.Fma(T.Load<S, V>(r6, i), qv, s6); s7 = S.Fma(T.Load<S, V>(r7, i), qv, s7);
-        }
+        Gemm.Steps8<T, S, V>(r0, rowBytes, q, 0, headDim, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5, ref s6, ref s7);
+        int lanes = S.Lanes;
         S.Store(s0, dst); S.Store(s1, dst + lanes); S.Store(s2, dst + 2 * lanes); S.Store(s3, dst + 3 * lanes);
         S.Store(s4, dst + 4 * lanes); S.Store(s5, dst + 5 * lanes); S.Store(s6, dst + 6 * lanes); S.Store(s7, dst + 7 * lanes);
     }

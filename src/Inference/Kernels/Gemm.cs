@@ -215,6 +215,33 @@ public static unsafe class Gemm
                 s6 = Step<T, S, V>(p6, j, xe, xo, s6); s7 = Step<T, S, V>(p7, j, xe, xo, s7);
             }
         }
+        i = Steps8<T, S, V>(p0, rowBytes, x, i, k, ref s0, ref s1, ref s2, ref s3, ref s4, ref s5, ref s6, ref s7);
+        var lo = S.Sum4(s0, s1, s2, s3);
+        var hi = S.Sum4(s4, s5, s6, s7);
+        a0 = lo.GetElement(0); a1 = lo.GetElement(1); a2 = lo.GetElement(2); a3 = lo.GetElement(3);
+        a4 = hi.GetElement(0); a5 = hi.GetElement(1); a6 = hi.GetElement(2); a7 = hi.GetElement(3);
+        for (; i < k; i++)
+        {
+            float xi = x[i];
+            a0 += T.Scalar(p0, i) * xi; a1 += T.Scalar(p1, i) * xi; a2 += T.Scalar(p2, i) * xi; a3 += T.Scalar(p3, i) * xi;
+            a4 += T.Scalar(p4, i) * xi; a5 += T.Scalar(p5, i) * xi; a6 += T.Scalar(p6, i) * xi; a7 += T.Scalar(p7, i) * xi;
+        }
+    }
+
+    /// <summary>
+    /// The vector part of eight consecutive rows' dot products with x from element <paramref name="i"/>
+    /// on (rows <paramref name="rowBytes"/> apart from p0): whole blocks, then a pair layout's tail of
+    /// one vector, accumulated lane-wise into s0…s7. Returns the first element the vectors did not
+    /// cover (the scalar tail, added after the horizontal sums). Shared by the GEMV and the attention
+    /// scores, whose sums must be formed in the same order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static int Steps8<T, S, V>(byte* p0, long rowBytes, float* x, int i, int k,
+        ref V s0, ref V s1, ref V s2, ref V s3, ref V s4, ref V s5, ref V s6, ref V s7)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        byte* p1 = p0 + rowBytes, p2 = p1 + rowBytes, p3 = p2 + rowBytes, p4 = p3 + rowBytes, p5 = p4 + rowBytes, p6 = p5 + rowBytes, p7 = p6 + rowBytes;
+        int lanes = S.Lanes, step = T.Paired ? 2 * lanes : lanes;
         for (; i + step <= k; i += step)
         {
             var xe = S.Load(x + i);
@@ -234,16 +261,7 @@ public static unsafe class Gemm
             s6 = S.Fma(T.Load<S, V>(p6, i), xv, s6); s7 = S.Fma(T.Load<S, V>(p7, i), xv, s7);
             i += lanes;
         }
-        var lo = S.Sum4(s0, s1, s2, s3);
-        var hi = S.Sum4(s4, s5, s6, s7);
-        a0 = lo.GetElement(0); a1 = lo.GetElement(1); a2 = lo.GetElement(2); a3 = lo.GetElement(3);
-        a4 = hi.GetElement(0); a5 = hi.GetElement(1); a6 = hi.GetElement(2); a7 = hi.GetElement(3);
-        for (; i < k; i++)
-        {
-            float xi = x[i];
-            a0 += T.Scalar(p0, i) * xi; a1 += T.Scalar(p1, i) * xi; a2 += T.Scalar(p2, i) * xi; a3 += T.Scalar(p3, i) * xi;
-            a4 += T.Scalar(p4, i) * xi; a5 += T.Scalar(p5, i) * xi; a6 += T.Scalar(p6, i) * xi; a7 += T.Scalar(p7, i) * xi;
-        }
+        return i;
     }
 
     /// <summary>One row, in the same per-lane order as <see cref="Dot8"/>.</summary>

@@ -140,9 +140,7 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
     public static Vector128<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
     {
         if (!Avx512F.IsSupported) return Vector128.Create(Sum(a), Sum(b), Sum(c), Sum(d));
-        var ab = Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
-        var cd = Avx512F.Add(Avx512F.Shuffle(c, d, 0x88), Avx512F.Shuffle(c, d, 0xDD));
-        var y = Avx512F.Add(Avx512F.Shuffle(ab, cd, 0x88), Avx512F.Shuffle(ab, cd, 0xDD));
+        var y = BlockSums(a, b, c, d);
         y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0xB1));
         y = Avx512F.Add(y, Avx512F.Shuffle4x128(y, y, 0x4E));
         return y.GetLower().GetLower();
@@ -158,20 +156,21 @@ internal readonly unsafe struct Simd512 : ISimd<Vector512<float>>
             return Vector512.Create(
                 Vector256.Create(Sum4(Load(p), Load(p + 16), Load(p + 32), Load(p + 48)), Sum4(Load(p + 64), Load(p + 80), Load(p + 96), Load(p + 112))),
                 Vector256.Create(Sum4(Load(p + 128), Load(p + 144), Load(p + 160), Load(p + 176)), Sum4(Load(p + 192), Load(p + 208), Load(p + 224), Load(p + 240))));
-        var q0 = Pairs4(p); var q1 = Pairs4(p + 64); var q2 = Pairs4(p + 128); var q3 = Pairs4(p + 192);
+        var q0 = BlockSums(Load(p), Load(p + 16), Load(p + 32), Load(p + 48));
+        var q1 = BlockSums(Load(p + 64), Load(p + 80), Load(p + 96), Load(p + 112));
+        var q2 = BlockSums(Load(p + 128), Load(p + 144), Load(p + 160), Load(p + 176));
+        var q3 = BlockSums(Load(p + 192), Load(p + 208), Load(p + 224), Load(p + 240));
         var r0 = Avx512F.Add(Avx512F.Shuffle4x128(q0, q1, 0x88), Avx512F.Shuffle4x128(q0, q1, 0xDD));
         var r1 = Avx512F.Add(Avx512F.Shuffle4x128(q2, q3, 0x88), Avx512F.Shuffle4x128(q2, q3, 0xDD));
         return Avx512F.Add(Avx512F.Shuffle4x128(r0, r1, 0x88), Avx512F.Shuffle4x128(r0, r1, 0xDD));
-
-        // Four vectors → per 128-bit block k: their four block-k sums ((x0 + x1) + (x2 + x3) each).
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static Vector512<float> Pairs4(float* p)
-        {
-            Vector512<float> a = Load(p), b = Load(p + 16), c = Load(p + 32), d = Load(p + 48);
-            var ab = Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
-            var cd = Avx512F.Add(Avx512F.Shuffle(c, d, 0x88), Avx512F.Shuffle(c, d, 0xDD));
-            return Avx512F.Add(Avx512F.Shuffle(ab, cd, 0x88), Avx512F.Shuffle(ab, cd, 0xDD));
-        }
+    }
+    /// <summary>Four vectors → in each 128-bit block k, their four block-k sums ((x0 + x1) + (x2 + x3) each): Sum's first two levels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> BlockSums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        var ab = Avx512F.Add(Avx512F.Shuffle(a, b, 0x88), Avx512F.Shuffle(a, b, 0xDD));
+        var cd = Avx512F.Add(Avx512F.Shuffle(c, d, 0x88), Avx512F.Shuffle(c, d, 0xDD));
+        return Avx512F.Add(Avx512F.Shuffle(ab, cd, 0x88), Avx512F.Shuffle(ab, cd, 0xDD));
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> LoadBf16(ushort* p) =>
@@ -250,9 +249,7 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
     public static Vector128<float> Sum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
     {
         if (!Avx.IsSupported) return Vector128.Create(Sum(a), Sum(b), Sum(c), Sum(d));
-        var ab = Avx.Add(Avx.Shuffle(a, b, 0x88), Avx.Shuffle(a, b, 0xDD));
-        var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
-        var y = Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
+        var y = BlockSums(a, b, c, d);
         return Sse.Add(y.GetLower(), y.GetUpper());
     }
     /// <summary>Eight sums in Sum4's tree: two halves of four block sums each, then lower + upper block.</summary>
@@ -262,17 +259,17 @@ internal readonly unsafe struct Simd256 : ISimd<Vector256<float>>
         if (!Avx.IsSupported)
             return Vector256.Create(Sum4(Load(p), Load(p + 8), Load(p + 16), Load(p + 24)),
                 Sum4(Load(p + 32), Load(p + 40), Load(p + 48), Load(p + 56)));
-        var q0 = Pairs4(p); var q1 = Pairs4(p + 32);
+        var q0 = BlockSums(Load(p), Load(p + 8), Load(p + 16), Load(p + 24));
+        var q1 = BlockSums(Load(p + 32), Load(p + 40), Load(p + 48), Load(p + 56));
         return Avx.Add(Avx.Permute2x128(q0, q1, 0x20), Avx.Permute2x128(q0, q1, 0x31));
-
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        static Vector256<float> Pairs4(float* p)
-        {
-            Vector256<float> a = Load(p), b = Load(p + 8), c = Load(p + 16), d = Load(p + 24);
-            var ab = Avx.Add(Avx.Shuffle(a, b, 0x88), Avx.Shuffle(a, b, 0xDD));
-            var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
-            return Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
-        }
+    }
+    /// <summary>Four vectors → in each 128-bit block, their four block sums: Sum's first two levels.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockSums(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        var ab = Avx.Add(Avx.Shuffle(a, b, 0x88), Avx.Shuffle(a, b, 0xDD));
+        var cd = Avx.Add(Avx.Shuffle(c, d, 0x88), Avx.Shuffle(c, d, 0xDD));
+        return Avx.Add(Avx.Shuffle(ab, cd, 0x88), Avx.Shuffle(ab, cd, 0xDD));
     }
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LoadBf16(ushort* p) =>

@@ -115,6 +115,20 @@ public static unsafe class Gemm
                 Avx512F.PermuteVar16x32x2(a, odd, b).Store(dst + i + 16);
             }
         }
+        else if (lanes == 8 && Avx2.IsSupported)
+        {
+            // Each vector's evens to its lower half and odds to its upper half, then the halves
+            // regrouped: 4 shuffles per block instead of 16 scalar moves (2.5% of an AVX2 f16 pp512
+            // profile ran the scalar loop).
+            var parity = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
+            for (; i + block <= k; i += block)
+            {
+                var a = Avx2.PermuteVar8x32(Vector256.Load(src + i), parity);
+                var b = Avx2.PermuteVar8x32(Vector256.Load(src + i + 8), parity);
+                Avx.Permute2x128(a, b, 0x20).Store(dst + i);
+                Avx.Permute2x128(a, b, 0x31).Store(dst + i + 8);
+            }
+        }
         for (; i + block <= k; i += block)
             for (int j = 0; j < lanes; j++)
             {

@@ -41,12 +41,14 @@ public unsafe class GemmTests
             }
     }
 
-    /// <summary>The pair layout (vectorised at 16 lanes): each whole block of 2·lanes floats becomes its even elements then its odd ones, the tail stays; FromPairLayout undoes it.</summary>
+    /// <summary>The pair layout (vectorised at 16 and 8 lanes): each whole block of 2·lanes floats becomes its even elements then its odd ones, the tail stays; FromPairLayout undoes it.</summary>
     [Theory]
     [InlineData(16, 64)]
     [InlineData(16, 2065)]
     [InlineData(16, 31)]
     [InlineData(8, 77)]
+    [InlineData(8, 2048)]
+    [InlineData(8, 15)]
     [InlineData(4, 19)]
     public void PairLayoutSplitsEachBlockByParity(int lanes, int k)
     {

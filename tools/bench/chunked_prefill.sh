@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs tools/bench/chunked_prefill.mjs against a host serving the 134M random checkpoint (max_position
 # 8192) built from this tree, or from the tree at $REV when given (to compare before/after).
-# Usage: tools/bench/chunked_prefill.sh [LONG_TOKENS=4096] [STREAMS=8]   (REV=<commit> for another build)
+# Usage: tools/bench/chunked_prefill.sh [LONG_TOKENS=4096] [STREAMS=8] [ROUNDS=1]   (REV=<commit> for another build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 port=${PORT:-5097}
@@ -17,5 +17,5 @@ dotnet "$exe" --urls "http://127.0.0.1:$port" --PiServe:ModelsRoot="$work/models
   --PiServe:Models:0:Path=small --PiServe:DataDirectory="$work/data" --Logging:LogLevel:Default=Warning ${EXTRA_ARGS:-} &
 host=$!
 for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.5; done
-node "$root/tools/bench/chunked_prefill.mjs" "http://127.0.0.1:$port" small "${1:-4096}" "${2:-8}"
+node "$root/tools/bench/chunked_prefill.mjs" "http://127.0.0.1:$port" small "${1:-4096}" "${2:-8}" "${3:-1}"
 if [ -n "${REV:-}" ]; then kill $host; wait $host 2>/dev/null || true; git -C "$root" worktree remove --force "$work/tree"; fi

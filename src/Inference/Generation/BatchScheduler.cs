@@ -40,6 +40,8 @@ public sealed class BatchScheduler : IDisposable
     private readonly PrefixCache? _prefixCache;
     /// <summary>The admission's match in the prefix cache, reused request after request.</summary>
     private readonly List<PrefixCache.Block> _admitPath = [];
+    /// <summary>Whether a request has been admitted yet (the idle refill of prefix-cache spares waits for one).</summary>
+    private bool _admittedAny;
 
     public BatchScheduler(LlamaModel model, ITokenizer tokenizer, SchedulerOptions options, ISchedulerObserver? observer = null)
     {
@@ -252,7 +254,9 @@ public sealed class BatchScheduler : IDisposable
     /// </summary>
     private bool RefillSpare()
     {
-        if (_prefixCache is null || _wake.CurrentCount > 0) return false;
+        // Not before a first request: a served model nobody asks for holds no spares (up to
+        // MaxStepPromptTokens of KV each: 75–92 MB for the 134M and 1.1B shapes).
+        if (_prefixCache is null || !_admittedAny || _wake.CurrentCount > 0) return false;
         long room;
         lock (_lock)
         {
@@ -285,6 +289,7 @@ public sealed class BatchScheduler : IDisposable
                 if (_prefixCache is not null && !MakeRoom(head, room)) return;
                 p = _waiting.Dequeue();
                 _reservedBytes += p.Bytes;
+                _admittedAny = true;
             }
             _observer?.Started(Seconds(p.SubmittedAt));
             try

@@ -418,4 +418,23 @@ public sealed class PrefixCacheTests
         Assert.True(cache.EvictTo(0));
         Assert.Equal(0, cache.Bytes + cache.SpareBytes);
     }
+
+    /// <summary>
+    /// The scheduler faults spare buffers in while idle, but only once it has served a request: a
+    /// model nobody asks for holds none.
+    /// </summary>
+    [Fact]
+    public async Task IdleSpareRefillWaitsForAFirstRequest()
+    {
+        using var scheduler = Scheduler();
+        var cache = scheduler.PrefixCache!;
+        Assert.True(cache.SpareTarget > 0);
+        Thread.Sleep(300); // idle: the loop would have refilled by now
+        Assert.Equal(0, cache.SpareCount);
+
+        await Run(scheduler, Job(Tokens(3 * Block + 5, 4)));
+        var until = DateTime.UtcNow.AddSeconds(20);
+        while (cache.SpareCount < cache.SpareTarget && DateTime.UtcNow < until) Thread.Sleep(20);
+        Assert.Equal(cache.SpareTarget, cache.SpareCount);
+    }
 }

@@ -307,7 +307,7 @@ PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uin
     for (; i + 32 <= k; i += 32)
     {
         // The same row of the caller's next panel (four rows on) a cache line ahead, as prefetch_next_panel does.
-        _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T0);
+        _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
         __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
         __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
         _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));

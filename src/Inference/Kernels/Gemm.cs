@@ -309,8 +309,12 @@ public static unsafe class Gemm
         where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
     {
         int lanes = S.Lanes, i = 0;
+        long nextPanel = 4L * k * T.Size;
         for (; i + 2 * lanes <= k; i += 2 * lanes)
         {
+            // The same row of the caller's next panel (four rows on) into L2, as the native kernels do:
+            // a decode batch streams each row from memory once.
+            if (Sse.IsSupported) Sse.Prefetch1(row + nextPanel + (long)i * T.Size);
             T.LoadPairs<S, V>(row, i, out var even, out var odd);
             S.Store(even, dst + i);
             S.Store(odd, dst + i + lanes);

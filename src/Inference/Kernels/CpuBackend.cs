@@ -203,26 +203,34 @@ public sealed unsafe class CpuBackend : IComputeBackend
     /// block it is in, so a query's result does not depend on how many tokens the forward processes
     /// (cached decoding stays bit-identical to a full recompute).
     /// </summary>
-    public void Attention(float* q, KvLayer kv, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window)
+    public void Attention(ReadOnlySpan<AttentionSegment> segments, int heads, int kvHeads, int headDim, int? window)
     {
+        if (segments.IsEmpty) return;
         var work = t_attention ??= new AttentionWork();
-        work.Q = q; work.Kv = kv; work.Output = output;
-        (work.N, work.StartPos, work.Heads, work.KvHeads, work.HeadDim, work.Window) = (n, startPos, heads, kvHeads, headDim, window ?? -1);
-        Parallel(work, (long)n * kvHeads * (startPos + n) * headDim * 2 * (heads / kvHeads));
+        long total = 0;
+        foreach (var seg in segments) total += (long)seg.N * kvHeads * (seg.StartPos + seg.N) * headDim * 2 * (heads / kvHeads);
+        fixed (AttentionSegment* p = segments)
+        {
+            work.Segments = p; work.Count = segments.Length;
+            (work.Heads, work.KvHeads, work.HeadDim, work.Window) = (heads, kvHeads, headDim, window ?? -1);
+            try { Parallel(work, total); }
+            finally { work.Segments = null; }
+        }
     }
 
     /// <summary>Query tokens per attention work item in prefill: each widened key/value tile serves all of them.</summary>
     private const int QueryBlock = 32;
 
     /// <summary>
-    /// Work items are (query block, kv head) pairs, dealt out cyclically (item p, p + parts, ...):
-    /// under the causal mask later blocks cost more, so contiguous slices would be unbalanced in prefill.
+    /// Work items are (segment, query block, kv head) triples over all the segments of a step, dealt
+    /// out cyclically (item p, p + parts, ...): under the causal mask later blocks cost more, so
+    /// contiguous slices would be unbalanced in prefill, and a decode step's sequences (a block each)
+    /// share one parallel region instead of one region apiece.
     /// </summary>
     private sealed class AttentionWork : ParallelWork
     {
-        public float* Q, Output;
-        public KvLayer Kv;
-        public int N, StartPos, Heads, KvHeads, HeadDim, Window;
+        public AttentionSegment* Segments;
+        public int Count, Heads, KvHeads, HeadDim, Window;
 
         public override void Run(int part, int parts)
         {
@@ -236,35 +244,51 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
         private void Run<S, V>(int part, int parts) where S : struct, ISimd<V> where V : struct
         {
-            switch (Kv.ElementType)
+            int states = QueryBlock * (Heads / KvHeads), headDim = HeadDim;
+            float* scratch = Scratch(states * (KeyTile + 2 * headDim + 2) + 2 * KeyTile * headDim);
+            int seg = 0, segBase = 0, segItems = Items(Segments[0]);
+            for (int item = part; ; item += parts)
             {
-                case Checkpoints.DType.BF16: Run<Bf16Rows, PairedF32Rows, S, V>(part, parts); break;
-                case Checkpoints.DType.F16 when Kv.Finite: Run<FiniteF16Rows, PairedF32Rows, S, V>(part, parts); break;
-                case Checkpoints.DType.F16: Run<F16Rows, PairedF32Rows, S, V>(part, parts); break;
-                default: Run<F32Rows, F32Rows, S, V>(part, parts); break;
+                while (seg < Count && item >= segBase + segItems)
+                {
+                    segBase += segItems;
+                    if (++seg < Count) segItems = Items(Segments[seg]);
+                }
+                if (seg == Count) return;
+                int local = item - segBase;
+                ref readonly var sg = ref Segments[seg];
+                switch (sg.Kv.ElementType)
+                {
+                    case Checkpoints.DType.BF16: Item<Bf16Rows, PairedF32Rows, S, V>(sg, local / KvHeads, local % KvHeads, scratch); break;
+                    case Checkpoints.DType.F16 when sg.Kv.Finite: Item<FiniteF16Rows, PairedF32Rows, S, V>(sg, local / KvHeads, local % KvHeads, scratch); break;
+                    case Checkpoints.DType.F16: Item<F16Rows, PairedF32Rows, S, V>(sg, local / KvHeads, local % KvHeads, scratch); break;
+                    default: Item<F32Rows, F32Rows, S, V>(sg, local / KvHeads, local % KvHeads, scratch); break;
+                }
             }
         }
 
-        /// <summary>T: the cache's stored rows; W: the widened tile's rows (pair-layout f32 for f16/bf16, the cache itself for f32).</summary>
-        private void Run<T, W, S, V>(int part, int parts)
+        private int Items(in AttentionSegment sg) => (sg.N + QueryBlock - 1) / QueryBlock * KvHeads;
+
+        /// <summary>
+        /// Query block b of a segment against kv head g. T: the cache's stored rows; W: the widened
+        /// tile's rows (pair-layout f32 for f16/bf16, the cache itself for f32).
+        /// </summary>
+        private void Item<T, W, S, V>(in AttentionSegment sg, int b, int g, float* scratch)
             where T : struct, IRowLoader where W : struct, IRowLoader where S : struct, ISimd<V> where V : struct
         {
-            float* qp = Q, op = Output;
-            long headStride = Kv.HeadStride;
-            int startPos = StartPos, heads = Heads, kvHeads = KvHeads, headDim = HeadDim, group = heads / kvHeads, lanes = S.Lanes;
+            var kv = sg.Kv;
+            float* qp = sg.Q, op = sg.Output;
+            long headStride = kv.HeadStride;
+            int startPos = sg.StartPos, heads = Heads, headDim = HeadDim, group = heads / KvHeads, lanes = S.Lanes;
             int window = Window;
             float scale = 1f / MathF.Sqrt(headDim);
             int states = QueryBlock * group;
             bool paired = T.Paired; // f32 caches are read in place
-            float* scratch = Scratch(states * (KeyTile + 2 * headDim + 2) + (paired ? 2 * KeyTile * headDim : 0));
             float* scores = scratch, acc = scores + states * KeyTile, qs = acc + states * headDim, m = qs + states * headDim, l = m + states;
             float* kWide = l + states, vWide = kWide + KeyTile * headDim;
             long rowBytes = (long)headDim * T.Size, wideRowBytes = (long)headDim * W.Size;
-            int blocks = (N + QueryBlock - 1) / QueryBlock;
-            for (int item = part; item < blocks * kvHeads; item += parts)
             {
-                int b = item / kvHeads, g = item % kvHeads;
-                int t0 = b * QueryBlock, tn = Math.Min(QueryBlock, N - t0);
+                int t0 = b * QueryBlock, tn = Math.Min(QueryBlock, sg.N - t0);
                 int iFirst = startPos + t0, iLast = iFirst + tn - 1;
                 int jFirst = window >= 0 ? Math.Max(0, iFirst - window + 1) : 0; // the first key any query of the block sees
                 for (int x = 0; x < tn * group; x++) { m[x] = float.NegativeInfinity; l[x] = 0; }
@@ -277,7 +301,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                         if (T.Paired) Gemm.ToPairLayout(q, dst, headDim, lanes);
                         else Buffer.MemoryCopy(q, dst, headDim * 4L, headDim * 4L);
                     }
-                byte* kg = Kv.Keys + g * headStride * T.Size, vg = Kv.Values + g * headStride * T.Size;
+                byte* kg = kv.Keys + g * headStride * T.Size, vg = kv.Values + g * headStride * T.Size;
                 // Widening a tile pays off when several (query, head) pairs read it; a lone decode
                 // query of a non-GQA model reads the cache directly (same values, same order).
                 bool widen = paired && tn * group >= 4;

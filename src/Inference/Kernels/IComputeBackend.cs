@@ -40,11 +40,13 @@ public unsafe interface IComputeBackend
     void ApplyRope(float* x, int n, int heads, int headDim, int rotaryDim, float* cos, float* sin);
 
     /// <summary>
-    /// Causal attention of n queries at positions startPos.. over keys/values [0, startPos+n) of one
-    /// layer of the cache, query head h reading kv head h / (heads/kvHeads); with a window W a query
-    /// at i sees keys j with i − j &lt; W. The cache is head-major (see <see cref="KvLayer"/>).
+    /// Causal attention for each segment: its N queries at positions StartPos.. over keys/values
+    /// [0, StartPos + N) of its layer of the cache, query head h reading kv head h / (heads/kvHeads);
+    /// with a window W a query at i sees keys j with i − j &lt; W. Caches are head-major (see
+    /// <see cref="KvLayer"/>). The segments of a step (one per sequence) are one call, so a backend can
+    /// spread all of them over its threads at once.
     /// </summary>
-    void Attention(float* q, KvLayer kv, float* output, int n, int startPos, int heads, int kvHeads, int headDim, int? window);
+    void Attention(ReadOnlySpan<AttentionSegment> segments, int heads, int kvHeads, int headDim, int? window);
 
     /// <summary>gate = silu(gate)·up, elementwise over count values.</summary>
     void SwiGlu(float* gate, float* up, long count);
@@ -69,6 +71,16 @@ public readonly unsafe struct Projection(WeightMatrix w, float* y, float* bias)
 /// element g·HeadStride + j·headDim of Keys (values likewise), elements of type ElementType (F32, F16, BF16).
 /// Finite: no stored element is an infinity or NaN (lets f16 be widened with fewer operations).
 /// </summary>
+/// <summary>One sequence's queries in an <see cref="IComputeBackend.Attention"/> call: N rows of Q from position StartPos, their outputs, and its cache layer.</summary>
+public readonly unsafe struct AttentionSegment(float* q, KvLayer kv, float* output, int n, int startPos)
+{
+    public float* Q { get; } = q;
+    public KvLayer Kv { get; } = kv;
+    public float* Output { get; } = output;
+    public int N { get; } = n;
+    public int StartPos { get; } = startPos;
+}
+
 public readonly unsafe struct KvLayer(byte* keys, byte* values, long headStride, Checkpoints.DType elementType, bool finite = false)
 {
     public bool Finite { get; } = finite;

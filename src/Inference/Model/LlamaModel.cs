@@ -230,6 +230,8 @@ public sealed unsafe class LlamaModel : IForwardEngine
             row += seg.Count;
         }
         be.Embed(Embeddings, tokens, s.X);
+        // A step's sequences: on the stack up to a large batch (decode allocates nothing).
+        Span<AttentionSegment> attention = segments.Length <= 256 ? stackalloc AttentionSegment[segments.Length] : new AttentionSegment[segments.Length];
 
         for (int l = 0; l < c.NumLayers; l++)
         {
@@ -247,20 +249,22 @@ public sealed unsafe class LlamaModel : IForwardEngine
             be.ApplyRope(s.Q, n, c.NumHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             be.ApplyRope(s.K, n, c.NumKvHeads, c.HeadDim, c.RotaryDim, s.Cos, s.Sin);
             s.Observer?.Invoke(l, s.Q, s.K, n);
+            // Append each segment's keys and values to its (head-major) cache; then every segment
+            // attends over its own cache, all in one call.
             row = 0;
-            foreach (var seg in segments)
+            for (int i = 0; i < segments.Length; i++)
             {
-                // Append this segment's keys and values to its (head-major) cache, then attend over it.
+                var seg = segments[i];
                 for (int t = 0; t < seg.Count; t++)
                     for (int g = 0; g < c.NumKvHeads; g++)
                     {
                         long src = (long)(row + t) * kvDim + (long)g * c.HeadDim;
                         seg.Cache.Write(l, g, seg.StartPos + t, s.K + src, s.V + src);
                     }
-                be.Attention(s.Q + (long)row * c.QueryDim, seg.Cache.Layer(l), s.Att + (long)row * c.QueryDim,
-                    seg.Count, seg.StartPos, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindowFor(l));
+                attention[i] = new AttentionSegment(s.Q + (long)row * c.QueryDim, seg.Cache.Layer(l), s.Att + (long)row * c.QueryDim, seg.Count, seg.StartPos);
                 row += seg.Count;
             }
+            be.Attention(attention, c.NumHeads, c.NumKvHeads, c.HeadDim, c.SlidingWindowFor(l));
             be.MatMul(w.Wo, s.Att, n, s.Xb, Ptr(w.Bo), precision);
             be.Add(s.X, s.Xb, (long)n * hidden);
 

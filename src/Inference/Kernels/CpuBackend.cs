@@ -287,80 +287,78 @@ public sealed unsafe class CpuBackend : IComputeBackend
             float* scores = scratch, acc = scores + states * KeyTile, qs = acc + states * headDim, m = qs + states * headDim, l = m + states;
             float* kWide = l + states, vWide = kWide + KeyTile * headDim;
             long rowBytes = (long)headDim * T.Size, wideRowBytes = (long)headDim * W.Size;
-            {
-                int t0 = b * QueryBlock, tn = Math.Min(QueryBlock, sg.N - t0);
-                int iFirst = startPos + t0, iLast = iFirst + tn - 1;
-                int jFirst = window >= 0 ? Math.Max(0, iFirst - window + 1) : 0; // the first key any query of the block sees
-                for (int x = 0; x < tn * group; x++) { m[x] = float.NegativeInfinity; l[x] = 0; }
-                new Span<float>(acc, tn * group * headDim).Clear();
-                for (int t = 0; t < tn; t++)
-                    for (int h = 0; h < group; h++)
-                    {
-                        float* q = qp + ((long)(t0 + t) * heads + g * group + h) * headDim;
-                        float* dst = qs + (long)(t * group + h) * headDim;
-                        if (T.Paired) Gemm.ToPairLayout(q, dst, headDim, lanes);
-                        else Buffer.MemoryCopy(q, dst, headDim * 4L, headDim * 4L);
-                    }
-                byte* kg = kv.Keys + g * headStride * T.Size, vg = kv.Values + g * headStride * T.Size;
-                // Widening a tile pays off when several (query, head) pairs read it; a lone decode
-                // query of a non-GQA model reads the cache directly (same values, same order).
-                bool widen = paired && tn * group >= 4;
-                // Read in place, a finite f16 cache converts with F16C natively (the same bits; .NET has no VCVTPH2PS).
-                bool nativeF16 = !widen && typeof(T) == typeof(FiniteF16Rows) && lanes == 16 && NativeKernels.HasAttentionF16;
-
-                // Tiles aligned to absolute positions (multiples of KeyTile); each query clips them to its [j0, i].
-                for (int tileStart = jFirst / KeyTile * KeyTile; tileStart <= iLast; tileStart += KeyTile)
+            int t0 = b * QueryBlock, tn = Math.Min(QueryBlock, sg.N - t0);
+            int iFirst = startPos + t0, iLast = iFirst + tn - 1;
+            int jFirst = window >= 0 ? Math.Max(0, iFirst - window + 1) : 0; // the first key any query of the block sees
+            for (int x = 0; x < tn * group; x++) { m[x] = float.NegativeInfinity; l[x] = 0; }
+            new Span<float>(acc, tn * group * headDim).Clear();
+            for (int t = 0; t < tn; t++)
+                for (int h = 0; h < group; h++)
                 {
-                    int tileFrom = Math.Max(tileStart, jFirst), tileTo = Math.Min(tileStart + KeyTile - 1, iLast);
-                    byte* kTile, vTile;
-                    if (widen)
-                    {
-                        for (int j = tileFrom; j <= tileTo; j++)
-                        {
-                            Gemm.WidenPairs<T, S, V>(kg + j * rowBytes, kWide + (long)(j - tileFrom) * headDim, headDim);
-                            Gemm.WidenPairs<T, S, V>(vg + j * rowBytes, vWide + (long)(j - tileFrom) * headDim, headDim);
-                        }
-                        kTile = (byte*)kWide; vTile = (byte*)vWide;
-                    }
-                    else { kTile = kg + tileFrom * rowBytes; vTile = vg + tileFrom * rowBytes; }
-                    long stride = widen ? wideRowBytes : rowBytes;
-
-                    for (int t = 0; t < tn; t++)
-                    {
-                        int i = iFirst + t, j0 = window >= 0 ? Math.Max(0, i - window + 1) : 0;
-                        int from = Math.Max(tileFrom, j0), to = Math.Min(tileTo, i), count = to - from + 1;
-                        if (count <= 0) continue;
-                        byte* kr = kTile + (from - tileFrom) * stride, vr = vTile + (from - tileFrom) * stride;
-                        for (int h = 0; h < group; h++)
-                        {
-                            int x = t * group + h;
-                            float* sc = scores + x * KeyTile, a = acc + (long)x * headDim;
-                            if (widen) Scores<W, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
-                            else if (nativeF16) NativeKernels.ScoresF16((ushort*)kr, stride / 2, count, qs + (long)x * headDim, headDim, scale, sc);
-                            else Scores<T, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
-                            float correction = SoftmaxTile<S, V>(sc, count, ref m[x], ref l[x]);
-                            if (correction != 1f)
-                            {
-                                var av = new Span<float>(a, headDim);
-                                TensorPrimitives.Multiply(av, correction, av);
-                            }
-                            if (widen) AccumulateValues<W, S, V>(vr, stride, count, sc, a, headDim);
-                            else if (nativeF16) NativeKernels.AccumulateF16((ushort*)vr, stride / 2, count, sc, a, headDim);
-                            else AccumulateValues<T, S, V>(vr, stride, count, sc, a, headDim);
-                        }
-                    }
+                    float* q = qp + ((long)(t0 + t) * heads + g * group + h) * headDim;
+                    float* dst = qs + (long)(t * group + h) * headDim;
+                    if (T.Paired) Gemm.ToPairLayout(q, dst, headDim, lanes);
+                    else Buffer.MemoryCopy(q, dst, headDim * 4L, headDim * 4L);
                 }
+            byte* kg = kv.Keys + g * headStride * T.Size, vg = kv.Values + g * headStride * T.Size;
+            // Widening a tile pays off when several (query, head) pairs read it; a lone decode
+            // query of a non-GQA model reads the cache directly (same values, same order).
+            bool widen = paired && tn * group >= 4;
+            // Read in place, a finite f16 cache converts with F16C natively (the same bits; .NET has no VCVTPH2PS).
+            bool nativeF16 = !widen && typeof(T) == typeof(FiniteF16Rows) && lanes == 16 && NativeKernels.HasAttentionF16;
+
+            // Tiles aligned to absolute positions (multiples of KeyTile); each query clips them to its [j0, i].
+            for (int tileStart = jFirst / KeyTile * KeyTile; tileStart <= iLast; tileStart += KeyTile)
+            {
+                int tileFrom = Math.Max(tileStart, jFirst), tileTo = Math.Min(tileStart + KeyTile - 1, iLast);
+                byte* kTile, vTile;
+                if (widen)
+                {
+                    for (int j = tileFrom; j <= tileTo; j++)
+                    {
+                        Gemm.WidenPairs<T, S, V>(kg + j * rowBytes, kWide + (long)(j - tileFrom) * headDim, headDim);
+                        Gemm.WidenPairs<T, S, V>(vg + j * rowBytes, vWide + (long)(j - tileFrom) * headDim, headDim);
+                    }
+                    kTile = (byte*)kWide; vTile = (byte*)vWide;
+                }
+                else { kTile = kg + tileFrom * rowBytes; vTile = vg + tileFrom * rowBytes; }
+                long stride = widen ? wideRowBytes : rowBytes;
+
                 for (int t = 0; t < tn; t++)
+                {
+                    int i = iFirst + t, j0 = window >= 0 ? Math.Max(0, i - window + 1) : 0;
+                    int from = Math.Max(tileFrom, j0), to = Math.Min(tileTo, i), count = to - from + 1;
+                    if (count <= 0) continue;
+                    byte* kr = kTile + (from - tileFrom) * stride, vr = vTile + (from - tileFrom) * stride;
                     for (int h = 0; h < group; h++)
                     {
                         int x = t * group + h;
-                        float* o = op + ((long)(t0 + t) * heads + g * group + h) * headDim;
-                        var av = new Span<float>(acc + (long)x * headDim, headDim);
-                        TensorPrimitives.Multiply(av, 1f / l[x], av);
-                        if (T.Paired) Gemm.FromPairLayout(acc + (long)x * headDim, o, headDim, lanes);
-                        else av.CopyTo(new Span<float>(o, headDim));
+                        float* sc = scores + x * KeyTile, a = acc + (long)x * headDim;
+                        if (widen) Scores<W, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
+                        else if (nativeF16) NativeKernels.ScoresF16((ushort*)kr, stride / 2, count, qs + (long)x * headDim, headDim, scale, sc);
+                        else Scores<T, S, V>(kr, stride, count, qs + (long)x * headDim, headDim, scale, sc);
+                        float correction = SoftmaxTile<S, V>(sc, count, ref m[x], ref l[x]);
+                        if (correction != 1f)
+                        {
+                            var av = new Span<float>(a, headDim);
+                            TensorPrimitives.Multiply(av, correction, av);
+                        }
+                        if (widen) AccumulateValues<W, S, V>(vr, stride, count, sc, a, headDim);
+                        else if (nativeF16) NativeKernels.AccumulateF16((ushort*)vr, stride / 2, count, sc, a, headDim);
+                        else AccumulateValues<T, S, V>(vr, stride, count, sc, a, headDim);
                     }
+                }
             }
+            for (int t = 0; t < tn; t++)
+                for (int h = 0; h < group; h++)
+                {
+                    int x = t * group + h;
+                    float* o = op + ((long)(t0 + t) * heads + g * group + h) * headDim;
+                    var av = new Span<float>(acc + (long)x * headDim, headDim);
+                    TensorPrimitives.Multiply(av, 1f / l[x], av);
+                    if (T.Paired) Gemm.FromPairLayout(acc + (long)x * headDim, o, headDim, lanes);
+                    else av.CopyTo(new Span<float>(o, headDim));
+                }
         }
     }
 

@@ -35,7 +35,8 @@ public static unsafe class Gemm
     public const int MaxTokenTile = TokenTile + TokenTile / 4;
     /// <summary>
     /// Up to this many tokens (a default decode batch) finite f16 rows are converted in registers rather
-    /// than widened into a panel (bench --batch 16, 134M f16: 426–428 against 357–366 tok/s with 10).
+    /// than split into a panel of halves first (bench --batch 16, 134M f16: 426–428 against 357–366
+    /// tok/s with 10, measured against the f32 panel the halves replaced).
     /// </summary>
     public const int F16RowsMaxTokens = 16;
 
@@ -345,21 +346,20 @@ public static unsafe class Gemm
                     NativeKernels.Micro4Bf16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
                     continue;
                 }
-                if (wide && w.DType == DType.F16 && w.Finite && tn <= F16RowsMaxTokens)
+                if (wide && w.DType == DType.F16 && w.Finite)
                 {
                     // A decode batch: f16 rows converted in registers (each streamed from memory once,
-                    // overlapped with the FMAs); more tokens convert each row once into the panel.
-                    NativeKernels.Micro4F16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
+                    // overlapped with the FMAs). More tokens split each row once into a panel of halves,
+                    // converted as they are loaded (half the bytes of a widened panel).
+                    if (tn <= F16RowsMaxTokens) NativeKernels.Micro4F16Rows((ushort*)w.Row(rn), k, x, tn, yt, rows, bt);
+                    else NativeKernels.Micro4F16HalfPanel((ushort*)w.Row(rn), k, (ushort*)panel, x, tn, yt, rows, bt);
                     continue;
                 }
                 for (int j = 0; j < 4; j++)
                 {
-                    // Finite f16 widens to the same floats with F16C (the non-finite path keeps the managed conversion's NaN bits).
-                    if (w.DType == DType.F16 && w.Finite)
-                    {
-                        if (wide) NativeKernels.WidenF16Pairs((ushort*)w.Row(rn + j), panel + (long)j * k, k);
-                        else NativeKernels.WidenF16PairsAvx2((ushort*)w.Row(rn + j), panel + (long)j * k, k);
-                    }
+                    // Finite f16 at width 256 widens to the same floats with F16C (the non-finite path keeps
+                    // the managed conversion's NaN bits).
+                    if (!wide && w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16PairsAvx2((ushort*)w.Row(rn + j), panel + (long)j * k, k);
                     else WidenRow<S, V>(w, rn + j, panel + (long)j * k);
                 }
                 if (wide) NativeKernels.Micro4F32(panel, k, x, tn, yt, rows, bt);

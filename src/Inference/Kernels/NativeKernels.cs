@@ -8,7 +8,7 @@ namespace PiServe.Inference.Kernels;
 /// another ABI version, disabled with PISERVE_NATIVE_KERNELS=off, or the CPU lacks the instructions,
 /// the managed kernels run and <see cref="Status"/> says why.
 /// <list type="bullet">
-/// <item><see cref="Micro4F32"/>, <see cref="Micro4Bf16Rows"/>, <see cref="Micro4F16Rows"/> (AVX-512F) and <see cref="Micro4F32Avx2"/>
+/// <item><see cref="Micro4F32"/>, <see cref="Micro4Bf16Rows"/>, <see cref="Micro4F16Rows"/>, <see cref="Micro4F16HalfPanel"/> (AVX-512F) and <see cref="Micro4F32Avx2"/>
 /// (AVX2 + FMA + F16C): the exact micro-kernel of prefill and batched decode, bit-identical to the
 /// managed one at the same width (Gemm.Micro4x4 / Micro4x2), so they change speed only.</item>
 /// <item><see cref="GemmBf16Dot"/> and <see cref="ToBf16"/>: matmuls with bf16 activations through
@@ -20,12 +20,12 @@ namespace PiServe.Inference.Kernels;
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 7;
+    private const int AbiVersion = 8;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
-    private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16Pairs;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4Bf16Rows;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4F16Rows;
+    private static readonly delegate* unmanaged<ushort*, int, ushort*, float*, int, float*, long, float*, void> s_micro4F16HalfPanel;
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
     private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16PairsAvx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
@@ -72,12 +72,12 @@ public static unsafe class NativeKernels
         // setting reproduces the AVX2 machine kind on an AVX-512 one.
         bool avx512Off = (features & 3) != 0 && !System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated;
         if (avx512Off) features &= 4;
-        nint micro = Export("pk_micro4_f32"), widen = Export("pk_widen_f16_pairs"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
+        nint micro = Export("pk_micro4_f32"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
         nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16"), widenAvx2 = Export("pk_widen_f16_pairs_avx2");
-        nint f16Rows = Export("pk_micro4_f16_rows");
-        if (micro == 0 || widen == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0
-            || widenAvx2 == 0 || f16Rows == 0)
+        nint f16Rows = Export("pk_micro4_f16_rows"), f16HalfPanel = Export("pk_micro4_f16_half_panel");
+        if (micro == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0
+            || widenAvx2 == 0 || f16Rows == 0 || f16HalfPanel == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -85,9 +85,9 @@ public static unsafe class NativeKernels
         if ((features & 1) != 0)
         {
             s_micro4F32 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)micro;
-            s_widenF16Pairs = (delegate* unmanaged<ushort*, float*, int, void>)widen;
             s_micro4Bf16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)bf16Rows;
             s_micro4F16Rows = (delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void>)f16Rows;
+            s_micro4F16HalfPanel = (delegate* unmanaged<ushort*, int, ushort*, float*, int, float*, long, float*, void>)f16HalfPanel;
             s_scoresF16 = (delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void>)scores;
             s_accumulateF16 = (delegate* unmanaged<ushort*, long, int, float*, float*, int, void>)accumulate;
         }
@@ -145,8 +145,13 @@ public static unsafe class NativeKernels
     public static void Micro4F16Rows(ushort* w, int k, float* x, int n, float* y, long yStride, float* bias) =>
         s_micro4F16Rows(w, k, x, n, y, yStride, bias);
 
-    /// <summary>An f16 row widened into the pair layout of width 512 (Gemm.WidenPairs), exactly, with VCVTPH2PS.</summary>
-    public static void WidenF16Pairs(ushort* row, float* dst, int k) => s_widenF16Pairs(row, dst, k);
+    /// <summary>
+    /// <see cref="Micro4F32"/>'s results for 4 finite f16 rows through a half panel (<paramref name="panel"/>:
+    /// 4·k halves of scratch): each row split once into the pair layout as halves, then converted with
+    /// VCVTPH2PS as the micro-kernel loads it, 6 tokens per pass. Bit for bit the same sums.
+    /// </summary>
+    public static void Micro4F16HalfPanel(ushort* w, int k, ushort* panel, float* x, int n, float* y, long yStride, float* bias) =>
+        s_micro4F16HalfPanel(w, k, panel, x, n, y, yStride, bias);
 
     /// <summary>An f16 row widened into the pair layout of width 256, exactly, with VCVTPH2PS (available with <see cref="Micro4F32Avx2"/>).</summary>
     public static void WidenF16PairsAvx2(ushort* row, float* dst, int k) => s_widenF16PairsAvx2(row, dst, k);

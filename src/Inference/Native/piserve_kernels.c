@@ -12,7 +12,9 @@
 //    multiply and add (compiled with -ffp-contract=off so gcc fuses nothing). Results are
 //    bit-identical to the managed kernels (tests assert it), so decode, batched decode and prefill
 //    keep adding every product in one order. It is faster because it runs 4 rows × 6 tokens (24
-//    accumulators, which the JIT spills), sums four outputs at once and widens f16 with F16C.
+//    accumulators, which the JIT spills) and sums four outputs at once. bf16 and f16 rows skip the
+//    f32 panel: bf16 rows split in registers, f16 rows convert with F16C (in place for a decode
+//    batch, from a panel of halves in the pair layout for a prefill tile: pk_micro4_f16_half_panel).
 //    pk_micro4_f32_avx2 is the same at width 256 for CPUs without AVX-512.
 // 2. pk_gemm_bf16dot — matmuls with bf16 activations (AVX512-BF16, VDPBF16PS), for bf16 weights
 //    when a model opts in (MatmulPrecision = bf16): activations are rounded to bf16 (round to
@@ -29,7 +31,7 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 7
+#define PK_ABI_VERSION 8
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -181,8 +183,9 @@ PK_API void pk_micro4_f32(const float* w, int k, const float* x, int n, float* y
 // would hold at i and i + 16 (Gemm.WidenPairs) — so every accumulator sees the same products in the
 // same order. bf16 splits with a shift and a mask; finite f16 narrows each half (VPMOVDW) and
 // converts it exactly (VCVTPH2PS). Saves the panel pass, which a decode batch of a few tokens cannot
-// amortise, and streams the rows from memory overlapped with the FMAs (a prefill converts each f16
-// row once into the panel instead; Gemm picks by the number of tokens). At most 5 tokens: 20
+// amortise, and streams the rows from memory overlapped with the FMAs (a prefill splits each f16
+// row once into a panel of halves instead, pk_micro4_f16_half_panel; Gemm picks by the number of
+// tokens). At most 5 tokens: 20
 // accumulators, 4 raw rows and their halves fit 32 registers. F16 is a compile-time constant in
 // every instance, so each keeps only its own conversions.
 #define PK_ROWS16 "avx512f,f16c"
@@ -265,7 +268,64 @@ __attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_rows
     PK_FOR_TOKENS5(PK_FINISH)
 #undef PK_FINISH
 }
+
+// NT ≤ 6 tokens × 4 rows of a half panel: finite f16 rows already in the pair layout (each whole block
+// of 32 halves its 16 even ones, then its 16 odd ones; a shorter tail in place), so each half-vector
+// converts with one VCVTPH2PS as it is loaded — the floats the f32 panel would hold, in the same
+// order, with half its bytes and 6 tokens (24 accumulators) per pass over the rows.
+__attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_f16half(int NT, const uint16_t* w, int k, const float* x,
+                                                                                   float* y, long yStride, const float* bias)
+{
+    PK_FOR_TOKENS(PK_DECL)
+    int i = 0;
+    for (; i + 32 <= k; i += 32)
+    {
+        __m512 a0 = half16_16(w + i, 1), a1 = half16_16(w + k + i, 1), a2 = half16_16(w + 2L * k + i, 1), a3 = half16_16(w + 3L * k + i, 1);
+        int off = 0;
+        PK_FOR_TOKENS(PK_STEP)
+        a0 = half16_16(w + i + 16, 1); a1 = half16_16(w + k + i + 16, 1); a2 = half16_16(w + 2L * k + i + 16, 1); a3 = half16_16(w + 3L * k + i + 16, 1);
+        off = 16;
+        PK_FOR_TOKENS(PK_STEP)
+    }
+    if (i + 16 <= k)
+    {
+        __m512 a0 = half16_16(w + i, 1), a1 = half16_16(w + k + i, 1), a2 = half16_16(w + 2L * k + i, 1), a3 = half16_16(w + 3L * k + i, 1);
+        int off = 0;
+        PK_FOR_TOKENS(PK_STEP)
+        i += 16;
+    }
+#define PK_FINISH(t) if (NT > t) finish4_rows16(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias, 1);
+    PK_FOR_TOKENS(PK_FINISH)
+#undef PK_FINISH
+}
 #undef PK_STEP
+
+PK_TILES6(micro4_f16half, micro4_f16half, PK_ROWS16, uint16_t, float)
+
+// pk_micro4_f32's results for 4 finite f16 rows (w: the first, rows k elements apart) and n tokens
+// (x in the pair layout), through a half panel (4·k halves of scratch): each row's whole blocks of 32
+// split once into their even and odd halves (VPMOVDW), with the next panel's row prefetched into L2,
+// then micro4_f16half over the tokens. For prefill-sized tiles; a decode batch reads the rows in
+// place (pk_micro4_f16_rows).
+PK_API __attribute__((target(PK_ROWS16))) void pk_micro4_f16_half_panel(const uint16_t* w, int k, uint16_t* panel, const float* x, int n,
+                                                                       float* y, long yStride, const float* bias)
+{
+    for (int j = 0; j < 4; j++)
+    {
+        const uint16_t* row = w + (long)j * k;
+        uint16_t* dst = panel + (long)j * k;
+        int i = 0;
+        for (; i + 32 <= k; i += 32)
+        {
+            _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
+            __m512i r = _mm512_loadu_si512((const void*)(row + i));
+            _mm256_storeu_si256((__m256i*)(dst + i), _mm512_cvtepi32_epi16(r));
+            _mm256_storeu_si256((__m256i*)(dst + i + 16), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+        }
+        for (; i < k; i++) dst[i] = row[i];
+    }
+    pk_run_tiles(micro4_f16half_tiles, 6, panel, k, x, 4, n, y, yStride, bias);
+}
 
 __attribute__((target(PK_ROWS16), always_inline)) static inline void micro4_bf16p(int NT, const uint16_t* w, int k, const float* x,
                                                                                  float* y, long yStride, const float* bias)
@@ -293,27 +353,6 @@ PK_API void pk_micro4_bf16_rows(const uint16_t* w, int k, const float* x, int n,
 PK_API void pk_micro4_f16_rows(const uint16_t* w, int k, const float* x, int n, float* y, long yStride, const float* bias)
 {
     pk_run_tiles(micro4_f16p_tiles, 5, w, k, x, 4, n, y, yStride, bias);
-}
-
-// An f16 row widened into the pair layout of Gemm.WidenPairs at width 512: each whole block of 32
-// halves becomes its 16 even elements then its 16 odd ones, the tail stays in place. VCVTPH2PS
-// converts exactly (as the managed conversion does), so the panel holds the same floats; the
-// managed code has no F16C and needs several integer operations per vector instead.
-PK_API __attribute__((target("avx512f,f16c"))) void pk_widen_f16_pairs(const uint16_t* row, float* dst, int k)
-{
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    int i = 0;
-    for (; i + 32 <= k; i += 32)
-    {
-        // The same row of the caller's next panel (four rows on) a cache line ahead, as prefetch_next_panel does.
-        _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
-        __m512 a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i)));
-        __m512 b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(row + i + 16)));
-        _mm512_storeu_ps(dst + i, _mm512_permutex2var_ps(a, even, b));
-        _mm512_storeu_ps(dst + i + 16, _mm512_permutex2var_ps(a, odd, b));
-    }
-    for (; i < k; i++) dst[i] = _cvtsh_ss(row[i]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -396,7 +435,7 @@ PK_API __attribute__((target(PK_AVX2))) void pk_widen_f16_pairs_avx2(const uint1
     int i = 0;
     for (; i + 16 <= k; i += 16)
     {
-        // The next panel's row, a cache line ahead, into L2 (as pk_widen_f16_pairs does).
+        // The next panel's row, a cache line ahead, into L2 (as pk_micro4_f16_half_panel does).
         if ((i & 31) == 0) _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
         __m256i r = _mm256_loadu_si256((const __m256i*)(row + i));
         // Evens are the low halves of the 32-bit lanes, odds the high ones; packing works per 128-bit

@@ -355,13 +355,14 @@ public static unsafe class Gemm
                     else NativeKernels.Micro4F16HalfPanel((ushort*)w.Row(rn), k, (ushort*)panel, x, tn, yt, rows, bt);
                     continue;
                 }
-                for (int j = 0; j < 4; j++)
+                if (w.DType == DType.F16 && w.Finite)
                 {
-                    // Finite f16 at width 256 widens to the same floats with F16C (the non-finite path keeps
-                    // the managed conversion's NaN bits).
-                    if (!wide && w.DType == DType.F16 && w.Finite) NativeKernels.WidenF16PairsAvx2((ushort*)w.Row(rn + j), panel + (long)j * k, k);
-                    else WidenRow<S, V>(w, rn + j, panel + (long)j * k);
+                    // Width 256: finite f16 through a panel of halves, converted with F16C as they are loaded.
+                    NativeKernels.Micro4F16HalfPanelAvx2((ushort*)w.Row(rn), k, (ushort*)panel, x, tn, yt, rows, bt);
+                    continue;
                 }
+                // bf16, f32, and f16 with infinities or NaN (the managed conversion keeps their bits).
+                for (int j = 0; j < 4; j++) WidenRow<S, V>(w, rn + j, panel + (long)j * k);
                 if (wide) NativeKernels.Micro4F32(panel, k, x, tn, yt, rows, bt);
                 else NativeKernels.Micro4F32Avx2(panel, k, x, tn, yt, rows, bt);
             }

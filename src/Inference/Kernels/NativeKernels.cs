@@ -20,14 +20,14 @@ namespace PiServe.Inference.Kernels;
 public static unsafe class NativeKernels
 {
     public const string LibraryFile = "libpiserve_kernels.so";
-    private const int AbiVersion = 8;
+    private const int AbiVersion = 9;
 
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4Bf16Rows;
     private static readonly delegate* unmanaged<ushort*, int, float*, int, float*, long, float*, void> s_micro4F16Rows;
     private static readonly delegate* unmanaged<ushort*, int, ushort*, float*, int, float*, long, float*, void> s_micro4F16HalfPanel;
     private static readonly delegate* unmanaged<float*, int, float*, int, float*, long, float*, void> s_micro4F32Avx2;
-    private static readonly delegate* unmanaged<ushort*, float*, int, void> s_widenF16PairsAvx2;
+    private static readonly delegate* unmanaged<ushort*, int, ushort*, float*, int, float*, long, float*, void> s_micro4F16HalfPanelAvx2;
     private static readonly delegate* unmanaged<ushort*, int, int, int, ushort*, int, float*, long, float*, void> s_gemmBf16Dot;
     private static readonly delegate* unmanaged<float*, ushort*, long, void> s_toBf16;
     private static readonly delegate* unmanaged<ushort*, long, int, float*, int, float, float*, void> s_scoresF16;
@@ -74,10 +74,10 @@ public static unsafe class NativeKernels
         if (avx512Off) features &= 4;
         nint micro = Export("pk_micro4_f32"), dot = Export("pk_gemm_bf16dot"), toBf16 = Export("pk_f32_to_bf16");
         nint bf16Rows = Export("pk_micro4_bf16_rows"), microAvx2 = Export("pk_micro4_f32_avx2");
-        nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16"), widenAvx2 = Export("pk_widen_f16_pairs_avx2");
+        nint scores = Export("pk_scores_f16"), accumulate = Export("pk_accumulate_f16"), f16HalfPanelAvx2 = Export("pk_micro4_f16_half_panel_avx2");
         nint f16Rows = Export("pk_micro4_f16_rows"), f16HalfPanel = Export("pk_micro4_f16_half_panel");
         if (micro == 0 || dot == 0 || toBf16 == 0 || bf16Rows == 0 || microAvx2 == 0 || scores == 0 || accumulate == 0
-            || widenAvx2 == 0 || f16Rows == 0 || f16HalfPanel == 0)
+            || f16HalfPanelAvx2 == 0 || f16Rows == 0 || f16HalfPanel == 0)
         {
             Status = $"{LibraryFile} lacks exports of ABI version {AbiVersion}";
             return;
@@ -94,7 +94,7 @@ public static unsafe class NativeKernels
         if ((features & 4) != 0)
         {
             s_micro4F32Avx2 = (delegate* unmanaged<float*, int, float*, int, float*, long, float*, void>)microAvx2;
-            s_widenF16PairsAvx2 = (delegate* unmanaged<ushort*, float*, int, void>)widenAvx2;
+            s_micro4F16HalfPanelAvx2 = (delegate* unmanaged<ushort*, int, ushort*, float*, int, float*, long, float*, void>)f16HalfPanelAvx2;
         }
         if ((features & 2) != 0)
         {
@@ -153,8 +153,9 @@ public static unsafe class NativeKernels
     public static void Micro4F16HalfPanel(ushort* w, int k, ushort* panel, float* x, int n, float* y, long yStride, float* bias) =>
         s_micro4F16HalfPanel(w, k, panel, x, n, y, yStride, bias);
 
-    /// <summary>An f16 row widened into the pair layout of width 256, exactly, with VCVTPH2PS (available with <see cref="Micro4F32Avx2"/>).</summary>
-    public static void WidenF16PairsAvx2(ushort* row, float* dst, int k) => s_widenF16PairsAvx2(row, dst, k);
+    /// <summary><see cref="Micro4F16HalfPanel"/> at width 256 (available with <see cref="Micro4F32Avx2"/>): Gemm's managed Vector256 arithmetic, bit for bit.</summary>
+    public static void Micro4F16HalfPanelAvx2(ushort* w, int k, ushort* panel, float* x, int n, float* y, long yStride, float* bias) =>
+        s_micro4F16HalfPanelAvx2(w, k, panel, x, n, y, yStride, bias);
 
     /// <summary>Rows [r0, r1) of y[t·yStride + r] = Σ_i W[r, i]·xb[t, i] (+ bias[r]) over bf16 rows of k and n bf16 tokens.</summary>
     public static void GemmBf16Dot(ushort* w, int k, int r0, int r1, ushort* xb, int n, float* y, long yStride, float* bias) =>

@@ -31,7 +31,7 @@
 #include <string.h>
 
 #define PK_API __attribute__((visibility("default")))
-#define PK_ABI_VERSION 8
+#define PK_ABI_VERSION 9
 
 PK_API int pk_abi_version(void) { return PK_ABI_VERSION; }
 
@@ -359,7 +359,8 @@ PK_API void pk_micro4_f16_rows(const uint16_t* w, int k, const float* x, int n, 
 // The same exact kernels at width 256 (AVX2 + FMA + F16C), for CPUs without AVX-512: bit-identical
 // to the managed kernels at Vector256 (Gemm.Micro4x2 / DotF32 over the panel, pair blocks of 16).
 // 16 registers: 4 rows × 3 tokens of accumulators, the 3 tokens' x vectors, one weight vector. bf16
-// rows are widened into the panel by the managed code at this width, f16 rows by F16C below.
+// rows are widened into the panel by the managed code at this width; f16 rows are split into a panel
+// of halves and converted by F16C as they are loaded (below).
 
 #define PK_AVX2 "avx2,fma,f16c"
 
@@ -373,16 +374,20 @@ __attribute__((target(PK_AVX2), always_inline)) static inline __m128 hsum8x4(__m
 }
 
 // One token's four outputs at width 256: sums, then each row's scalar tail, separate multiply and
-// add, then the bias.
+// add, then the bias. Rows of f32, or (HALF) of finite f16 converted exactly.
 __attribute__((target(PK_AVX2), always_inline)) static inline void finish4_avx2(__m256 c0, __m256 c1, __m256 c2, __m256 c3,
-                                                                               const float* w, const float* xt, int i, int k,
-                                                                               float* out, const float* bias)
+                                                                               const void* w, const float* xt, int i, int k,
+                                                                               float* out, const float* bias, int HALF)
 {
     float s[4];
     _mm_storeu_ps(s, hsum8x4(c0, c1, c2, c3));
     for (int j = 0; j < 4; j++)
     {
-        for (int ii = i; ii < k; ii++) s[j] += w[(long)j * k + ii] * xt[ii];
+        for (int ii = i; ii < k; ii++)
+        {
+            long at = (long)j * k + ii;
+            s[j] += (HALF ? _cvtsh_ss(((const uint16_t*)w)[at]) : ((const float*)w)[at]) * xt[ii];
+        }
         out[j] = s[j] + (bias ? bias[j] : 0.0f);
     }
 }
@@ -399,25 +404,41 @@ __attribute__((target(PK_AVX2), always_inline)) static inline void finish4_avx2(
         if (NT > 2) c2##j = _mm256_fmadd_ps(a, x2, c2##j);                                              \
     }
 
-// 4 rows of an f32 panel (pair layout) × NT ≤ 3 tokens.
-__attribute__((target(PK_AVX2), always_inline)) static inline void micro4_f32_avx2(int NT, const float* w, int k, const float* x,
-                                                                                  float* y, long yStride, const float* bias)
+// 4 rows of a panel in the pair layout × NT ≤ 3 tokens: f32 rows, or (HALF, a compile-time constant
+// in every instance) finite f16 rows, each vector converted by VCVTPH2PS as it is loaded.
+__attribute__((target(PK_AVX2), always_inline)) static inline void micro4_avx2(int NT, const void* w, int k, const float* x,
+                                                                              float* y, long yStride, const float* bias, int HALF)
 {
+#define PK_W(j) (HALF ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)((const uint16_t*)w + (long)(j) * k + i))) \
+                      : _mm256_loadu_ps((const float*)w + (long)(j) * k + i))
     PK_FOR_TOKENS3(PK_DECL8)
     int i = 0;
     for (; i + 8 <= k; i += 8)
     {
         const int off = 0;
         PK_FOR_TOKENS3(PK_LOADX)
-        PK_ROW(0, _mm256_loadu_ps(w + i)) PK_ROW(1, _mm256_loadu_ps(w + k + i))
-        PK_ROW(2, _mm256_loadu_ps(w + 2L * k + i)) PK_ROW(3, _mm256_loadu_ps(w + 3L * k + i))
+        PK_ROW(0, PK_W(0)) PK_ROW(1, PK_W(1)) PK_ROW(2, PK_W(2)) PK_ROW(3, PK_W(3))
     }
-#define PK_FINISH8(t) if (NT > t) finish4_avx2(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias);
+#undef PK_W
+#define PK_FINISH8(t) if (NT > t) finish4_avx2(c##t##0, c##t##1, c##t##2, c##t##3, w, x + (long)t * k, i, k, y + t * yStride, bias, HALF);
     PK_FOR_TOKENS3(PK_FINISH8)
 #undef PK_FINISH8
 }
 
+__attribute__((target(PK_AVX2), always_inline)) static inline void micro4_f32_avx2(int NT, const float* w, int k, const float* x,
+                                                                                  float* y, long yStride, const float* bias)
+{
+    micro4_avx2(NT, w, k, x, y, yStride, bias, 0);
+}
+
+__attribute__((target(PK_AVX2), always_inline)) static inline void micro4_f16half_avx2(int NT, const uint16_t* w, int k, const float* x,
+                                                                                      float* y, long yStride, const float* bias)
+{
+    micro4_avx2(NT, w, k, x, y, yStride, bias, 1);
+}
+
 PK_TILES3(micro4_f32_avx2, micro4_f32_avx2, PK_AVX2, float, float)
+PK_TILES3(micro4_f16half_avx2, micro4_f16half_avx2, PK_AVX2, uint16_t, float)
 
 // pk_micro4_f32 at width 256 (x in the pair layout of width 256). bf16 rows go through the panel at
 // this width: splitting them in registers for only 3 tokens measured slower (60 against 85 GFLOP/s).
@@ -426,26 +447,32 @@ PK_API void pk_micro4_f32_avx2(const float* w, int k, const float* x, int n, flo
     pk_run_tiles(micro4_f32_avx2_tiles, 3, w, k, x, 4, n, y, yStride, bias);
 }
 
-// An f16 row widened into the pair layout of Gemm.WidenPairs at width 256: each whole block of 16
-// halves becomes its 8 even elements then its 8 odd ones, the tail stays in place; VCVTPH2PS is
-// exact, as the managed conversion is (which needs several integer operations per vector instead).
-PK_API __attribute__((target(PK_AVX2))) void pk_widen_f16_pairs_avx2(const uint16_t* row, float* dst, int k)
+// pk_micro4_f32_avx2's results for 4 finite f16 rows (w: the first, rows k elements apart) through a
+// panel of halves (4·k of scratch): each whole block of 16 halves of a row becomes its 8 even ones
+// then its 8 odd ones — the pair layout of width 256 — and a shorter tail stays in place; the kernel
+// converts each vector as it loads it (half the bytes of a widened f32 panel, whose four 2048-wide
+// rows alone filled L1). The next panel's row is prefetched into L2 a cache line ahead.
+PK_API __attribute__((target(PK_AVX2))) void pk_micro4_f16_half_panel_avx2(const uint16_t* w, int k, uint16_t* panel, const float* x,
+                                                                          int n, float* y, long yStride, const float* bias)
 {
     const __m256i low = _mm256_set1_epi32(0xFFFF);
-    int i = 0;
-    for (; i + 16 <= k; i += 16)
+    for (int j = 0; j < 4; j++)
     {
-        // The next panel's row, a cache line ahead, into L2 (as pk_micro4_f16_half_panel does).
-        if ((i & 31) == 0) _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
-        __m256i r = _mm256_loadu_si256((const __m256i*)(row + i));
-        // Evens are the low halves of the 32-bit lanes, odds the high ones; packing works per 128-bit
-        // lane ([e0..3 o0..3 | e4..7 o4..7]), the permute puts the evens before the odds.
-        __m256i packed = _mm256_packus_epi32(_mm256_and_si256(r, low), _mm256_srli_epi32(r, 16));
-        packed = _mm256_permute4x64_epi64(packed, 0xD8);
-        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm256_castsi256_si128(packed)));
-        _mm256_storeu_ps(dst + i + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(packed, 1)));
+        const uint16_t* row = w + (long)j * k;
+        uint16_t* dst = panel + (long)j * k;
+        int i = 0;
+        for (; i + 16 <= k; i += 16)
+        {
+            if ((i & 31) == 0) _mm_prefetch((const char*)(row + 4L * k + i), _MM_HINT_T1);
+            __m256i r = _mm256_loadu_si256((const __m256i*)(row + i));
+            // Evens are the low halves of the 32-bit lanes, odds the high ones; packing works per
+            // 128-bit lane ([e0..3 o0..3 | e4..7 o4..7]), the permute puts the evens before the odds.
+            __m256i packed = _mm256_packus_epi32(_mm256_and_si256(r, low), _mm256_srli_epi32(r, 16));
+            _mm256_storeu_si256((__m256i*)(dst + i), _mm256_permute4x64_epi64(packed, 0xD8));
+        }
+        for (; i < k; i++) dst[i] = row[i];
     }
-    for (; i < k; i++) dst[i] = _cvtsh_ss(row[i]);
+    pk_run_tiles(micro4_f16half_avx2_tiles, 3, panel, k, x, 4, n, y, yStride, bias);
 }
 
 // ---------------------------------------------------------------------------------------------

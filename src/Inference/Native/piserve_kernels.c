@@ -75,14 +75,25 @@ __attribute__((target("avx512f"), always_inline)) static inline __m128 hsum16x4(
     return _mm512_castps512_ps128(y);
 }
 
+// Four sums without a scalar tail (k a multiple of the vector blocks, the usual case), stored as
+// out[j] = sum[j] + (bias ? bias[j] : 0) with one vector add and store: the same values as the scalar
+// loop (adding +0 included), without its store, reload and four scalar stores per token, which cost
+// ~12% of the AVX2 kernel's time (3 tokens a tile).
+__attribute__((target("sse"), always_inline)) static inline void store4_plus_bias(__m128 sums, float* out, const float* bias)
+{
+    _mm_storeu_ps(out, _mm_add_ps(sums, bias ? _mm_loadu_ps(bias) : _mm_setzero_ps()));
+}
+
 // One token's four outputs: the horizontal sums, then each row's scalar tail [i, k) as separate
 // multiply and add, then the bias.
 __attribute__((target("avx512f"), always_inline)) static inline void finish4_f32(__m512 c0, __m512 c1, __m512 c2, __m512 c3,
                                                                                 const float* w, const float* xt, int i, int k,
                                                                                 float* out, const float* bias)
 {
+    __m128 sums = hsum16x4(c0, c1, c2, c3);
+    if (i == k) { store4_plus_bias(sums, out, bias); return; }
     float s[4];
-    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
+    _mm_storeu_ps(s, sums);
     for (int j = 0; j < 4; j++)
     {
         const float* wj = w + (long)j * k;
@@ -217,8 +228,10 @@ __attribute__((target(PK_ROWS16), always_inline)) static inline void finish4_row
                                                                                    const uint16_t* w, const float* xt, int i, int k,
                                                                                    float* out, const float* bias, int F16)
 {
+    __m128 sums = hsum16x4(c0, c1, c2, c3);
+    if (i == k) { store4_plus_bias(sums, out, bias); return; }
     float s[4];
-    _mm_storeu_ps(s, hsum16x4(c0, c1, c2, c3));
+    _mm_storeu_ps(s, sums);
     for (int j = 0; j < 4; j++)
     {
         const uint16_t* wj = w + (long)j * k;
@@ -379,8 +392,10 @@ __attribute__((target(PK_AVX2), always_inline)) static inline void finish4_avx2(
                                                                                const void* w, const float* xt, int i, int k,
                                                                                float* out, const float* bias, int HALF)
 {
+    __m128 sums = hsum8x4(c0, c1, c2, c3);
+    if (i == k) { store4_plus_bias(sums, out, bias); return; }
     float s[4];
-    _mm_storeu_ps(s, hsum8x4(c0, c1, c2, c3));
+    _mm_storeu_ps(s, sums);
     for (int j = 0; j < 4; j++)
     {
         for (int ii = i; ii < k; ii++)

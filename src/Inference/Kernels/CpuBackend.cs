@@ -495,6 +495,17 @@ public sealed unsafe class CpuBackend : IComputeBackend
         return i;
     }
 
+    /// <summary>a0…a3 += pv · the four vectors of a paired row from element i (two pair blocks: even, odd, even, odd).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AxpyPairs4<T, S, V>(byte* row, int i, V pv, ref V a0, ref V a1, ref V a2, ref V a3)
+        where T : struct, IRowLoader where S : struct, ISimd<V> where V : struct
+    {
+        T.LoadPairs<S, V>(row, i, out var e0, out var o0);
+        a0 = S.Fma(pv, e0, a0); a1 = S.Fma(pv, o0, a1);
+        T.LoadPairs<S, V>(row, i + 2 * S.Lanes, out var e1, out var o1);
+        a2 = S.Fma(pv, e1, a2); a3 = S.Fma(pv, o1, a3);
+    }
+
     /// <summary>
     /// acc += Σ_j p[j]·value_j over the count values of a tile (acc in the pair layout when the rows
     /// are paired). Loops run keys innermost with a slice of acc held in registers (up to eight
@@ -515,14 +526,8 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 for (int j = 0; j < count; j++, row += rowBytes)
                 {
                     var pv = S.Broadcast(p[j]);
-                    T.LoadPairs<S, V>(row, i, out var e0, out var o0);
-                    a0 = S.Fma(pv, e0, a0); a1 = S.Fma(pv, o0, a1);
-                    T.LoadPairs<S, V>(row, i + 2 * lanes, out var e1, out var o1);
-                    a2 = S.Fma(pv, e1, a2); a3 = S.Fma(pv, o1, a3);
-                    T.LoadPairs<S, V>(row, i + 4 * lanes, out var e2, out var o2);
-                    a4 = S.Fma(pv, e2, a4); a5 = S.Fma(pv, o2, a5);
-                    T.LoadPairs<S, V>(row, i + 6 * lanes, out var e3, out var o3);
-                    a6 = S.Fma(pv, e3, a6); a7 = S.Fma(pv, o3, a7);
+                    AxpyPairs4<T, S, V>(row, i, pv, ref a0, ref a1, ref a2, ref a3);
+                    AxpyPairs4<T, S, V>(row, i + 4 * lanes, pv, ref a4, ref a5, ref a6, ref a7);
                 }
                 S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
                 S.Store(a4, acc + i + 4 * lanes); S.Store(a5, acc + i + 5 * lanes); S.Store(a6, acc + i + 6 * lanes); S.Store(a7, acc + i + 7 * lanes);
@@ -533,13 +538,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 V a0 = S.Load(acc + i), a1 = S.Load(acc + i + lanes), a2 = S.Load(acc + i + 2 * lanes), a3 = S.Load(acc + i + 3 * lanes);
                 byte* row = values;
                 for (int j = 0; j < count; j++, row += rowBytes)
-                {
-                    var pv = S.Broadcast(p[j]);
-                    T.LoadPairs<S, V>(row, i, out var e0, out var o0);
-                    a0 = S.Fma(pv, e0, a0); a1 = S.Fma(pv, o0, a1);
-                    T.LoadPairs<S, V>(row, i + 2 * lanes, out var e1, out var o1);
-                    a2 = S.Fma(pv, e1, a2); a3 = S.Fma(pv, o1, a3);
-                }
+                    AxpyPairs4<T, S, V>(row, i, S.Broadcast(p[j]), ref a0, ref a1, ref a2, ref a3);
                 S.Store(a0, acc + i); S.Store(a1, acc + i + lanes); S.Store(a2, acc + i + 2 * lanes); S.Store(a3, acc + i + 3 * lanes);
             }
             for (; i + 2 * lanes <= headDim; i += 2 * lanes)

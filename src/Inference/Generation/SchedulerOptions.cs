@@ -54,15 +54,14 @@ public sealed record SchedulerOptions
         Check(KvCacheBudgetBytes >= 0, nameof(KvCacheBudgetBytes), KvCacheBudgetBytes, "at least 0");
         Check(PrefillChunk >= 1, nameof(PrefillChunk), PrefillChunk, "at least 1");
         Check(MaxStepPromptTokens >= 1, nameof(MaxStepPromptTokens), MaxStepPromptTokens, "at least 1");
-        if (!(PrefillStepSlowdown == 0 || PrefillStepSlowdown is >= 1 and <= 100))
-            throw new ArgumentException($"scheduler option {nameof(PrefillStepSlowdown)} must be 0 (off) or between 1 and 100 (got {PrefillStepSlowdown})");
+        Check(PrefillStepSlowdown == 0 || PrefillStepSlowdown is >= 1 and <= 100, nameof(PrefillStepSlowdown), PrefillStepSlowdown, "0 (off) or between 1 and 100");
         Check(BurstGatherMilliseconds is >= 0 and <= 1000, nameof(BurstGatherMilliseconds), BurstGatherMilliseconds, "between 0 and 1000 (0 starts at once)");
         Check(BurstQuietMilliseconds is >= 1 and <= 1000, nameof(BurstQuietMilliseconds), BurstQuietMilliseconds, "between 1 and 1000");
         Check(PrefixCacheBytes >= 0, nameof(PrefixCacheBytes), PrefixCacheBytes, "at least 0 (0 turns prefix caching off)");
         Check(PrefixBlockTokens >= 1, nameof(PrefixBlockTokens), PrefixBlockTokens, "at least 1");
     }
 
-    private static void Check(bool ok, string name, long value, string rule)
+    private static void Check<T>(bool ok, string name, T value, string rule)
     {
         if (!ok) throw new ArgumentException($"scheduler option {name} must be {rule} (got {value})");
     }
